@@ -1,0 +1,192 @@
+"""The sweep file: a YAML document validated into :class:`SweepConfig`.
+
+Unknown keys are rejected; every error names the field path, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from orchestrator.errors import MISSING, ConfigError
+from orchestrator.registries import SAMPLERS, SCHEDULERS
+from orchestrator.search_space import SearchSpace, presets, read_yaml_mapping, resolve_reference
+from trials.metrics import METRIC_NAMES
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objective(_Section):
+    metric: str = "val_f1_macro"
+    mode: Literal["max", "min"] = "max"
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRIC_NAMES:
+            raise ValueError(f"trials never report it; choose one of {', '.join(METRIC_NAMES)}")
+        return metric
+
+
+class DataConfig(_Section):
+    source: str
+    text_column: str | None = None  # default: the bundled dataset's, else "text"
+    label_column: str | None = None  # default: the bundled dataset's, else "label"
+    max_length: int = Field(128, ge=8, le=8192)
+    train_size: int | None = Field(None, ge=2)
+    val_size: int | None = Field(None, ge=2)
+
+
+class TrialConfig(_Section):
+    max_epochs: int = Field(3, ge=1, le=10_000)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class Budget(_Section):
+    n_trials: int = Field(8, ge=1)
+    max_concurrent: int = Field(1, ge=1)
+
+
+class SamplerConfig(_Section):
+    name: str = "tpe"
+    seed: int | None = 0
+    n_startup_trials: int | None = Field(None, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler; valid names are {', '.join(sorted(SAMPLERS))}")
+        return name
+
+
+class SchedulerConfig(_Section):
+    name: str = "fifo"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler; valid names are {', '.join(SCHEDULERS)}")
+        return name
+
+
+class Resources(_Section):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class StorageConfig(_Section):
+    study_db: str = "sqlite:///hpo.db"
+    mlflow: str = "sqlite:///mlruns.db"
+    results_dir: str = "hpo_runs"
+
+    @field_validator("study_db", "mlflow", "results_dir")
+    @classmethod
+    def _expand_environment(cls, value: str) -> str:
+        expanded = os.path.expandvars(value)
+        if "${" in expanded:
+            raise ValueError("it names an environment variable that is not set; export it first")
+        return expanded
+
+
+class ClusterConfig(_Section):
+    address: str | None = None  # None starts a local Ray; "auto" or "ray://host:10001" joins a cluster
+
+
+class SweepConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    objective: Objective = Objective()
+    model: str
+    data: DataConfig
+    search_space: SearchSpace
+    trial: TrialConfig = TrialConfig()
+    budget: Budget = Budget()
+    sampler: SamplerConfig = SamplerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    resources: Resources = Resources()
+    storage: StorageConfig = StorageConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _load_reference(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        base_dir = (info.context or {}).get("base_dir", Path.cwd())
+        path = resolve_reference(value, base_dir)
+        if path is None:
+            raise ValueError(f"no such file; give a path relative to the sweep file or a preset ({', '.join(presets())})")
+        try:
+            return read_yaml_mapping(path)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {_first_line(error)}") from None
+
+
+def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:
+    """Validate a parsed sweep mapping; raise :class:`ConfigError` on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("<sweep file>", raw, "the file must be a YAML mapping of sections (name, model, data, ...)")
+    try:
+        return SweepConfig.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise config_error_from(error) from None
+
+
+def load_sweep(path: str | os.PathLike[str]) -> SweepConfig:
+    """Read and validate a sweep file. Touches nothing but the file (and the search space it names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("<sweep file>", str(path), "no such file; pass the path of a sweep YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError("<sweep file>", str(path), f"not valid YAML ({_first_line(error)}); fix the syntax there") from None
+    return parse_sweep(raw, path.resolve().parent)
+
+
+_NOISE = {"params", "float", "int", "categorical", "function-after", "function-before", "function-wrap"}
+
+
+def config_error_from(error: ValidationError) -> ConfigError:
+    """Turn pydantic's first error into a one-line :class:`ConfigError`."""
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"] if not (isinstance(part, str) and part.split("[")[0] in _NOISE)]
+    field = ".".join(location) or "<sweep file>"
+    value = first.get("input")
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = ".".join(location[:-1])
+        fix = f"unknown key; remove it or check its spelling ({_valid_keys(parent)})"
+    elif kind == "missing":
+        fix, value = "this key is required; add it", MISSING
+    else:
+        fix = first["msg"].removeprefix("Value error, ")
+    more = len(error.errors()) - 1
+    if more:
+        fix += f" (and {more} more problem{'s' * (more > 1)})"
+    return ConfigError(field, value, fix)
+
+
+def _valid_keys(section_path: str) -> str:
+    model: Any = SweepConfig
+    for part in filter(None, section_path.split(".")):
+        annotation = model.model_fields.get(part).annotation if hasattr(model, "model_fields") and part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "see the README for valid keys"
+        model = annotation
+    return "valid keys: " + ", ".join(model.model_fields)
+
+
+def _first_line(error: Exception) -> str:
+    return " ".join(str(error).split())

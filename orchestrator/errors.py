@@ -1,0 +1,44 @@
+"""Exceptions raised by the orchestrator.
+
+Every error a user can cause derives from :class:`HpoError`, so scripts can catch one
+class; the CLI maps each subclass to a documented exit code.
+"""
+
+from __future__ import annotations
+
+
+MISSING = object()
+"""Stands for the value of a required key that is absent."""
+
+
+class HpoError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(HpoError):
+    """The sweep file (or a value it points at) is invalid. Raised before any compute starts.
+
+    The message names the field path, the value received and the fix, on one line.
+    """
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: object, fix: str) -> None:
+        self.field = field
+        self.value = value
+        self.fix = fix
+        shown = "is missing" if value is MISSING else f"{_short(value)} is invalid"
+        super().__init__(f"{field}: {shown}: {fix}")
+
+
+class SweepFailedError(HpoError):
+    """The sweep ran but could not finish (every trial failed, or the backend broke)."""
+
+    exit_code = 1
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,54 @@
+"""How a finished Ray trial maps to one honest state, shared by the study and MLflow."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from optuna.trial import TrialState
+
+FINAL_FLAG = "is_final"  # set by trials/finetune.py on the last report of a trial that ran to its end
+
+MLFLOW_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: TrialState
+    value: float | None
+    reason: str
+
+    @property
+    def mlflow_status(self) -> str:
+        return MLFLOW_STATUS[self.state]
+
+
+def best_of(values: list[float], mode: str) -> float | None:
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+def classify(history: list[dict], metric: str, mode: str, error: str | None) -> Outcome:
+    """Decide a trial's state from its reported results and error, if any.
+
+    - an error -> FAIL with the error as reason;
+    - no reports, or a NaN/inf objective -> FAIL;
+    - stopped before its own last epoch (by a scheduler or a budget) -> PRUNED;
+    - otherwise COMPLETE, valued at the best epoch (early stopping keeps the best epoch).
+    """
+    if error:
+        return Outcome(TrialState.FAIL, None, error)
+    values = [float(result[metric]) for result in history if metric in result]
+    if not values:
+        return Outcome(TrialState.FAIL, None, f"the trial never reported {metric}")
+    if not math.isfinite(values[-1]):
+        return Outcome(TrialState.FAIL, None, f"{metric} is {values[-1]}")
+    if not history[-1].get(FINAL_FLAG):
+        return Outcome(TrialState.PRUNED, None, f"stopped early after {len(values)} epoch(s)")
+    return Outcome(TrialState.COMPLETE, best_of(values, mode), "completed")

@@ -1,0 +1,113 @@
+"""One place that records each trial's progress and final state in the study and in MLflow.
+
+A Ray Tune callback on the driver. For every trial it opens an MLflow child run, reports
+each epoch as an Optuna intermediate value and as MLflow metrics, and at the end classifies
+the trial once (:func:`orchestrator.outcome.classify`) and writes that state to both stores,
+so the study and MLflow always agree.
+"""
+
+from __future__ import annotations
+
+import optuna
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from orchestrator.outcome import FINAL_FLAG, Outcome, classify
+from orchestrator.searcher import StudySearcher
+from orchestrator.tracking import MlflowTracker
+from trials.metrics import METRIC_NAMES
+
+TAG_PREFIX = "hpo."
+
+
+def error_summary(trial: Trial) -> str:
+    """One line naming the exception a trial died of."""
+    error = trial.get_pickled_error()
+    if error is not None:
+        cause = error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
+        cause = getattr(error, "cause", None) or cause
+        lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+        return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
+    text = trial.get_error() or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "the trial's worker failed")[:500]
+
+
+class TrialRecorder(Callback):
+    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str) -> None:
+        self.searcher = searcher
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.metric = metric
+        self.mode = mode
+        self.history: dict[str, list[dict]] = {}
+        self.run_ids: dict[str, str] = {}
+        self.outcomes: dict[str, Outcome] = {}
+
+    @property
+    def study(self) -> optuna.Study:
+        return self.searcher.study
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        if trial.trial_id in self.run_ids:
+            return
+        optuna_trial = self.searcher.open_trials[trial.trial_id]
+        number = optuna_trial.number
+        run_id = self.tracker.start_run(
+            name=f"t{number:03d}",
+            params=trial.config,
+            tags={
+                f"{TAG_PREFIX}study": self.study.study_name,
+                f"{TAG_PREFIX}optuna_trial_number": number,
+                f"{TAG_PREFIX}ray_trial_id": trial.trial_id,
+                f"{TAG_PREFIX}state": "RUNNING",
+            },
+            parent_run_id=self.parent_run_id,
+        )
+        self.run_ids[trial.trial_id] = run_id
+        self.history[trial.trial_id] = []
+        optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
+        optuna_trial.set_user_attr("mlflow_run_id", run_id)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
+        metrics = {name: float(result[name]) for name in METRIC_NAMES if name in result}
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self.history[trial.trial_id].append({**metrics, FINAL_FLAG: result.get(FINAL_FLAG, 0)})
+        value = metrics.get(self.metric)
+        if value is not None:
+            self.searcher.open_trials[trial.trial_id].report(value, step)
+        self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._finish(trial.trial_id, error=None)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._finish(trial.trial_id, error=error_summary(trial))
+
+    def _finish(self, trial_id: str, error: str | None) -> None:
+        optuna_trial = self.searcher.open_trials.pop(trial_id, None)
+        if optuna_trial is None:
+            return
+        outcome = classify(self.history.get(trial_id, []), self.metric, self.mode, error)
+        self._record(trial_id, optuna_trial, outcome)
+
+    def _record(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> None:
+        optuna_trial.set_user_attr("state_reason", outcome.reason)
+        self.study.tell(optuna_trial, outcome.value, state=outcome.state)
+        self.outcomes[trial_id] = outcome
+        run_id = self.run_ids.get(trial_id)
+        if run_id is not None:
+            final = {"final_" + self.metric: outcome.value} if outcome.value is not None else {}
+            if final:
+                self.tracker.log_metrics(run_id, final, step=len(self.history.get(trial_id, [])))
+            self.tracker.finish(
+                run_id,
+                outcome.mlflow_status,
+                {f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason},
+            )
+
+    def close_open_trials(self, reason: str) -> None:
+        """Record every trial that never reached an end (the sweep stopped under it) as FAIL."""
+        for trial_id in list(self.searcher.open_trials):
+            optuna_trial = self.searcher.open_trials.pop(trial_id)
+            self._record(trial_id, optuna_trial, Outcome(optuna.trial.TrialState.FAIL, None, reason))

@@ -1,0 +1,60 @@
+"""What a sweep invocation returns: the state of the study after it, and the best trial."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    number: int
+    state: str
+    value: float | None
+    params: dict
+    duration_s: float | None
+    mlflow_run_id: str | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial) -> "TrialSummary":
+        duration = trial.duration.total_seconds() if trial.duration else None
+        return cls(
+            trial.number, trial.state.name, trial.value, dict(trial.params), duration,
+            trial.user_attrs.get("mlflow_run_id"), trial.user_attrs.get("state_reason"),
+        )
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    study_name: str
+    metric: str
+    mode: str
+    trials_this_run: dict[str, int]  # state name -> count, for trials started by this invocation
+    study_trials: dict[str, int]  # state name -> count, over the whole study
+    best: TrialSummary | None
+    top: list[TrialSummary]
+    baseline: dict[str, float]
+    duration_s: float
+    study_db: str  # masked
+    mlflow_uri: str  # masked
+    mlflow_experiment_id: str | None
+    parent_run_id: str | None
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_study(study: optuna.Study, top_k: int = 5) -> tuple[dict[str, int], TrialSummary | None, list[TrialSummary]]:
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(trial.state.name for trial in trials)
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda trial: trial.value, reverse=reverse)
+    top = [TrialSummary.of(trial) for trial in ranked[:top_k]]
+    return dict(counts), (top[0] if top else None), top

@@ -1,0 +1,237 @@
+"""Run a sweep: prepare once, then let Ray Tune schedule trials that an Optuna study proposes.
+
+Data flow: config -> prepare (model, data, tokenise once) -> study (SQL) -> StudySearcher
+-> Ray Tuner -> trials.entrypoint.run_trial on workers -> reports -> TrialRecorder
+-> study DB + MLflow.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.config import SweepConfig
+from orchestrator.errors import ConfigError, SweepFailedError
+from orchestrator.prepare import PreparedSweep, prepare
+from orchestrator.result import SweepResult, summarize_study
+from orchestrator.secrets import mask
+from orchestrator.study import check_reachable, open_storage, open_study, startup_trials
+
+# Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "10000")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    n_trials: int | None = None  # overrides budget.n_trials
+    debug: bool = False
+    callbacks: tuple = ()  # extra Ray Tune callbacks (the CLI's progress display)
+
+
+def validate(config: SweepConfig) -> PreparedSweep:
+    """Every check that needs no compute: model, data, database. Writes nothing."""
+    prepared = prepare(config)
+    check_reachable(config.storage.study_db)
+    _check_mlflow_reachable(config.storage.mlflow)
+    return prepared
+
+
+def _check_mlflow_reachable(uri: str) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # the client raises several types for network failures
+        raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({type(error).__name__}); start it or fix the URL") from None
+
+
+def _start_ray(config: SweepConfig, debug: bool) -> bool:
+    """Start or join Ray; return True when this call started it (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = config.cluster.address
+    ray.init(
+        address=address,
+        num_cpus=None if address else os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=debug,
+        logging_level="INFO" if debug else "ERROR",
+        configure_logging=True,
+    )
+    return True
+
+
+def _check_cluster_resources(config: SweepConfig) -> None:
+    import ray
+
+    available = ray.cluster_resources()
+    for name, wanted in (("cpu", config.resources.cpu), ("gpu", config.resources.gpu)):
+        have = available.get(name.upper(), 0.0)
+        if wanted > have:
+            raise ConfigError(
+                f"resources.{name}", wanted,
+                f"the Ray cluster has {have:g} {name.upper()}(s) in all; ask for at most {have:g} per trial",
+            )
+
+
+def _scheduler(config: SweepConfig):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if config.scheduler.name == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=config.trial.max_epochs,
+            grace_period=config.scheduler.grace_period,
+            reduction_factor=config.scheduler.reduction_factor,
+        )
+    return FIFOScheduler()
+
+
+def _trainable(prepared: PreparedSweep):
+    from ray import tune
+
+    from trials.entrypoint import run_trial
+    from trials.finetune import TrialSettings
+
+    config = prepared.config
+    settings = TrialSettings(
+        model_path=prepared.model_path,
+        label_names=prepared.label_names,
+        pad_token_id=prepared.pad_token_id,
+        max_epochs=config.trial.max_epochs,
+        objective=config.objective.metric,
+        mode=config.objective.mode,
+        seed=config.trial.seed,
+        patience=config.trial.early_stopping_patience,
+        eval_batch_size=config.trial.eval_batch_size,
+        num_threads=max(1, int(config.resources.cpu)),
+        use_gpu=config.resources.gpu > 0,
+    )
+    trainable = tune.with_parameters(run_trial, settings=settings, data=prepared.data)
+    return tune.with_resources(trainable, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
+
+
+def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
+    params = {
+        "model": config.model,
+        "data.source": config.data.source,
+        "data.train_size": len(prepared.data.train),
+        "data.val_size": len(prepared.data.val),
+        "data.max_length": config.data.max_length,
+        "objective": f"{config.objective.mode} {config.objective.metric}",
+        "sampler": config.sampler.name,
+        "sampler.seed": config.sampler.seed,
+        "sampler.n_startup_trials": startup_trials(config),
+        "scheduler": config.scheduler.name,
+        "n_trials": n_trials,
+        "max_concurrent": config.budget.max_concurrent,
+        "max_epochs": config.trial.max_epochs,
+        "resources.cpu": config.resources.cpu,
+        "resources.gpu": config.resources.gpu,
+    }
+    params.update({f"baseline.{key}": round(value, 4) for key, value in prepared.baseline.items()})
+    return params
+
+
+def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared: PreparedSweep | None = None) -> SweepResult:
+    """Run ``options.n_trials`` (default ``budget.n_trials``) more trials of the sweep's study.
+
+    Raises :class:`ConfigError` before anything is written when the input is bad.
+    """
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from orchestrator.recorder import TrialRecorder
+    from orchestrator.searcher import StudySearcher
+    from orchestrator.tracking import MlflowTracker
+
+    started = time.time()
+    prepared = prepared or validate(config)
+    n_trials = options.n_trials or config.budget.n_trials
+    started_ray = _start_ray(config, options.debug)
+    try:
+        _check_cluster_resources(config)
+        study = open_study(config, open_storage(config.storage.study_db))
+        results_dir = Path(config.storage.results_dir).resolve()
+        tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
+        parent_run_id = tracker.start_run(
+            name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            params=_sweep_params(config, prepared, n_trials),
+            tags={"hpo.study": config.name, "hpo.role": "sweep", "hpo.host": socket.gethostname(), "hpo.user": getpass.getuser()},
+        )
+        searcher = StudySearcher(
+            study, config.search_space.distributions(), config.search_space.fixed,
+            config.objective.metric, config.objective.mode,
+        )
+        recorder = TrialRecorder(searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode)
+        for callback in options.callbacks:
+            if hasattr(callback, "attach"):
+                callback.attach(recorder, n_trials, prepared)
+        tuner = tune.Tuner(
+            _trainable(prepared),
+            tune_config=tune.TuneConfig(
+                metric=config.objective.metric,
+                mode=config.objective.mode,
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.budget.max_concurrent),
+                scheduler=_scheduler(config),
+                num_samples=n_trials,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(results_dir / "ray"),
+                callbacks=[recorder, *options.callbacks],
+                verbose=0,
+                log_to_file=False,
+            ),
+        )
+        interrupted = False
+        status = "FINISHED"
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            interrupted, status = True, "KILLED"
+        finally:
+            recorder.close_open_trials("interrupted: the sweep stopped before this trial finished")
+            this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
+            study_counts, best, top = summarize_study(study)
+            if best is not None:
+                tracker.log_metrics(parent_run_id, {f"best_{config.objective.metric}": best.value}, step=sum(study_counts.values()))
+            tracker.finish(parent_run_id, status, {f"hpo.trials.{state.lower()}": n for state, n in this_run.items()})
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+    result = SweepResult(
+        study_name=config.name,
+        metric=config.objective.metric,
+        mode=config.objective.mode,
+        trials_this_run=this_run,
+        study_trials=study_counts,
+        best=best,
+        top=top,
+        baseline=prepared.baseline,
+        duration_s=time.time() - started,
+        study_db=mask(config.storage.study_db),
+        mlflow_uri=mask(config.storage.mlflow),
+        mlflow_experiment_id=tracker.experiment_id,
+        parent_run_id=parent_run_id,
+        interrupted=interrupted,
+    )
+    if not interrupted and this_run and set(this_run) == {"FAIL"}:
+        raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
+    return result

@@ -1,0 +1,150 @@
+"""Declarative search spaces: YAML mappings of parameter name to float, int or categorical.
+
+Example (``search_spaces/text_classification.yaml``)::
+
+    learning_rate: {type: float, low: 1.0e-5, high: 5.0e-4, log: true}
+    batch_size: {type: categorical, choices: [16, 32]}
+    unfreeze_depth: {type: int, low: 0, high: 6}
+    label_smoothing: 0.1          # a plain value fixes the parameter
+
+Each entry converts to an Optuna distribution; fixed values pass straight to every trial.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import optuna.distributions as od
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trials.finetune import HYPERPARAMETER_NAMES
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+class _Param(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatParam(_Param):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "FloatParam":
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def distribution(self) -> od.BaseDistribution:
+        return od.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> "IntParam":
+        _check_range(self.low, self.high, self.log, None if self.step == 1 else self.step)
+        if self.step < 1:
+            raise ValueError(f"step must be at least 1, got {self.step}")
+        return self
+
+    def distribution(self) -> od.BaseDistribution:
+        return od.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Union[bool, int, float, str, None]]
+
+    @model_validator(mode="after")
+    def _check(self) -> "CategoricalParam":
+        if not self.choices:
+            raise ValueError("choices is empty; list at least one value")
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError(f"choices must be distinct, got {self.choices}")
+        return self
+
+    def distribution(self) -> od.BaseDistribution:
+        return od.CategoricalDistribution(self.choices)
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Fixed = Union[bool, int, float, str, None]
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if low > high:
+        raise ValueError(f"low must not exceed high, got low={low}, high={high}; swap them")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0, got low={low}; raise low or set log: false")
+    if log and step is not None:
+        raise ValueError("log scale and step cannot be combined; drop one of them")
+    if step is not None and step <= 0:
+        raise ValueError(f"step must be positive, got {step}")
+
+
+class SearchSpace(BaseModel):
+    """Searched parameters (``params``) and fixed ones (``fixed``), keyed by hyperparameter name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    params: dict[str, Param]
+    fixed: dict[str, Fixed] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_fixed(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "params" in raw:
+            return raw
+        params = {name: spec for name, spec in raw.items() if isinstance(spec, dict)}
+        fixed = {name: spec for name, spec in raw.items() if not isinstance(spec, dict)}
+        return {"params": params, "fixed": fixed}
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "SearchSpace":
+        for name in [*self.params, *self.fixed]:
+            if name not in HYPERPARAMETER_NAMES:
+                raise ValueError(f"unknown parameter {name!r}; valid names are {', '.join(HYPERPARAMETER_NAMES)}")
+        if not self.params:
+            raise ValueError("the search space searches nothing; give at least one parameter a type")
+        return self
+
+    def distributions(self) -> dict[str, od.BaseDistribution]:
+        return {name: param.distribution() for name, param in self.params.items()}
+
+    def bounds(self, name: str) -> tuple[Any, Any] | None:
+        """(low, high) of a numeric parameter, the fixed value twice, or None if absent."""
+        if name in self.fixed:
+            return self.fixed[name], self.fixed[name]
+        param = self.params.get(name)
+        if isinstance(param, (FloatParam, IntParam)):
+            return param.low, param.high
+        if isinstance(param, CategoricalParam):
+            numeric = [c for c in param.choices if isinstance(c, (int, float))]
+            return (min(numeric), max(numeric)) if numeric else None
+        return None
+
+
+def resolve_reference(reference: str, base_dir: Path) -> Path | None:
+    """Find a search-space file: a path relative to ``base_dir`` or the cwd, or a preset name."""
+    candidates = [base_dir / reference, Path(reference), PRESET_DIR / reference, PRESET_DIR / f"{reference}.yaml"]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def presets() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    loaded = yaml.safe_load(path.read_text())
+    return loaded if loaded is not None else {}

@@ -1,0 +1,37 @@
+"""A Ray Tune searcher that asks an Optuna study for each new trial's parameters.
+
+It only *suggests*: the final state of every trial is told to the study by
+:class:`orchestrator.recorder.TrialRecorder`, which sees errors and scheduler stops that a
+Ray searcher is not told about (Ray's own ``OptunaSearch`` records both as COMPLETE).
+"""
+
+from __future__ import annotations
+
+import optuna
+from ray.tune.search import Searcher
+
+
+class StudySearcher(Searcher):
+    def __init__(self, study: optuna.Study, space_distributions: dict, fixed: dict, metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.study = study
+        self._distributions = space_distributions
+        self._fixed = dict(fixed)
+        self.open_trials: dict[str, optuna.Trial] = {}
+
+    def suggest(self, trial_id: str) -> dict:
+        trial = self.study.ask(self._distributions)
+        self.open_trials[trial_id] = trial
+        return {**self._fixed, **trial.params}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Nothing to do: the recorder tells the study (see the module docstring)."""
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """The study database is the searcher's state; nothing to checkpoint."""
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """The study database is the searcher's state; nothing to restore."""

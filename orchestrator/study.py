@@ -1,0 +1,85 @@
+"""The study database: an Optuna RDB storage on SQLite (embedded default) or PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from orchestrator.config import SweepConfig
+from orchestrator.errors import ConfigError
+from orchestrator.registries import SAMPLERS
+from orchestrator.secrets import mask
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    return Path(parsed.database) if parsed.database and parsed.database != ":memory:" else None
+
+
+def check_reachable(url: str) -> None:
+    """Raise :class:`ConfigError` unless ``url`` is a database we can connect to. Writes nothing."""
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError("storage.study_db", mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None:
+        if not sqlite_path.resolve().parent.is_dir():
+            raise ConfigError("storage.study_db", mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
+        return
+    if parsed.get_backend_name() == "sqlite":
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except ModuleNotFoundError as error:
+        raise ConfigError("storage.study_db", mask(url), f"driver {error.name!r} is not installed; pip install 'psycopg[binary]'") from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = mask(" ".join(str(getattr(error, "orig", error)).split()))[:160]
+        raise ConfigError("storage.study_db", mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url``. SQLite gets WAL mode and a busy timeout so readers never block a sweep."""
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None:
+        with sqlite3.connect(sqlite_path) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    elif make_url(url).get_backend_name() == "sqlite":
+        engine_kwargs = {}
+    else:
+        engine_kwargs = {"pool_size": 4, "max_overflow": 4, "pool_pre_ping": True, "pool_recycle": 1800}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def startup_trials(config: SweepConfig) -> int:
+    """Random trials before TPE models the space: a third of the budget, between 2 and 10."""
+    if config.sampler.n_startup_trials is not None:
+        return config.sampler.n_startup_trials
+    return min(10, max(2, config.budget.n_trials // 3))
+
+
+def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the sweep's study, or load it to continue when it exists."""
+    sampler = SAMPLERS[config.sampler.name](config.sampler.seed, startup_trials(config))
+    direction = "maximize" if config.objective.mode == "max" else "minimize"
+    study = optuna.create_study(
+        study_name=config.name, storage=storage, sampler=sampler, direction=direction, load_if_exists=True
+    )
+    if study.direction != optuna.study.StudyDirection(1 if direction == "minimize" else 2):
+        raise ConfigError(
+            "objective.mode", config.objective.mode,
+            f"study {config.name!r} already exists with the opposite direction; rename the sweep or keep its mode",
+        )
+    return study

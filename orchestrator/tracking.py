@@ -1,0 +1,60 @@
+"""MLflow logging through :class:`mlflow.MlflowClient` with explicit run ids.
+
+No fluent API and no global active run: trials run in parallel, and their runs are
+created by the driver as children of one parent run per ``hpo run`` invocation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from orchestrator.secrets import mask
+
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_PARAM_LENGTH = 6000
+
+
+def _param_value(value: object) -> str:
+    return mask(str(value))[:_MAX_PARAM_LENGTH]
+
+
+class MlflowTracker:
+    """Creates parent and child runs in one experiment and logs to them by id."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is not None:
+            self.experiment_id = experiment.experiment_id
+        else:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
+
+    def start_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
+        all_tags = {MLFLOW_RUN_NAME: name, **tags}
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: mask(str(v)) for k, v in all_tags.items()})
+        items = [Param(key, _param_value(value)) for key, value in params.items()]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(key, mask(str(value))) for key, value in tags.items()])
+
+    def finish(self, run_id: str, status: str, tags: Mapping[str, object] | None = None) -> None:
+        if tags:
+            self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, status=status)

@@ -1,0 +1,145 @@
+"""Labelled text: loading, splitting, tokenising once, and length-bucketed batches.
+
+A sweep tokenises its data once (:func:`encode`) and ships the resulting
+:class:`EncodedSplit` arrays to every trial through the Ray object store; trials only pad
+and batch. Batches are padded to their longest member (dynamic padding) and training
+batches group texts of similar length (length bucketing), so short tweets do not pay for
+``max_length``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+class DataError(ValueError):
+    """The data cannot be used as given. ``field`` names the setting at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    texts: list[str]
+    labels: np.ndarray  # int64 class ids
+    label_names: list[str]
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """Token ids of many texts, stored flat: text ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
+
+    ids: np.ndarray  # int32
+    offsets: np.ndarray  # int64, len = n + 1
+    labels: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV, TSV, JSON Lines or Parquet file into a DataFrame."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
+    if suffix == ".json":
+        return pd.read_json(path)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    separator = "\t" if suffix == ".tsv" else ","
+    return pd.read_csv(path, sep=separator, encoding_errors="replace")
+
+
+def labelled_texts(frame: pd.DataFrame, text_column: str, label_column: str) -> LabelledTexts:
+    """Pick the text and label columns, drop rows where either is missing, and number the labels."""
+    for field, column in (("data.text_column", text_column), ("data.label_column", label_column)):
+        if column not in frame.columns:
+            raise DataError(field, f"column {column!r} is not in the data; its columns are {list(frame.columns)}")
+    frame = frame[[text_column, label_column]].dropna()
+    frame = frame[frame[text_column].astype(str).str.strip() != ""]
+    if frame.empty:
+        raise DataError("data.source", "no rows with both a text and a label")
+    label_names = sorted(frame[label_column].astype(str).unique())
+    if len(label_names) < 2:
+        raise DataError("data.label_column", f"only one class ({label_names[0]!r}); classification needs at least 2")
+    index = {name: i for i, name in enumerate(label_names)}
+    labels = frame[label_column].astype(str).map(index).to_numpy(dtype=np.int64)
+    return LabelledTexts(frame[text_column].astype(str).tolist(), labels, label_names)
+
+
+def split(data: LabelledTexts, train_size: int, val_size: int, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
+    """Shuffle with ``seed`` and take disjoint train and validation subsets of the given sizes."""
+    if train_size + val_size > len(data.labels):
+        raise DataError(
+            "data.train_size",
+            f"train_size + val_size = {train_size + val_size} but the data has {len(data.labels)} usable rows",
+        )
+    order = np.random.default_rng(seed).permutation(len(data.labels))
+
+    def take(rows: np.ndarray) -> LabelledTexts:
+        return LabelledTexts([data.texts[i] for i in rows], data.labels[rows], data.label_names)
+
+    return take(order[:train_size]), take(order[train_size : train_size + val_size])
+
+
+def encode(tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int) -> EncodedSplit:
+    """Tokenise ``texts`` (with special tokens, truncated to ``max_length``) into an :class:`EncodedSplit`."""
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((token for ids in encoded for token in ids), dtype=np.int32, count=int(offsets[-1]))
+    return EncodedSplit(flat, offsets, np.asarray(labels, dtype=np.int64))
+
+
+def collate(split_: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the texts at ``rows`` to the longest among them."""
+    lengths = split_.lengths[rows]
+    input_ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
+    attention_mask = np.zeros_like(input_ids)
+    for position, (row, length) in enumerate(zip(rows, lengths)):
+        start = split_.offsets[row]
+        input_ids[position, :length] = split_.ids[start : start + length]
+        attention_mask[position, :length] = 1
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(attention_mask),
+        "labels": torch.from_numpy(split_.labels[rows]),
+    }
+
+
+def train_batches(split_: EncodedSplit, batch_size: int, rng: np.random.Generator, bucket_batches: int = 50) -> Iterator[np.ndarray]:
+    """Row indices of shuffled training batches whose texts have similar lengths.
+
+    Rows are shuffled, cut into pools of ``bucket_batches`` batches, sorted by length inside
+    each pool and cut into batches; the batch order is shuffled again.
+    """
+    order = rng.permutation(len(split_))
+    lengths = split_.lengths
+    pool = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    for index in rng.permutation(len(batches)):
+        yield batches[index]
+
+
+def eval_batches(split_: EncodedSplit, batch_size: int) -> Iterator[np.ndarray]:
+    """Row indices of evaluation batches, sorted by length so padding is minimal."""
+    order = np.argsort(split_.lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
