@@ -8,6 +8,7 @@ Data flow: config -> prepare (model, data, tokenise once) -> study (SQL) -> Stud
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ from orchestrator.study import check_reachable, open_storage, open_study, startu
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "10000")
 
 
@@ -70,6 +72,10 @@ def _start_ray(config: SweepConfig, debug: bool) -> bool:
         logging_level="INFO" if debug else "ERROR",
         configure_logging=True,
     )
+    if not debug:
+        # ray.init resets Ray's loggers; Tune's warnings about its disabled file loggers are noise here.
+        for name in ("ray", "ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     return True
 
 
@@ -188,6 +194,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
                 scheduler=_scheduler(config),
                 num_samples=n_trials,
                 reuse_actors=True,
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
             run_config=tune.RunConfig(
                 name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",

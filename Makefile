@@ -1,0 +1,30 @@
+# Two commands for a fresh machine:
+#   make demo   installs everything into .venv and runs the demo sweep on the embedded defaults
+#   make test   installs everything into .venv and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On machines without an NVIDIA GPU, pin the CPU build of torch; GPU machines keep their own torch.
+CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
+
+.PHONY: install demo test bench clean
+
+$(BIN)/hpo: pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,postgres,dashboard]'
+	touch $(BIN)/hpo
+
+install: $(BIN)/hpo
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/hpo run sweeps/demo.yaml
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf hpo.db* mlruns.db* hpo_runs

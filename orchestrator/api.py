@@ -1,0 +1,10 @@
+"""The public Python API: what the CLI, a notebook or an Airflow task calls."""
+
+from __future__ import annotations
+
+from orchestrator.config import SweepConfig, load_sweep, parse_sweep
+from orchestrator.prepare import PreparedSweep
+from orchestrator.result import SweepResult
+from orchestrator.runner import RunOptions, run_sweep, validate as validate_sweep
+
+__all__ = ["SweepConfig", "PreparedSweep", "SweepResult", "RunOptions", "load_sweep", "parse_sweep", "run_sweep", "validate_sweep"]

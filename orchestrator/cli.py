@@ -1,0 +1,179 @@
+"""The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
+
+Exit codes: 0 success; 1 the sweep failed (every trial failed, or an unexpected error);
+2 invalid input (sweep file, model, data, database), nothing written; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import HpoError
+from orchestrator.progress import SHORT_NAMES
+from orchestrator.secrets import mask
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    name="hpo",
+    help=(
+        "Hyperparameter search for fine-tuning Hugging Face models.\n\n"
+        "Ray Tune schedules the trials, Optuna proposes each configuration, the study lives in a SQL "
+        "database (SQLite by default, PostgreSQL for teams) and every trial is logged to MLflow.\n\n"
+        "Start with:  hpo run sweeps/demo.yaml\n\n"
+        "Exit codes: 0 ok, 1 sweep failed, 2 invalid input (nothing written), 130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output (cron logs, CI) gets a wide fixed width so result tables are not truncated.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+SweepArg = typer.Argument(..., help="Sweep file (YAML). See the README for its keys.", exists=False)
+DebugOpt = typer.Option(False, "--debug", help="Show full tracebacks and Ray worker logs.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+
+
+def _quiet_libraries(debug: bool) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
+    for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train", "transformers"):
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.ERROR)
+
+
+@contextmanager
+def _errors(debug: bool, as_json: bool) -> Iterator[None]:
+    """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug."""
+    try:
+        yield
+    except HpoError as error:
+        if debug:
+            err.print_exception()
+        _fail(mask(str(error)), error.exit_code, as_json)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED, as_json)
+    except Exception as error:  # noqa: BLE001 - the last line of defence for the CLI
+        if debug:
+            err.print_exception()
+        hint = "" if debug else " (run again with --debug for the traceback)"
+        _fail(mask(f"unexpected error: {type(error).__name__}: {error}") + hint, EXIT_FAILED, as_json)
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": False, "error": message, "exit_code": code}))
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = JsonOpt) -> None:
+    """Check a sweep file, its model, data and database without running anything or writing anything."""
+    from orchestrator.api import load_sweep, validate_sweep
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        config = load_sweep(sweep)
+        prepared = validate_sweep(config)
+        summary = {
+            "ok": True,
+            "study": config.name,
+            "model": prepared.model_path,
+            "labels": prepared.label_names,
+            "train_size": len(prepared.data.train),
+            "val_size": len(prepared.data.val),
+            "search_space": sorted(config.search_space.params),
+            "study_db": mask(config.storage.study_db),
+            "mlflow": mask(config.storage.mlflow),
+        }
+        if as_json:
+            print(json.dumps(summary))
+            return
+        out.print(
+            f"[green]ok[/green] {sweep}: study [bold]{config.name}[/bold], {summary['train_size']} train / "
+            f"{summary['val_size']} val examples, labels {', '.join(prepared.label_names)}, "
+            f"searching {', '.join(summary['search_space'])}",
+            highlight=False,
+        )
+
+
+@app.command()
+def run(
+    sweep: Path = SweepArg,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
+    debug: bool = DebugOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run (or continue) the sweep's study: N more trials, then print the best ones.
+
+    Running the same file again continues the same study; nothing is lost.
+    """
+    from orchestrator.api import load_sweep, run_sweep
+    from orchestrator.progress import SweepProgress
+    from orchestrator.runner import RunOptions
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        config = load_sweep(sweep)
+        progress = SweepProgress(err)
+        try:
+            result = run_sweep(config, RunOptions(n_trials=n_trials, debug=debug, callbacks=(progress,)))
+        finally:
+            progress.close()
+        if as_json:
+            print(json.dumps({"ok": True, **result.to_dict()}))
+        else:
+            _print_result(result)
+        if result.interrupted:
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _print_result(result) -> None:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
+    total = sum(result.study_trials.values())
+    out.print(f"\n[bold]{result.study_name}[/bold]: this run {counts}; the study now has {total} trials ({result.duration_s:.0f}s)")
+    if result.best is None:
+        out.print("[yellow]No trial has completed yet.[/yellow]")
+    else:
+        table = Table(title=f"Best trials by {result.metric} ({result.mode})", title_justify="left")
+        table.add_column("trial", justify="right", no_wrap=True)
+        table.add_column(result.metric, justify="right", no_wrap=True)
+        names = list(result.best.params)
+        for name in names:
+            table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
+        table.add_column("time", justify="right", no_wrap=True)
+        for trial in result.top:
+            cells = [_cell(trial.params.get(name)) for name in names]
+            table.add_row(str(trial.number), f"{trial.value:.4f}", *cells, f"{trial.duration_s or 0:.0f}s")
+        out.print(table)
+        baseline = result.baseline.get(result.metric)
+        if baseline is not None:
+            out.print(f"Best {result.metric} [bold]{result.best.value:.4f}[/bold] vs majority-class baseline {baseline:.4f}")
+    out.print("\nLook at the results:")
+    out.print(f"  mlflow ui --backend-store-uri {result.mlflow_uri}   # then open http://127.0.0.1:5000", highlight=False, soft_wrap=True)
+    out.print(f"  optuna-dashboard {result.study_db}", highlight=False)
+    out.print(f"  optuna trials --study-name {result.study_name} --storage {result.study_db}", highlight=False)
+
+
+def _cell(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
