@@ -1,0 +1,134 @@
+"""Shared fixtures: a tiny randomly initialised BERT, a tiny labelled dataset, one local Ray
+for the session, a fresh PostgreSQL database, and a helper that writes sweep files."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSTGRES_ADMIN_URL = os.environ.get("HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+WORDS = {
+    "positive": ["good", "great", "love", "happy", "excellent", "nice"],
+    "negative": ["bad", "awful", "hate", "sad", "terrible", "poor"],
+    "neutral": ["the", "a", "plane", "phone", "today", "is", "it", "was"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer BERT (random weights) and a word-level tokenizer, saved like a pre-trained model."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w for ws in WORDS.values() for w in ws})
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["positive", "negative", "neutral"])
+        words = rng.choices(WORDS["neutral"], k=rng.randint(2, 6))
+        if label != "neutral":
+            words += rng.choices(WORDS[label], k=2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    import pandas as pd
+
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    pd.DataFrame(make_rows(240)).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that runs a sweep in-process (starting Ray costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(error).__name__}); start it or set HPO_TEST_POSTGRES_URL")
+    name = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield str(sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False))
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+TINY_SPACE = {
+    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [16, 32]},
+    "unfreeze_depth": {"type": "int", "low": 0, "high": 2},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.2},
+    "weight_decay": 0.01,
+}
+
+
+@pytest.fixture
+def write_sweep(tmp_path, tiny_model, tiny_csv):
+    """Write a sweep file for the tiny model and data into ``tmp_path``; keyword arguments override sections."""
+
+    def write(name: str = "tiny", **overrides) -> Path:
+        sweep = {
+            "name": name,
+            "objective": {"metric": "val_f1_macro", "mode": "max"},
+            "model": str(tiny_model),
+            "data": {"source": str(tiny_csv), "text_column": "text", "label_column": "label",
+                     "max_length": 16, "train_size": 160, "val_size": 60},
+            "search_space": TINY_SPACE,
+            "trial": {"max_epochs": 2},
+            "budget": {"n_trials": 4, "max_concurrent": 2},
+            "sampler": {"name": "tpe", "seed": 0},
+            "scheduler": {"name": "fifo"},
+            "resources": {"cpu": 1, "gpu": 0},
+            "storage": {"study_db": f"sqlite:///{tmp_path / 'study.db'}",
+                        "mlflow": f"sqlite:///{tmp_path / 'mlruns.db'}",
+                        "results_dir": str(tmp_path / "runs")},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(sweep.get(key), dict) and key != "search_space":
+                sweep[key] = {**sweep[key], **value}
+            else:
+                sweep[key] = value
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+        return path
+
+    return write

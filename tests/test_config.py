@@ -1,0 +1,122 @@
+"""Sweep-file validation: each malformed file gives its specific one-line error, and nothing is written."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.config import load_sweep
+from orchestrator.errors import ConfigError
+from orchestrator.runner import validate
+
+runner = CliRunner()
+
+
+def _edit(path, change):
+    sweep = yaml.safe_load(path.read_text())
+    change(sweep)
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+CASES = [
+    ("unknown top-level key", lambda s: s.update(epochs=3), "epochs", "unknown key"),
+    ("unknown nested key", lambda s: s["data"].update(max_len=64), "data.max_len", "valid keys: source"),
+    ("wrong type", lambda s: s["budget"].update(n_trials="many"), "budget.n_trials", "valid integer"),
+    ("zero trials", lambda s: s["budget"].update(n_trials=0), "budget.n_trials", "greater than or equal to 1"),
+    ("missing model", lambda s: s.pop("model"), "model", "is missing"),
+    ("bad study name", lambda s: s.update(name="my study!"), "name", "pattern"),
+    ("unknown metric", lambda s: s["objective"].update(metric="f1"), "objective.metric", "val_f1_macro"),
+    ("bad mode", lambda s: s["objective"].update(mode="maximize"), "objective.mode", "'max' or 'min'"),
+    ("unknown sampler", lambda s: s["sampler"].update(name="bayes"), "sampler.name", "valid names are random, tpe"),
+    ("unknown scheduler", lambda s: s["scheduler"].update(name="pbt"), "scheduler.name", "fifo"),
+    ("low above high", lambda s: s["search_space"].update(dropout={"type": "float", "low": 0.5, "high": 0.1}), "search_space.dropout", "swap them"),
+    ("log with zero low", lambda s: s["search_space"].update(learning_rate={"type": "float", "low": 0, "high": 1, "log": True}), "search_space.learning_rate", "log scale needs low > 0"),
+    ("empty choices", lambda s: s["search_space"].update(batch_size={"type": "categorical", "choices": []}), "search_space.batch_size", "choices is empty"),
+    ("unknown parameter type", lambda s: s["search_space"].update(dropout={"type": "uniform", "low": 0, "high": 1}), "search_space.dropout", "float"),
+    ("unknown hyperparameter", lambda s: s["search_space"].update(lr={"type": "float", "low": 0.1, "high": 0.2}), "search_space", "unknown parameter 'lr'"),
+    ("missing search-space file", lambda s: s.update(search_space="nope.yaml"), "search_space", "no such file"),
+    ("negative gpu", lambda s: s["resources"].update(gpu=-1), "resources.gpu", "greater than or equal to 0"),
+    ("unset env var in db url", lambda s: s["storage"].update(study_db="postgresql://u:${HPO_NOT_SET_ANYWHERE}@h/db"), "storage.study_db", "export it"),
+]
+
+
+@pytest.mark.parametrize("change, field, fix", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_schema_errors_name_field_and_fix(write_sweep, tmp_path, change, field, fix):
+    path = _edit(write_sweep(), change)
+    with pytest.raises(ConfigError) as raised:
+        load_sweep(path)
+    message = str(raised.value)
+    assert message.startswith(f"{field}:"), message
+    assert fix in message
+    assert "\n" not in message
+    assert not (tmp_path / "study.db").exists()
+
+
+PREFLIGHT_CASES = [
+    ("missing data file", lambda s: s["data"].update(source="/nonexistent/data.csv"), "data.source", "no such file"),
+    ("missing text column", lambda s: s["data"].update(text_column="tweet"), "data.text_column", "columns are"),
+    ("missing label column", lambda s: s["data"].update(label_column="sentiment"), "data.label_column", "columns are"),
+    ("too many rows asked", lambda s: s["data"].update(train_size=100000), "data.train_size", "usable rows"),
+    ("missing model folder", lambda s: s.update(model="/nonexistent/model"), "model", "not a local folder"),
+    ("unfreeze deeper than model", lambda s: s["search_space"].update(unfreeze_depth={"type": "int", "low": 0, "high": 12}), "search_space.unfreeze_depth", "2 encoder layers"),
+    ("unknown bundled model", lambda s: s.update(model="bundled:gpt5"), "model", "bundled:minilm-l6"),
+    ("missing db folder", lambda s: s["storage"].update(study_db="sqlite:////nonexistent/dir/hpo.db"), "storage.study_db", "does not exist"),
+    ("unreachable postgres", lambda s: s["storage"].update(study_db="postgresql+psycopg://hpo:s3cret@127.0.0.1:1/hpo"), "storage.study_db", "cannot connect"),
+]
+
+
+@pytest.mark.parametrize("change, field, fix", [c[1:] for c in PREFLIGHT_CASES], ids=[c[0] for c in PREFLIGHT_CASES])
+def test_preflight_errors_before_anything_is_written(write_sweep, tmp_path, change, field, fix):
+    path = _edit(write_sweep(), change)
+    with pytest.raises(ConfigError) as raised:
+        validate(load_sweep(path))
+    message = str(raised.value)
+    assert message.startswith(f"{field}:"), message
+    assert fix in message
+    assert "s3cret" not in message
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_single_class_data_is_refused(write_sweep, tmp_path):
+    (tmp_path / "one.csv").write_text("text,label\n" + "good,pos\n" * 6)
+    path = write_sweep(data={"source": str(tmp_path / "one.csv"), "train_size": 3, "val_size": 2})
+    with pytest.raises(ConfigError, match="data.label_column: .*only one class"):
+        validate(load_sweep(path))
+
+
+def test_cli_validate_ok(write_sweep):
+    result = runner.invoke(app, ["validate", str(write_sweep())])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output and "160 train / 60 val" in result.output
+
+
+def test_cli_config_error_is_one_line_exit_2_without_traceback(write_sweep, tmp_path):
+    path = _edit(write_sweep(), lambda s: s["budget"].update(n_trials=-3))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["error: budget.n_trials: -3 is invalid: Input should be greater than or equal to 1"]
+    assert not (tmp_path / "study.db").exists()
+
+
+def test_cli_json_error(write_sweep):
+    path = _edit(write_sweep(), lambda s: s.update(model="/nonexistent"))
+    result = runner.invoke(app, ["validate", str(path), "--json"])
+    assert result.exit_code == 2
+    assert '"ok": false' in result.output and '"exit_code": 2' in result.output
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\n  model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(path)
+
+
+def test_demo_sweep_file_is_valid():
+    config = load_sweep("sweeps/demo.yaml")
+    assert config.name == "tweets-minilm"
+    assert set(config.search_space.params) >= {"learning_rate", "batch_size", "unfreeze_depth", "weight_decay", "dropout", "warmup_ratio", "label_smoothing"}

@@ -1,0 +1,50 @@
+import optuna.distributions as od
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.search_space import SearchSpace, presets
+
+
+def test_converts_each_kind_to_optuna_distributions():
+    space = SearchSpace.model_validate({
+        "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+        "unfreeze_depth": {"type": "int", "low": 0, "high": 6, "step": 2},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+        "weight_decay": 0.01,
+    })
+    assert space.distributions() == {
+        "learning_rate": od.FloatDistribution(1e-5, 1e-3, log=True),
+        "dropout": od.FloatDistribution(0.0, 0.3, step=0.1),
+        "unfreeze_depth": od.IntDistribution(0, 6, step=2),
+        "batch_size": od.CategoricalDistribution([16, 32, 64]),
+    }
+    assert space.fixed == {"weight_decay": 0.01}
+    assert space.bounds("unfreeze_depth") == (0, 6)
+    assert space.bounds("batch_size") == (16, 64)
+    assert space.bounds("weight_decay") == (0.01, 0.01)
+    assert space.bounds("label_smoothing") is None
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"dropout": {"type": "float", "low": 0.3, "high": 0.1}}, "low must not exceed high"),
+    ({"learning_rate": {"type": "float", "low": -1.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
+    ({"learning_rate": {"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}}, "cannot be combined"),
+    ({"unfreeze_depth": {"type": "int", "low": 0, "high": 6, "step": 0}}, "step must be"),
+    ({"batch_size": {"type": "categorical", "choices": [16, 16]}}, "distinct"),
+    ({"dropout": {"type": "float", "low": 0, "high": 1, "scale": "log"}}, "Extra inputs"),
+    ({"weight_decay": 0.1}, "searches nothing"),
+    ({"momentum": {"type": "float", "low": 0, "high": 1}}, "valid names are learning_rate"),
+])
+def test_rejects_invalid_parameters(spec, message):
+    with pytest.raises(ValidationError, match=message):
+        SearchSpace.model_validate(spec)
+
+
+def test_presets_load_and_cover_the_tuned_hyperparameters():
+    assert "text_classification" in presets()
+    from orchestrator.search_space import PRESET_DIR, read_yaml_mapping
+
+    space = SearchSpace.model_validate(read_yaml_mapping(PRESET_DIR / "text_classification.yaml"))
+    assert {"learning_rate", "batch_size", "unfreeze_depth", "weight_decay", "dropout", "warmup_ratio", "label_smoothing"} <= set(space.params)
+    assert space.params["learning_rate"].log

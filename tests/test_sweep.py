@@ -1,0 +1,140 @@
+"""Real sweeps of a tiny BERT through local Ray, a real study DB (SQLite and PostgreSQL) and a real MLflow store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from orchestrator.api import load_sweep, run_sweep
+from orchestrator.errors import SweepFailedError
+from tests.conftest import TINY_SPACE
+
+pytestmark = pytest.mark.slow
+
+EPOCH_METRICS = {"val_loss", "val_accuracy", "val_precision_macro", "val_recall_macro", "val_f1_macro", "train_loss", "samples_per_s"}
+
+
+def _study(config) -> optuna.Study:
+    return optuna.load_study(study_name=config.name, storage=config.storage.study_db)
+
+
+def _mlflow_runs(config):
+    client = MlflowClient(config.storage.mlflow)
+    experiment = client.get_experiment_by_name(config.name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    return client, parents, children
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sweep_records_trials_in_study_and_mlflow(ray_session, write_sweep, backend, request):
+    overrides = {}
+    if backend == "postgresql":
+        overrides["storage"] = {"study_db": request.getfixturevalue("postgres_url")}
+    config = load_sweep(write_sweep(name=f"tiny-{backend}", **overrides))
+
+    result = run_sweep(config)
+
+    trials = _study(config).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for trial in trials:
+        assert 1e-3 <= trial.params["learning_rate"] <= 1e-2
+        assert trial.params["batch_size"] in (16, 32)
+        assert 0 <= trial.params["unfreeze_depth"] <= 2
+        assert 0.0 <= trial.params["dropout"] <= 0.2
+        assert 0.0 <= trial.value <= 1.0
+        assert sorted(trial.intermediate_values) == [1, 2]
+        assert trial.value == max(trial.intermediate_values.values())
+    assert result.study_trials == {"COMPLETE": 4} and result.trials_this_run == {"COMPLETE": 4}
+    assert result.best.value == max(t.value for t in trials)
+
+    client, parents, children = _mlflow_runs(config)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_id == result.parent_run_id
+    by_number = {int(run.data.tags["hpo.optuna_trial_number"]): run for run in children}
+    assert sorted(by_number) == [t.number for t in trials]
+    for trial in trials:
+        run = by_number[trial.number]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED" and run.data.tags["hpo.state"] == "COMPLETE"
+        assert run.data.tags["hpo.ray_trial_id"] == trial.user_attrs["ray_trial_id"]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert float(run.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+        assert run.data.params["weight_decay"] == "0.01"  # fixed values are logged too
+        assert EPOCH_METRICS <= set(run.data.metrics)
+        history = client.get_metric_history(run.info.run_id, "val_f1_macro")
+        assert [m.step for m in history] == [1, 2]
+
+
+def test_running_the_same_file_twice_continues_one_study(ray_session, write_sweep):
+    path = write_sweep(name="twice", budget={"n_trials": 3, "max_concurrent": 2}, trial={"max_epochs": 1})
+    config = load_sweep(path)
+    run_sweep(config)
+    second = run_sweep(load_sweep(path))
+
+    summaries = optuna.get_all_study_summaries(config.storage.study_db)
+    assert [s.study_name for s in summaries] == ["twice"]
+    trials = _study(config).trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert [t.number for t in trials] == list(range(6))
+    assert second.trials_this_run == {"COMPLETE": 3} and second.study_trials == {"COMPLETE": 6}
+    _, parents, children = _mlflow_runs(config)
+    assert len(parents) == 2 and len(children) == 6
+
+
+def test_early_stopped_trials_are_pruned_with_their_intermediate_values(ray_session, write_sweep):
+    config = load_sweep(write_sweep(
+        name="asha",
+        trial={"max_epochs": 4},
+        budget={"n_trials": 6, "max_concurrent": 1},
+        scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3},
+    ))
+    run_sweep(config)
+    trials = _study(config).trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete and len(pruned) + len(complete) == 6
+    for trial in pruned:
+        assert trial.value is None
+        assert 1 <= len(trial.intermediate_values) < 4
+    _, _, children = _mlflow_runs(config)
+    statuses = {int(r.data.tags["hpo.optuna_trial_number"]): (r.info.status, r.data.tags["hpo.state"]) for r in children}
+    assert all(statuses[t.number] == ("KILLED", "PRUNED") for t in pruned)
+    assert all(statuses[t.number] == ("FINISHED", "COMPLETE") for t in complete)
+
+
+def test_crashing_trials_fail_with_their_reason(ray_session, write_sweep):
+    space = {**TINY_SPACE, "learning_rate": float("inf"), "max_grad_norm": 0.0,
+             "dropout": {"type": "float", "low": 0.0, "high": 0.1}}
+    config = load_sweep(write_sweep(name="diverges", search_space=space, budget={"n_trials": 2, "max_concurrent": 2}))
+    with pytest.raises(SweepFailedError, match="all 2 trials failed; first reason: NonFiniteLossError"):
+        run_sweep(config)
+    trials = _study(config).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all("training loss became" in t.user_attrs["state_reason"] for t in trials)
+    _, parents, children = _mlflow_runs(config)
+    assert [r.info.status for r in children] == ["FAILED", "FAILED"]
+    assert all(r.data.tags["hpo.state"] == "FAIL" for r in children)
+
+
+def test_optuna_cli_reads_our_study_db(ray_session, write_sweep):
+    config = load_sweep(write_sweep(name="cli-read", budget={"n_trials": 2, "max_concurrent": 2}, trial={"max_epochs": 1}))
+    run_sweep(config)
+    optuna_cli = [sys.executable, "-c", "from optuna.cli import main; main()"]
+    output = subprocess.run(
+        [*optuna_cli, "trials", "--study-name", "cli-read", "--storage", config.storage.study_db, "-f", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert output.count('"COMPLETE"') == 2
+    best = subprocess.run(
+        [*optuna_cli, "best-trial", "--study-name", "cli-read", "--storage", config.storage.study_db, "-f", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "learning_rate" in best
