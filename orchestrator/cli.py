@@ -50,7 +50,7 @@ def _quiet_libraries(debug: bool) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
     for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train", "transformers"):
-        logging.getLogger(name).setLevel(logging.INFO if debug else logging.ERROR)
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.CRITICAL)
 
 
 @contextmanager

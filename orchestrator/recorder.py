@@ -8,6 +8,9 @@ so the study and MLflow always agree.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cloudpickle
 import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -21,14 +24,20 @@ TAG_PREFIX = "hpo."
 
 
 def error_summary(trial: Trial) -> str:
-    """One line naming the exception a trial died of."""
-    error = trial.get_pickled_error()
-    if error is not None:
+    """One line naming the exception a trial died of.
+
+    Read from the trial's local error files: ``Trial.get_error`` reads the synced copy in
+    storage, which does not exist yet when ``on_trial_error`` runs.
+    """
+    pickled = trial.pickled_error_file
+    if pickled and Path(pickled).is_file():
+        with open(pickled, "rb") as handle:
+            error = cloudpickle.load(handle)
         cause = error.as_instanceof_cause() if hasattr(error, "as_instanceof_cause") else error
         cause = getattr(error, "cause", None) or cause
         lines = [line for line in str(cause).strip().splitlines() if line.strip()]
         return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:500]
-    text = trial.get_error() or ""
+    text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "the trial's worker failed")[:500]
 

@@ -75,7 +75,7 @@ def _start_ray(config: SweepConfig, debug: bool) -> bool:
     if not debug:
         # ray.init resets Ray's loggers; Tune's warnings about its disabled file loggers are noise here.
         for name in ("ray", "ray.tune", "ray.train"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     return True
 
 
@@ -166,6 +166,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     started = time.time()
     prepared = prepared or validate(config)
     n_trials = options.n_trials or config.budget.n_trials
+    # Trial errors reach the user through the recorder (state reason) and the progress lines;
+    # Tune's own per-error tracebacks are for --debug.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if options.debug else "0"
     started_ray = _start_ray(config, options.debug)
     try:
         _check_cluster_resources(config)

@@ -31,10 +31,10 @@ def tiny_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w for ws in WORDS.values() for w in ws})
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(folder)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(folder)
     return folder
@@ -58,7 +58,7 @@ def tiny_csv(tmp_path_factory) -> Path:
     import pandas as pd
 
     path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    pd.DataFrame(make_rows(240)).to_csv(path, index=False)
+    pd.DataFrame(make_rows(600)).to_csv(path, index=False)
     return path
 
 
@@ -93,9 +93,9 @@ def postgres_url() -> str:
 
 
 TINY_SPACE = {
-    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    "batch_size": {"type": "categorical", "choices": [16, 32]},
-    "unfreeze_depth": {"type": "int", "low": 0, "high": 2},
+    "learning_rate": {"type": "float", "low": 2e-3, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [8, 16]},
+    "unfreeze_depth": {"type": "int", "low": 1, "high": 2},
     "dropout": {"type": "float", "low": 0.0, "high": 0.2},
     "weight_decay": 0.01,
 }
@@ -111,9 +111,9 @@ def write_sweep(tmp_path, tiny_model, tiny_csv):
             "objective": {"metric": "val_f1_macro", "mode": "max"},
             "model": str(tiny_model),
             "data": {"source": str(tiny_csv), "text_column": "text", "label_column": "label",
-                     "max_length": 16, "train_size": 160, "val_size": 60},
+                     "max_length": 16, "train_size": 400, "val_size": 100},
             "search_space": TINY_SPACE,
-            "trial": {"max_epochs": 2},
+            "trial": {"max_epochs": 3},
             "budget": {"n_trials": 4, "max_concurrent": 2},
             "sampler": {"name": "tpe", "seed": 0},
             "scheduler": {"name": "fifo"},
