@@ -36,6 +36,7 @@ class RunOptions:
     n_trials: int | None = None  # overrides budget.n_trials
     debug: bool = False
     callbacks: tuple = ()  # extra Ray Tune callbacks (the CLI's progress display)
+    trial_function: Callable | None = None  # replaces trials.entrypoint.run_trial(config, settings, data)
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
@@ -105,7 +106,7 @@ def _scheduler(config: SweepConfig):
     return FIFOScheduler()
 
 
-def _trainable(prepared: PreparedSweep):
+def _trainable(prepared: PreparedSweep, trial_function: Callable | None):
     from ray import tune
 
     from trials.entrypoint import run_trial
@@ -125,7 +126,7 @@ def _trainable(prepared: PreparedSweep):
         num_threads=max(1, int(config.resources.cpu)),
         use_gpu=config.resources.gpu > 0,
     )
-    trainable = tune.with_parameters(run_trial, settings=settings, data=prepared.data)
+    trainable = tune.with_parameters(trial_function or run_trial, settings=settings, data=prepared.data)
     return tune.with_resources(trainable, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
 
 
@@ -189,7 +190,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             if hasattr(callback, "attach"):
                 callback.attach(recorder, n_trials, prepared)
         tuner = tune.Tuner(
-            _trainable(prepared),
+            _trainable(prepared, options.trial_function),
             tune_config=tune.TuneConfig(
                 metric=config.objective.metric,
                 mode=config.objective.mode,

@@ -82,6 +82,8 @@ def postgres_url() -> str:
         with admin.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except Exception as error:  # noqa: BLE001
+        if os.environ.get("HPO_REQUIRE_POSTGRES"):
+            raise
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(error).__name__}); start it or set HPO_TEST_POSTGRES_URL")
     name = f"hpo_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as connection:

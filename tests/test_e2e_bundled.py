@@ -1,0 +1,45 @@
+"""The embedded default path, as a user runs it: the `hpo` command on the bundled MiniLM and tweets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_hpo_run_on_bundled_model_and_tweets(tmp_path):
+    sweep = yaml.safe_load((REPO / "sweeps" / "demo.yaml").read_text())
+    sweep["search_space"] = "text_classification"
+    sweep["data"].update(train_size=96, val_size=48, max_length=32)
+    sweep["trial"] = {"max_epochs": 1}
+    sweep["budget"] = {"n_trials": 2, "max_concurrent": 2}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    hpo = shutil.which("hpo", path=str(Path(sys.executable).parent)) or "hpo"
+
+    completed = subprocess.run(
+        [hpo, "run", "sweep.yaml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout)
+    assert result["ok"] and result["study_trials"] == {"COMPLETE": 2}
+    assert 0.0 < result["best"]["value"] <= 1.0
+    assert set(result["baseline"]) >= {"val_f1_macro", "val_accuracy"}
+    assert result["best"]["params"]["unfreeze_depth"] in range(0, 7)
+    assert (tmp_path / "hpo.db").is_file() and (tmp_path / "mlruns.db").is_file()
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").search_runs([result["mlflow_experiment_id"]])
+    assert len(runs) == 3  # the sweep's parent run and one child per trial
+    assert completed.stderr.count("COMPLETE") == 2  # one progress line per finished trial
+    assert "Traceback" not in completed.stderr
