@@ -5,7 +5,8 @@ Arms (every arm runs the *same* parameter values, enqueued in the same order):
   bare-ours     optuna.optimize loop calling trials.finetune.fine_tune on data prepared once
   hpo-seq       hpo (Ray Tune + study DB + MLflow), 1 trial at a time on all cores: same compute as bare-ours
   hpo-demo      hpo as the demo sweep runs it: 2 concurrent trials, 1 core each
-  noop-optuna / noop-hpo   a trainable that does nothing: the fixed cost per trial
+  noop-optuna / noop-hpo   a trainable that does nothing, run as N and as 4N trials: the cost per
+                extra trial (marginal) and the fixed cost of one invocation (start-up)
 
 Usage:  python bench/overhead.py [--trials 8 --train-size 1000 --val-size 300 --epochs 2] [--arms ...]
 """
@@ -23,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -118,6 +120,7 @@ def main() -> None:
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    transformers_logging.set_verbosity_error()
     ray.init(num_cpus=CORES, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     workdir = Path(tempfile.mkdtemp(prefix="hpo-bench-"))
     console = Console()
@@ -131,6 +134,14 @@ def main() -> None:
         rows[arm] = (seconds, best, n)
         console.print(f"{arm:<12} {seconds:8.1f}s  {seconds / n * 1000:9.1f} ms/trial  best={best}")
 
+    def record_noop(arm, run_n):
+        small, large = args.noop_trials, 4 * args.noop_trials
+        t_small, t_large = run_n(small), run_n(large)
+        marginal = (t_large - t_small) / (large - small)
+        noop[arm] = (marginal, t_small - small * marginal)
+        console.print(f"{arm:<12} {small} trials {t_small:.1f}s, {large} trials {t_large:.1f}s")
+
+    noop: dict[str, tuple[float, float]] = {}
     for arm in args.arms:
         if arm == "bare-padded":
             settings = settings_for(prepared, CORES)
@@ -143,12 +154,14 @@ def main() -> None:
         elif arm == "hpo-demo":
             record(arm, *run_hpo(sweep_config(args, workdir, "hpo-demo", 2, 1, args.trials), params, prepared), args.trials)
         elif arm == "noop-optuna":
-            record(arm, *run_bare(base, params[:1] * args.noop_trials, lambda p: 0.5), args.noop_trials)
+            record_noop(arm, lambda n: run_bare(base, params[:1] * n, lambda p: 0.5)[0])
         elif arm == "noop-hpo":
-            config = sweep_config(args, workdir, "noop", 1, 1, args.noop_trials)
-            record(arm, *run_hpo(config, params[:1] * args.noop_trials, prepared, noop_trial), args.noop_trials)
+            run_hpo(sweep_config(args, workdir, "noop-warmup", 1, 1, 2), params[:1] * 2, prepared, noop_trial)  # creates the MLflow store
+            record_noop(arm, lambda n: run_hpo(sweep_config(args, workdir, f"noop{n}", 1, 1, n), params[:1] * n, prepared, noop_trial)[0])
     ray.shutdown()
     console.print(_table(rows, args))
+    if noop:
+        console.print(_noop_table(noop))
 
 
 _LAST: list[dict] = []
@@ -176,11 +189,20 @@ def _table(rows, args) -> Table:
     table = Table(title=f"{args.trials} trials · {args.train_size} train / {args.val_size} val · {args.epochs} epoch(s) · max_length {args.max_length} · {CORES} cores")
     for column in ("arm", "wall s", "s / trial", "best val_f1_macro", "vs"):
         table.add_column(column, justify="right" if column != "arm" else "left")
-    references = {"bare-ours": "bare-padded", "hpo-seq": "bare-ours", "hpo-demo": "bare-padded", "noop-hpo": "noop-optuna"}
+    references = {"bare-ours": "bare-padded", "hpo-seq": "bare-ours", "hpo-demo": "bare-padded"}
     for arm, (seconds, best, n) in rows.items():
         reference = references.get(arm)
         ratio = f"{seconds / rows[reference][0]:.3f}× {reference}" if reference in rows else ""
-        table.add_row(arm, f"{seconds:.1f}", f"{seconds / n:.3f}", "-" if best is None or arm.startswith("noop") else f"{best:.4f}", ratio)
+        table.add_row(arm, f"{seconds:.1f}", f"{seconds / n:.3f}", f"{best:.4f}", ratio)
+    return table
+
+
+def _noop_table(noop: dict[str, tuple[float, float]]) -> Table:
+    table = Table(title="No-op trainable: cost per extra trial and fixed cost per invocation")
+    for column in ("arm", "ms / extra trial", "fixed s / invocation"):
+        table.add_column(column, justify="right" if column != "arm" else "left")
+    for arm, (marginal, fixed) in noop.items():
+        table.add_row(arm, f"{marginal * 1000:.0f}", f"{fixed:.2f}")
     return table
 
 

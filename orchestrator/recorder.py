@@ -106,13 +106,12 @@ class TrialRecorder(Callback):
         self.outcomes[trial_id] = outcome
         run_id = self.run_ids.get(trial_id)
         if run_id is not None:
-            final = {"final_" + self.metric: outcome.value} if outcome.value is not None else {}
-            if final:
-                self.tracker.log_metrics(run_id, final, step=len(self.history.get(trial_id, [])))
             self.tracker.finish(
                 run_id,
                 outcome.mlflow_status,
-                {f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason},
+                tags={f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason},
+                metrics={f"best_{self.metric}": outcome.value} if outcome.value is not None else None,
+                step=len(self.history.get(trial_id, [])),
             )
 
     def close_open_trials(self, reason: str) -> None:

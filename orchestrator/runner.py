@@ -22,12 +22,15 @@ from orchestrator.errors import ConfigError, SweepFailedError
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
-from orchestrator.study import check_reachable, open_storage, open_study, startup_trials
+from orchestrator.study import check_reachable, enable_wal, open_storage, open_study, startup_trials
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# No usage telemetry leaves the machine (and none waits on an unreachable network).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "10000")
 
 
@@ -175,6 +178,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
         _check_cluster_resources(config)
         study = open_study(config, open_storage(config.storage.study_db))
         results_dir = Path(config.storage.results_dir).resolve()
+        enable_wal(config.storage.mlflow)
         tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
         parent_run_id = tracker.start_run(
             name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -218,9 +222,13 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             recorder.close_open_trials("interrupted: the sweep stopped before this trial finished")
             this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
             study_counts, best, top = summarize_study(study)
-            if best is not None:
-                tracker.log_metrics(parent_run_id, {f"best_{config.objective.metric}": best.value}, step=sum(study_counts.values()))
-            tracker.finish(parent_run_id, status, {f"hpo.trials.{state.lower()}": n for state, n in this_run.items()})
+            tracker.finish(
+                parent_run_id,
+                status,
+                tags={f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
+                metrics={f"best_{config.objective.metric}": best.value} if best is not None else None,
+                step=sum(study_counts.values()),
+            )
     finally:
         if started_ray:
             import ray

@@ -49,12 +49,30 @@ def check_reachable(url: str) -> None:
         raise ConfigError("storage.study_db", mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for ``url``. SQLite gets WAL mode and a busy timeout so readers never block a sweep."""
+def enable_wal(url: str) -> None:
+    """Put a SQLite database file in WAL mode (it persists in the file): readers then never block the writer."""
     sqlite_path = _sqlite_path(url)
     if sqlite_path is not None:
         with sqlite3.connect(sqlite_path) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _relax_sync_in_wal_mode(dbapi_connection, connection_record) -> None:
+    # In WAL mode, synchronous=NORMAL cannot corrupt the database (a power cut may lose the last
+    # commits, a crashed process loses nothing) and saves an fsync per commit: about 20 commits per trial.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for ``url``. SQLite gets WAL mode and a busy timeout so readers never block a sweep."""
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None:
+        enable_wal(url)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     elif make_url(url).get_backend_name() == "sqlite":
         engine_kwargs = {}
