@@ -151,27 +151,37 @@ def _adamw(model: nn.Module, hyperparameters: Hyperparameters) -> torch.optim.Op
     return torch.optim.AdamW(groups, lr=hyperparameters.learning_rate)
 
 
+_FINITE_CHECK_EVERY = 25  # steps between loss checks: each check waits for the GPU, so not every step
+
+
 def _train_epoch(model, split, hyperparameters, optimizer, scheduler, loss_fn, rng, pad_id, device, epoch) -> float:
     model.train()
-    total, count = 0.0, 0
-    for step, rows in enumerate(train_batches(split, hyperparameters.batch_size, rng)):
-        batch = {key: value.to(device) for key, value in collate(split, rows, pad_id).items()}
+    loss_sum = torch.zeros((), device=device)
+    count = 0
+    for step, rows in enumerate(train_batches(split, hyperparameters.batch_size, rng), start=1):
+        batch = {key: value.to(device, non_blocking=True) for key, value in collate(split, rows, pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = loss_fn(logits, batch["labels"])
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss became {loss.item()} at epoch {epoch}, step {step}; "
-                "a lower learning_rate or max_grad_norm usually avoids this"
-            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if hyperparameters.max_grad_norm:
             nn.utils.clip_grad_norm_(model.parameters(), hyperparameters.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        total += loss.item() * len(rows)
+        loss_sum += loss.detach() * len(rows)
         count += len(rows)
-    return total / max(count, 1)
+        if step % _FINITE_CHECK_EVERY == 0:
+            _check_finite(loss_sum, epoch, step)
+    _check_finite(loss_sum, epoch, step)
+    return loss_sum.item() / max(count, 1)
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise NonFiniteLossError(
+            f"training loss became {loss_sum.item()} by epoch {epoch}, step {step}; "
+            "a lower learning_rate or max_grad_norm usually avoids this"
+        )
 
 
 @torch.inference_mode()
