@@ -1,7 +1,8 @@
 """The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
 
 Exit codes: 0 success; 1 the sweep failed (every trial failed, or an unexpected error);
-2 invalid input (sweep file, model, data, database), nothing written; 130 interrupted.
+2 invalid input (sweep file, model, data, database), nothing written; 3 another invocation
+holds the study; 130 interrupted (SIGINT or SIGTERM; a second signal exits at once).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from orchestrator.errors import HpoError
 from orchestrator.progress import SHORT_NAMES
 from orchestrator.secrets import mask
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(
     name="hpo",
@@ -30,7 +31,7 @@ app = typer.Typer(
         "Ray Tune schedules the trials, Optuna proposes each configuration, the study lives in a SQL "
         "database (SQLite by default, PostgreSQL for teams) and every trial is logged to MLflow.\n\n"
         "Start with:  hpo run sweeps/demo.yaml\n\n"
-        "Exit codes: 0 ok, 1 sweep failed, 2 invalid input (nothing written), 130 interrupted."
+        "Exit codes: 0 ok, 1 sweep failed, 2 invalid input (nothing written), 3 study locked by another run, 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -58,6 +59,8 @@ def _errors(debug: bool, as_json: bool) -> Iterator[None]:
     """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug."""
     try:
         yield
+    except typer.Exit:
+        raise
     except HpoError as error:
         if debug:
             err.print_exception()
@@ -113,12 +116,14 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
 def run(
     sweep: Path = SweepArg,
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
+    wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run (or continue) the sweep's study: N more trials, then print the best ones.
 
-    Running the same file again continues the same study; nothing is lost.
+    Running the same file again continues the same study; nothing is lost. Trials left
+    running by a killed run are closed as FAIL (interrupted) and their parameters run again.
     """
     from orchestrator.api import load_sweep, run_sweep
     from orchestrator.progress import SweepProgress
@@ -129,12 +134,14 @@ def run(
         config = load_sweep(sweep)
         progress = SweepProgress(err)
         try:
-            result = run_sweep(config, RunOptions(n_trials=n_trials, debug=debug, callbacks=(progress,)))
+            result = run_sweep(config, RunOptions(n_trials=n_trials, wait_s=wait, debug=debug, callbacks=(progress,)))
         finally:
             progress.close()
         if as_json:
             print(json.dumps({"ok": True, **result.to_dict()}))
         else:
+            for note in result.notes:
+                err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
             _print_result(result)
         if result.interrupted:
             raise typer.Exit(EXIT_INTERRUPTED)

@@ -33,6 +33,21 @@ class ConfigError(HpoError):
         super().__init__(f"{field}: {shown}: {fix}")
 
 
+class StudyLockedError(HpoError):
+    """Another ``hpo run`` holds the study's lease."""
+
+    exit_code = 3
+
+    def __init__(self, study_name: str, holder: dict | None) -> None:
+        self.study_name = study_name
+        self.holder = holder
+        where = f" (pid {holder['pid']} on {holder['host']})" if holder else ""
+        super().__init__(
+            f"study {study_name!r} is being run by another hpo invocation{where}; "
+            "wait for it, pass --wait SECONDS, or give this sweep another name"
+        )
+
+
 class SweepFailedError(HpoError):
     """The sweep ran but could not finish (every trial failed, or the backend broke)."""
 

@@ -15,6 +15,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from orchestrator.ledger import Ledger
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.tracking import MlflowTracker
@@ -43,8 +44,10 @@ def error_summary(trial: Trial) -> str:
 
 
 class TrialRecorder(Callback):
-    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str) -> None:
+    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources) -> None:
         self.searcher = searcher
+        self.ledger = ledger
+        self.resources = resources
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.metric = metric
@@ -52,6 +55,11 @@ class TrialRecorder(Callback):
         self.history: dict[str, list[dict]] = {}
         self.run_ids: dict[str, str] = {}
         self.outcomes: dict[str, Outcome] = {}
+
+    def __getstate__(self) -> dict:
+        # Ray Tune pickles callbacks into its experiment snapshot (tuner.pkl). The recorder holds
+        # live database connections and is never restored from there: the study DB is the state.
+        return {}
 
     @property
     def study(self) -> optuna.Study:
@@ -77,6 +85,10 @@ class TrialRecorder(Callback):
         self.history[trial.trial_id] = []
         optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
         optuna_trial.set_user_attr("mlflow_run_id", run_id)
+        self.ledger.trial_started(
+            optuna_trial._trial_id, number, trial.trial_id, run_id,  # Optuna exposes the trial id only privately
+            self.resources.cpu, self.resources.gpu, trial.path,
+        )
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         metrics = {name: float(result[name]) for name in METRIC_NAMES if name in result}
@@ -104,6 +116,7 @@ class TrialRecorder(Callback):
         optuna_trial.set_user_attr("state_reason", outcome.reason)
         self.study.tell(optuna_trial, outcome.value, state=outcome.state)
         self.outcomes[trial_id] = outcome
+        self.ledger.trial_finished(optuna_trial.number, outcome.state.name, outcome.reason)
         run_id = self.run_ids.get(trial_id)
         if run_id is not None:
             self.tracker.finish(
@@ -115,7 +128,10 @@ class TrialRecorder(Callback):
             )
 
     def close_open_trials(self, reason: str) -> None:
-        """Record every trial that never reached an end (the sweep stopped under it) as FAIL."""
+        """Record every trial that never reached an end (the sweep stopped under it) as FAIL,
+        and queue its parameters so the next run tries them again."""
         for trial_id in list(self.searcher.open_trials):
             optuna_trial = self.searcher.open_trials.pop(trial_id)
             self._record(trial_id, optuna_trial, Outcome(optuna.trial.TrialState.FAIL, None, reason))
+            if optuna_trial.params:
+                self.study.enqueue_trial(optuna_trial.params, user_attrs={"retry_of": optuna_trial.number}, skip_if_exists=False)

@@ -43,6 +43,7 @@ class SweepResult:
     mlflow_uri: str  # masked
     mlflow_experiment_id: str | None
     parent_run_id: str | None
+    invocation_id: str | None = None
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator.config import SweepConfig
-from orchestrator.errors import ConfigError, SweepFailedError
+from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
+from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
@@ -40,6 +41,7 @@ class RunOptions:
     debug: bool = False
     callbacks: tuple = ()  # extra Ray Tune callbacks (the CLI's progress display)
     trial_function: Callable | None = None  # replaces trials.entrypoint.run_trial(config, settings, data)
+    wait_s: float = 0.0  # how long to wait for another invocation of the same study to finish
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
@@ -158,82 +160,124 @@ def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -
 def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared: PreparedSweep | None = None) -> SweepResult:
     """Run ``options.n_trials`` (default ``budget.n_trials``) more trials of the sweep's study.
 
-    Raises :class:`ConfigError` before anything is written when the input is bad.
+    Raises :class:`ConfigError` before anything is written when the input is bad, and
+    :class:`StudyLockedError` when another invocation is running the same study.
     """
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-
-    from orchestrator.recorder import TrialRecorder
-    from orchestrator.searcher import StudySearcher
-    from orchestrator.tracking import MlflowTracker
+    from orchestrator import db
+    from orchestrator.lease import StudyLease
+    from orchestrator.ledger import Ledger
 
     started = time.time()
     prepared = prepared or validate(config)
-    n_trials = options.n_trials or config.budget.n_trials
     # Trial errors reach the user through the recorder (state reason) and the progress lines;
     # Tune's own per-error tracebacks are for --debug.
     os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if options.debug else "0"
+    engine = db.create_engine(config.storage.study_db)
+    ledger = Ledger(engine, config.name)
+    lease = StudyLease(engine, config.name, holder=ledger.invocation_id)
+    holder = lease.held_by_another()
+    if holder is not None and not options.wait_s:
+        engine.dispose()
+        raise StudyLockedError(config.name, holder)  # before starting Ray or writing anything
     started_ray = _start_ray(config, options.debug)
     try:
         _check_cluster_resources(config)
-        study = open_study(config, open_storage(config.storage.study_db))
-        results_dir = Path(config.storage.results_dir).resolve()
-        enable_wal(config.storage.mlflow)
-        tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
-        parent_run_id = tracker.start_run(
-            name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            params=_sweep_params(config, prepared, n_trials),
-            tags={"hpo.study": config.name, "hpo.role": "sweep", "hpo.host": socket.gethostname(), "hpo.user": getpass.getuser()},
-        )
-        searcher = StudySearcher(
-            study, config.search_space.distributions(), config.search_space.fixed,
-            config.objective.metric, config.objective.mode,
-        )
-        recorder = TrialRecorder(searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode)
-        for callback in options.callbacks:
-            if hasattr(callback, "attach"):
-                callback.attach(recorder, n_trials, prepared)
-        tuner = tune.Tuner(
-            _trainable(prepared, options.trial_function),
-            tune_config=tune.TuneConfig(
-                metric=config.objective.metric,
-                mode=config.objective.mode,
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.budget.max_concurrent),
-                scheduler=_scheduler(config),
-                num_samples=n_trials,
-                reuse_actors=True,
-                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(results_dir / "ray"),
-                callbacks=[recorder, *options.callbacks],
-                verbose=0,
-                log_to_file=False,
-            ),
-        )
-        interrupted = False
-        status = "FINISHED"
         try:
-            tuner.fit()
-        except KeyboardInterrupt:
-            interrupted, status = True, "KILLED"
+            db.upgrade(engine)
+            lease.acquire(wait_s=options.wait_s)
+            try:
+                return _run_holding_lease(config, options, prepared, ledger, started)
+            finally:
+                lease.release()
         finally:
-            recorder.close_open_trials("interrupted: the sweep stopped before this trial finished")
-            this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
-            study_counts, best, top = summarize_study(study)
-            tracker.finish(
-                parent_run_id,
-                status,
-                tags={f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
-                metrics={f"best_{config.objective.metric}": best.value} if best is not None else None,
-                step=sum(study_counts.values()),
-            )
+            engine.dispose()
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: PreparedSweep, ledger, started: float) -> SweepResult:
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from orchestrator.reconcile import reconcile
+    from orchestrator.recorder import TrialRecorder
+    from orchestrator.searcher import StudySearcher
+    from orchestrator.tracking import MlflowTracker
+
+    n_trials = options.n_trials or config.budget.n_trials
+    storage = open_storage(config.storage.study_db)
+    study = open_study(config, storage)
+    ledger.start_invocation(config)
+    results_dir = Path(config.storage.results_dir).resolve()
+    enable_wal(config.storage.mlflow)
+    tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
+    reconciled = reconcile(study, storage, ledger, tracker)
+    parent_run_id = tracker.start_run(
+        name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        params=_sweep_params(config, prepared, n_trials),
+        tags={
+            "hpo.study": config.name, "hpo.role": "sweep", "hpo.invocation_id": ledger.invocation_id,
+            "hpo.host": socket.gethostname(), "hpo.user": getpass.getuser(),
+        },
+    )
+    ledger.set_parent_run(parent_run_id)
+    searcher = StudySearcher(
+        study, config.search_space.distributions(), config.search_space.fixed,
+        config.objective.metric, config.objective.mode,
+    )
+    recorder = TrialRecorder(searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources)
+    for callback in options.callbacks:
+        if hasattr(callback, "attach"):
+            callback.attach(recorder, n_trials, prepared)
+    stop = GracefulStop()
+    tuner = tune.Tuner(
+        _trainable(prepared, options.trial_function),
+        tune_config=tune.TuneConfig(
+            metric=config.objective.metric,
+            mode=config.objective.mode,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.budget.max_concurrent),
+            scheduler=_scheduler(config),
+            num_samples=n_trials,
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(results_dir / "ray"),
+            callbacks=[recorder, *options.callbacks],
+            stop=stop,
+            verbose=0,
+            log_to_file=False,
+        ),
+    )
+    exit_status, mlflow_status, reason = "failed", "FAILED", None
+    try:
+        with stop.installed():
+            tuner.fit()
+        if stop.signal_name:
+            exit_status, mlflow_status, reason = "interrupted", "KILLED", f"stopped by {stop.signal_name}"
+        else:
+            exit_status, mlflow_status = "ok", "FINISHED"
+    except KeyboardInterrupt:
+        exit_status, mlflow_status, reason = "interrupted", "KILLED", "stopped at once by a second signal"
+    except BaseException as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        recorder.close_open_trials(f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished")
+        this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
+        study_counts, best, top = summarize_study(study)
+        tracker.finish(
+            parent_run_id,
+            mlflow_status,
+            tags={"hpo.exit_status": exit_status, **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()}},
+            metrics={f"best_{config.objective.metric}": best.value} if best is not None else None,
+            step=sum(study_counts.values()),
+        )
+        ledger.end_invocation(exit_status, reason)
 
     result = SweepResult(
         study_name=config.name,
@@ -249,8 +293,10 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
         mlflow_uri=mask(config.storage.mlflow),
         mlflow_experiment_id=tracker.experiment_id,
         parent_run_id=parent_run_id,
-        interrupted=interrupted,
+        invocation_id=ledger.invocation_id,
+        interrupted=exit_status == "interrupted",
+        notes=[f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else [],
     )
-    if not interrupted and this_run and set(this_run) == {"FAIL"}:
+    if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
         raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
     return result

@@ -1,0 +1,98 @@
+"""The trial ledger and the invocation log: our record of who ran what, linking Optuna, Ray and MLflow."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+import uuid
+from datetime import datetime, timezone
+
+import sqlalchemy
+from sqlalchemy import insert, select, update
+
+from orchestrator.db.models import Invocation, LedgerTrial, Sweep
+from orchestrator.secrets import mask
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def config_snapshot(config) -> str:
+    """The validated sweep config as JSON with every secret masked."""
+    return mask(json.dumps(config.model_dump(mode="json"), sort_keys=True))
+
+
+class Ledger:
+    def __init__(self, engine: sqlalchemy.Engine, study_name: str) -> None:
+        self.engine = engine
+        self.study_name = study_name
+        self.invocation_id = str(uuid.uuid4())
+
+    def start_invocation(self, config) -> str:
+        """Record the sweep's config snapshot and this invocation; return the invocation id."""
+        snapshot = config_snapshot(config)
+        digest = hashlib.sha256(snapshot.encode()).hexdigest()
+        now = _now()
+        with self.engine.begin() as connection:
+            sweep_id = connection.execute(select(Sweep.id).where(Sweep.name == self.study_name)).scalar()
+            if sweep_id is None:
+                sweep_id = connection.execute(
+                    insert(Sweep).values(name=self.study_name, config_json=snapshot, config_hash=digest, created_at=now, updated_at=now)
+                ).inserted_primary_key[0]
+            else:
+                connection.execute(update(Sweep).where(Sweep.id == sweep_id).values(config_json=snapshot, config_hash=digest, updated_at=now))
+            connection.execute(insert(Invocation).values(
+                id=self.invocation_id, sweep_id=sweep_id, started_at=now, host=socket.gethostname(),
+                user=getpass.getuser(), pid=os.getpid(),
+            ))
+        return self.invocation_id
+
+    def set_parent_run(self, run_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(Invocation).where(Invocation.id == self.invocation_id).values(mlflow_parent_run_id=run_id))
+
+    def end_invocation(self, exit_status: str, reason: str | None = None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Invocation).where(Invocation.id == self.invocation_id).values(ended_at=_now(), exit_status=exit_status, reason=reason)
+            )
+
+    def trial_started(self, optuna_trial_id: int, number: int, ray_trial_id: str, mlflow_run_id: str, cpu: float, gpu: float, checkpoint_path: str | None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(insert(LedgerTrial).values(
+                study_name=self.study_name, invocation_id=self.invocation_id, optuna_trial_id=optuna_trial_id,
+                optuna_trial_number=number, ray_trial_id=ray_trial_id, mlflow_run_id=mlflow_run_id, state="RUNNING",
+                cpu=cpu, gpu=gpu, checkpoint_path=checkpoint_path, started_at=_now(),
+            ))
+
+    def trial_finished(self, number: int, state: str, reason: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(LedgerTrial)
+                .where(LedgerTrial.study_name == self.study_name, LedgerTrial.optuna_trial_number == number)
+                .values(state=state, state_reason=reason, ended_at=_now())
+            )
+
+    def unfinished_invocations(self) -> list[dict]:
+        """Earlier invocations of this study that never recorded an end (killed, crashed)."""
+        query = (
+            select(Invocation).join(Sweep, Sweep.id == Invocation.sweep_id)
+            .where(Sweep.name == self.study_name, Invocation.ended_at.is_(None), Invocation.id != self.invocation_id)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def close_invocation(self, invocation_id: str, exit_status: str, reason: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Invocation).where(Invocation.id == invocation_id).values(ended_at=_now(), exit_status=exit_status, reason=reason)
+            )
+
+    def trials(self) -> list[dict]:
+        with self.engine.connect() as connection:
+            query = select(LedgerTrial).where(LedgerTrial.study_name == self.study_name).order_by(LedgerTrial.optuna_trial_number)
+            return [dict(row) for row in connection.execute(query).mappings()]

@@ -1,0 +1,117 @@
+"""Killing `hpo run` (SIGKILL, SIGTERM) and running it again: nothing stays RUNNING, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from orchestrator.api import load_sweep
+
+pytestmark = pytest.mark.slow
+
+HPO = str(Path(sys.executable).parent / "hpo")
+
+
+def _slow_sweep(write_sweep, name):
+    # ~30 epochs of the tiny model: a few seconds per trial, long enough to be killed mid-trial
+    return write_sweep(name=name, trial={"max_epochs": 30}, budget={"n_trials": 2, "max_concurrent": 1})
+
+
+def _start(path) -> subprocess.Popen:
+    return subprocess.Popen([HPO, "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+
+
+def _wait_for_running_trial(config, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
+                return
+        except (KeyError, sa.exc.OperationalError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError("no trial started")
+
+
+def _assert_nothing_running(config):
+    trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    client = MlflowClient(config.storage.mlflow)
+    experiment = client.get_experiment_by_name(config.name)
+    runs = client.search_runs([experiment.experiment_id])
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    engine = sa.create_engine(config.storage.study_db)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM hpo_trials WHERE state = 'RUNNING'")).scalar() == 0
+        assert connection.execute(sa.text("SELECT count(*) FROM hpo_invocations WHERE ended_at IS NULL")).scalar() == 0
+        assert connection.execute(sa.text("SELECT count(*) FROM hpo_leases")).scalar() == 0
+    engine.dispose()
+    return trials, runs
+
+
+def test_sigkill_mid_trial_then_rerun_closes_and_requeues(write_sweep):
+    path = _slow_sweep(write_sweep, "killed")
+    config = load_sweep(path)
+    process = _start(path)
+    _wait_for_running_trial(config, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    rerun = subprocess.run([HPO, "run", str(path), "--json", "--n-trials", "2"],
+                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "left RUNNING by an earlier invocation" in rerun.stdout
+
+    trials, runs = _assert_nothing_running(config)
+    killed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(killed) == 1 and killed[0].user_attrs["state_reason"].startswith("interrupted")
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == killed[0].number]
+    assert len(retry) == 1 and retry[0].params == killed[0].params and retry[0].state == TrialState.COMPLETE
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
+    statuses = {r.data.tags.get("hpo.optuna_trial_number"): r.info.status for r in runs}
+    assert statuses[str(killed[0].number)] == "FAILED"
+    assert sorted(r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags) == ["FINISHED", "KILLED"]
+
+
+def test_sigterm_stops_gracefully_with_exit_130(write_sweep):
+    path = _slow_sweep(write_sweep, "terminated")
+    config = load_sweep(path)
+    process = _start(path)
+    _wait_for_running_trial(config, process)
+    process.send_signal(signal.SIGTERM)  # as Kubernetes or a scheduler stops the main process
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+
+    trials, runs = _assert_nothing_running(config)
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped and all("SIGTERM" in t.user_attrs["state_reason"] for t in stopped)
+    assert any(t.state == TrialState.WAITING for t in trials)  # its parameters are queued for the next run
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parent] == ["KILLED"]
+
+
+def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
+    path = _slow_sweep(write_sweep, "busy")
+    config = load_sweep(path)
+    first = _start(path)
+    try:
+        _wait_for_running_trial(config, first)
+        second = subprocess.run([HPO, "run", str(path)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+        assert second.returncode == 3, second.stderr[-2000:]
+        assert "being run by another hpo invocation" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.communicate(timeout=120)
