@@ -147,6 +147,95 @@ def run(
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
+DbOpt = typer.Option(
+    "sqlite:///hpo.db", "--db", envvar="HPO_STUDY_DB",
+    help="Study database URL (a sweep's storage.study_db). Env: HPO_STUDY_DB.",
+)
+StudyArg = typer.Argument(..., help="Study name (the sweep file's name).")
+
+
+def _json_or(rows, as_json: bool) -> bool:
+    if as_json:
+        print(json.dumps(rows, default=str))
+    return as_json
+
+
+@app.command()
+def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
+    """List the studies in a study database: trials by state, best value, last run."""
+    from orchestrator import queries
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        rows = queries.studies(queries.open_for_reading(db))
+        if _json_or(rows, as_json):
+            return
+        table = Table(title=f"Studies in {mask(db)}", title_justify="left")
+        for column in ("study", "dir", "complete", "pruned", "fail", "running", "best", "last run"):
+            table.add_column(column, justify="left" if column in ("study", "last run") else "right", no_wrap=True)
+        for row in rows:
+            counts = row["trials"]
+            best = "-" if row["best_value"] is None else f"{row['best_value']:.4f}"
+            table.add_row(row["study"], row["direction"], *(str(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")), best, row["last_run"] or "-")
+        out.print(table)
+
+
+@app.command()
+def trials(
+    study: str = StudyArg,
+    db: str = DbOpt,
+    state: Optional[list[str]] = typer.Option(None, "--state", help="Only trials in this state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING); repeatable."),
+    sort: str = typer.Option("number", "--sort", help="number | value (best first) | duration (longest first)."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """List a study's trials: state, value, parameters, duration, MLflow run id."""
+    from orchestrator import queries
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        rows = queries.trials(queries.open_for_reading(db), study, state, sort)
+        if _json_or(rows, as_json):
+            return
+        names = sorted({name for row in rows for name in row["params"]})
+        table = Table(title=f"{study}: {len(rows)} trials", title_justify="left")
+        for column in ("#", "state", "value", *(SHORT_NAMES.get(n, n) for n in names), "time", "mlflow run", "reason"):
+            table.add_column(column, justify="left" if column in ("state", "mlflow run", "reason") else "right", no_wrap=column != "reason")
+        for row in rows:
+            value = "-" if row["value"] is None else f"{row['value']:.4f}"
+            duration = "-" if row["duration_s"] is None else f"{row['duration_s']:.0f}s"
+            reason = "" if row["state"] == "COMPLETE" else (row["reason"] or "")
+            table.add_row(str(row["number"]), row["state"], value, *(_cell(row["params"].get(n, "")) for n in names),
+                          duration, (row["mlflow_run_id"] or "")[:12], reason)
+        out.print(table)
+
+
+@app.command()
+def best(
+    study: str = StudyArg,
+    db: str = DbOpt,
+    top: int = typer.Option(1, "--top", min=1, help="How many of the best trials."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Print the best trials' parameters as YAML, ready to paste into a training config."""
+    import yaml
+
+    from orchestrator import queries
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        rows = queries.best(queries.open_for_reading(db), study, top)
+        if _json_or(rows, as_json):
+            return
+        if not rows:
+            err.print(f"[yellow]{study} has no completed trial yet.[/yellow]")
+            return
+        for row in rows:
+            print(f"# {study} trial {row['number']}: value {row['value']:.6g}")
+            print(yaml.safe_dump(row["params"], sort_keys=False), end="")
+
+
 def _print_result(result) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
     total = sum(result.study_trials.values())

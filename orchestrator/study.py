@@ -24,16 +24,16 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(parsed.database) if parsed.database and parsed.database != ":memory:" else None
 
 
-def check_reachable(url: str) -> None:
+def check_reachable(url: str, field: str = "storage.study_db") -> None:
     """Raise :class:`ConfigError` unless ``url`` is a database we can connect to. Writes nothing."""
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        raise ConfigError("storage.study_db", mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
+        raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
     sqlite_path = _sqlite_path(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
-            raise ConfigError("storage.study_db", mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
+            raise ConfigError(field, mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
         return
     if parsed.get_backend_name() == "sqlite":
         return
@@ -43,10 +43,10 @@ def check_reachable(url: str) -> None:
             connection.execute(sqlalchemy.text("SELECT 1"))
         engine.dispose()
     except ModuleNotFoundError as error:
-        raise ConfigError("storage.study_db", mask(url), f"driver {error.name!r} is not installed; pip install 'psycopg[binary]'") from None
+        raise ConfigError(field, mask(url), f"driver {error.name!r} is not installed; pip install 'psycopg[binary]'") from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = mask(" ".join(str(getattr(error, "orig", error)).split()))[:160]
-        raise ConfigError("storage.study_db", mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None
+        raise ConfigError(field, mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None
 
 
 def enable_wal(url: str) -> None:

@@ -1,0 +1,93 @@
+"""Read-only views of a study database for the inspection commands (``hpo studies/trials/best``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+from orchestrator.errors import ConfigError
+from orchestrator.secrets import mask
+
+SORT_KEYS = ("number", "value", "duration")
+
+
+def open_for_reading(url: str) -> optuna.storages.RDBStorage:
+    """The study storage at ``url``; a missing SQLite file is an error, never silently created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+        raise ConfigError("--db", mask(url), "no study database there; pass the URL your sweep's storage.study_db uses")
+    from orchestrator.study import check_reachable
+
+    check_reachable(url, field="--db")
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {})
+
+
+def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        raise ConfigError("STUDY", name, f"no such study; studies here: {', '.join(sorted(names)) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def studies(storage: optuna.storages.BaseStorage) -> list[dict]:
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        starts = [t.datetime_start for t in trials if t.datetime_start]
+        rows.append({
+            "study": summary.study_name,
+            "direction": "max" if maximize else "min",
+            "trials": dict(Counter(t.state.name for t in trials)),
+            "best_value": (max(complete) if maximize else min(complete)) if complete else None,
+            "last_run": _iso(max(starts)) if starts else None,
+        })
+    return rows
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict:
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "duration_s": trial.duration.total_seconds() if trial.duration else None,
+        "started": _iso(trial.datetime_start),
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "reason": trial.user_attrs.get("state_reason"),
+    }
+
+
+def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | None = None, sort: str = "number") -> list[dict]:
+    if sort not in SORT_KEYS:
+        raise ConfigError("--sort", sort, f"sort by one of {', '.join(SORT_KEYS)}")
+    wanted = None
+    if states:
+        valid = [state.name for state in TrialState]
+        unknown = [state for state in states if state.upper() not in valid]
+        if unknown:
+            raise ConfigError("--state", unknown[0], f"valid states are {', '.join(valid)}")
+        wanted = tuple(TrialState[state.upper()] for state in states)
+    study = _load(storage, name)
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=wanted)]
+    if sort == "value":
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        rows.sort(key=lambda row: (row["value"] is None, -(row["value"] or 0) if maximize else (row["value"] or 0)))
+    elif sort == "duration":
+        rows.sort(key=lambda row: (row["duration_s"] is None, -(row["duration_s"] or 0)))
+    return rows
+
+
+def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
+    return trials(storage, name, states=["COMPLETE"], sort="value")[:top]
