@@ -7,9 +7,9 @@ Public API::
     print(result.best)
 """
 
-from orchestrator.errors import ConfigError, HpoError, SweepFailedError
+from orchestrator.errors import ConfigError, HpoError, StudyLockedError, SweepFailedError
 
-__all__ = ["ConfigError", "HpoError", "SweepFailedError", "load_sweep", "run_sweep", "validate_sweep", "RunOptions"]
+__all__ = ["ConfigError", "HpoError", "StudyLockedError", "SweepFailedError", "load_sweep", "run_sweep", "validate_sweep", "RunOptions"]
 
 
 def __getattr__(name: str):

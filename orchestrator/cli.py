@@ -116,27 +116,38 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
 def run(
     sweep: Path = SweepArg,
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
+    total_trials: Optional[int] = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
+    timeout: Optional[str] = typer.Option(None, "--timeout", help="Wall-clock budget, e.g. 45m or 6h: no new trials after it; running ones stop at their next epoch (PRUNED, reason budget)."),
+    json_summary: Optional[Path] = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run (or continue) the sweep's study: N more trials, then print the best ones.
 
-    Running the same file again continues the same study; nothing is lost. Trials left
-    running by a killed run are closed as FAIL (interrupted) and their parameters run again.
+    Running the same file again continues the same study; nothing is lost. Trials left running by a killed run are closed as FAIL (interrupted) and their parameters run again.
     """
     from orchestrator.api import load_sweep, run_sweep
+    from orchestrator.budget import parse_duration
+    from orchestrator.errors import ConfigError
     from orchestrator.progress import SweepProgress
     from orchestrator.runner import RunOptions
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
+        try:
+            timeout_s = parse_duration(timeout) if timeout is not None else None
+        except ValueError as error:
+            raise ConfigError("--timeout", timeout, str(error).split(" is not a duration; ")[-1]) from None
         config = load_sweep(sweep)
         progress = SweepProgress(err)
+        options = RunOptions(n_trials=n_trials, total_trials=total_trials, timeout_s=timeout_s, wait_s=wait, debug=debug, callbacks=(progress,))
         try:
-            result = run_sweep(config, RunOptions(n_trials=n_trials, wait_s=wait, debug=debug, callbacks=(progress,)))
+            result = run_sweep(config, options)
         finally:
             progress.close()
+        if json_summary is not None:
+            json_summary.write_text(json.dumps(_summary(result), indent=2) + "\n")
         if as_json:
             print(json.dumps({"ok": True, **result.to_dict()}))
         else:
@@ -236,10 +247,32 @@ def best(
             print(yaml.safe_dump(row["params"], sort_keys=False), end="")
 
 
+def _summary(result) -> dict:
+    """What changed since the last run: for schedulers and for the morning's reader."""
+    return {
+        "study": result.study_name,
+        "exit_status": result.exit_status,
+        "trials_this_run": result.trials_this_run,
+        "study_trials": result.study_trials,
+        "metric": result.metric,
+        "best_before": result.best_before,
+        "best_after": result.best.value if result.best else None,
+        "new_best": result.new_best,
+        "best_trial": result.best.number if result.best else None,
+        "duration_s": round(result.duration_s, 1),
+        "notes": result.notes,
+        "mlflow_parent_run_id": result.parent_run_id,
+    }
+
+
 def _print_result(result) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
     total = sum(result.study_trials.values())
-    out.print(f"\n[bold]{result.study_name}[/bold]: this run {counts}; the study now has {total} trials ({result.duration_s:.0f}s)")
+    ended = "" if result.exit_status == "ok" else f" [yellow]ended: {result.exit_status}[/yellow];"
+    out.print(f"\n[bold]{result.study_name}[/bold]: this run {counts};{ended} the study now has {total} trials ({result.duration_s:.0f}s)")
+    if result.best is not None and result.best_before is not None:
+        change = "[green]new best[/green]" if result.new_best else "no new best"
+        out.print(f"Since the last run: best {result.metric} {result.best.value:.4f} (was {result.best_before:.4f}), {change}")
     if result.best is None:
         out.print("[yellow]No trial has completed yet.[/yellow]")
     else:

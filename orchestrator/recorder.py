@@ -8,6 +8,7 @@ so the study and MLflow always agree.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cloudpickle
@@ -110,6 +111,8 @@ class TrialRecorder(Callback):
         if optuna_trial is None:
             return
         outcome = classify(self.history.get(trial_id, []), self.metric, self.mode, error)
+        if outcome.state == optuna.trial.TrialState.PRUNED and self.searcher.deadline is not None and self.searcher.deadline.passed:
+            outcome = replace(outcome, reason=f"budget: the --timeout deadline passed; {outcome.reason}")
         self._record(trial_id, optuna_trial, outcome)
 
     def _record(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> None:
@@ -128,10 +131,14 @@ class TrialRecorder(Callback):
             )
 
     def close_open_trials(self, reason: str) -> None:
-        """Record every trial that never reached an end (the sweep stopped under it) as FAIL,
-        and queue its parameters so the next run tries them again."""
+        """Record every trial that never reached an end (the sweep stopped under it) and queue its
+        parameters so the next run tries them again. Stopped for the time budget: PRUNED; else FAIL."""
+        budget = self.searcher.deadline is not None and self.searcher.deadline.passed
         for trial_id in list(self.searcher.open_trials):
             optuna_trial = self.searcher.open_trials.pop(trial_id)
+            if budget:
+                self._record(trial_id, optuna_trial, Outcome(optuna.trial.TrialState.PRUNED, None, "budget: stopped at the --timeout deadline"))
+                continue
             self._record(trial_id, optuna_trial, Outcome(optuna.trial.TrialState.FAIL, None, reason))
             if optuna_trial.params:
                 self.study.enqueue_trial(optuna_trial.params, user_attrs={"retry_of": optuna_trial.number}, skip_if_exists=False)

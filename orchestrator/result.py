@@ -45,6 +45,9 @@ class SweepResult:
     parent_run_id: str | None
     invocation_id: str | None = None
     interrupted: bool = False
+    best_before: float | None = None  # the study's best value before this invocation
+    new_best: bool = False  # this invocation found a better trial
+    exit_status: str = "ok"  # ok | budget | interrupted | failed
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

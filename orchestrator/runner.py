@@ -19,6 +19,7 @@ from typing import Callable
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
+from orchestrator.budget import Deadline
 from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.result import SweepResult, summarize_study
@@ -42,6 +43,8 @@ class RunOptions:
     callbacks: tuple = ()  # extra Ray Tune callbacks (the CLI's progress display)
     trial_function: Callable | None = None  # replaces trials.entrypoint.run_trial(config, settings, data)
     wait_s: float = 0.0  # how long to wait for another invocation of the same study to finish
+    total_trials: int | None = None  # stop once the study has this many finished (COMPLETE/PRUNED) trials
+    timeout_s: float | None = None  # wall-clock budget of this invocation
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
@@ -168,6 +171,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     from orchestrator.ledger import Ledger
 
     started = time.time()
+    deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
     prepared = prepared or validate(config)
     # Trial errors reach the user through the recorder (state reason) and the progress lines;
     # Tune's own per-error tracebacks are for --debug.
@@ -186,7 +190,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             db.upgrade(engine)
             lease.acquire(wait_s=options.wait_s)
             try:
-                return _run_holding_lease(config, options, prepared, ledger, started)
+                return _run_holding_lease(config, options, prepared, ledger, started, deadline)
             finally:
                 lease.release()
         finally:
@@ -198,16 +202,17 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             ray.shutdown()
 
 
-def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: PreparedSweep, ledger, started: float) -> SweepResult:
+def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: PreparedSweep, ledger, started: float, deadline: Deadline) -> SweepResult:
+    from optuna.trial import TrialState
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.stopper import CombinedStopper
 
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
     from orchestrator.tracking import MlflowTracker
 
-    n_trials = options.n_trials or config.budget.n_trials
     storage = open_storage(config.storage.study_db)
     study = open_study(config, storage)
     ledger.start_invocation(config)
@@ -215,6 +220,16 @@ def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: Prepa
     enable_wal(config.storage.mlflow)
     tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
     reconciled = reconcile(study, storage, ledger, tracker)
+    notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
+    _, best_before, _ = summarize_study(study)
+    n_trials = options.n_trials or config.budget.n_trials
+    if options.total_trials is not None:
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        n_trials = min(n_trials, options.total_trials - finished) if options.n_trials else options.total_trials - finished
+        if n_trials <= 0:
+            reason = f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
+            ledger.end_invocation("ok", reason)
+            return _result(config, prepared, study, {}, best_before, started, tracker, None, ledger, "ok", [*notes, reason])
     parent_run_id = tracker.start_run(
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=_sweep_params(config, prepared, n_trials),
@@ -226,7 +241,7 @@ def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: Prepa
     ledger.set_parent_run(parent_run_id)
     searcher = StudySearcher(
         study, config.search_space.distributions(), config.search_space.fixed,
-        config.objective.metric, config.objective.mode,
+        config.objective.metric, config.objective.mode, deadline,
     )
     recorder = TrialRecorder(searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources)
     for callback in options.callbacks:
@@ -248,7 +263,7 @@ def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: Prepa
             name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(results_dir / "ray"),
             callbacks=[recorder, *options.callbacks],
-            stop=stop,
+            stop=CombinedStopper(stop, deadline),
             verbose=0,
             log_to_file=False,
         ),
@@ -268,18 +283,33 @@ def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: Prepa
         raise
     finally:
         recorder.close_open_trials(f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished")
+        if exit_status == "ok" and deadline.passed:
+            exit_status = "budget"
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
         study_counts, best, top = summarize_study(study)
         tracker.finish(
             parent_run_id,
             mlflow_status,
-            tags={"hpo.exit_status": exit_status, **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()}},
+            tags={
+                "hpo.exit_status": exit_status,
+                "hpo.new_best": best is not None and (best_before is None or best.number != best_before.number),
+                **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
+            },
             metrics={f"best_{config.objective.metric}": best.value} if best is not None else None,
             step=sum(study_counts.values()),
         )
         ledger.end_invocation(exit_status, reason)
 
-    result = SweepResult(
+    result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
+    if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
+        raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
+    return result
+
+
+def _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes) -> SweepResult:
+    study_counts, best, top = summarize_study(study)
+    improved = best is not None and (best_before is None or best.number != best_before.number)
+    return SweepResult(
         study_name=config.name,
         metric=config.objective.metric,
         mode=config.objective.mode,
@@ -295,8 +325,8 @@ def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: Prepa
         parent_run_id=parent_run_id,
         invocation_id=ledger.invocation_id,
         interrupted=exit_status == "interrupted",
-        notes=[f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else [],
+        best_before=best_before.value if best_before else None,
+        new_best=improved,
+        exit_status=exit_status,
+        notes=notes,
     )
-    if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
-        raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
-    return result

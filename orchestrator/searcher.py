@@ -12,14 +12,17 @@ from ray.tune.search import Searcher
 
 
 class StudySearcher(Searcher):
-    def __init__(self, study: optuna.Study, space_distributions: dict, fixed: dict, metric: str, mode: str) -> None:
+    def __init__(self, study: optuna.Study, space_distributions: dict, fixed: dict, metric: str, mode: str, deadline=None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study = study
+        self.deadline = deadline
         self._distributions = space_distributions
         self._fixed = dict(fixed)
         self.open_trials: dict[str, optuna.Trial] = {}
 
-    def suggest(self, trial_id: str) -> dict:
+    def suggest(self, trial_id: str) -> dict | str:
+        if self.deadline is not None and self.deadline.passed:
+            return Searcher.FINISHED  # the --timeout budget is spent: no new trials
         trial = self.study.ask(self._distributions)
         self.open_trials[trial_id] = trial
         return {**self._fixed, **trial.params}
