@@ -56,14 +56,24 @@ def validate(config: SweepConfig) -> PreparedSweep:
 
 
 def _check_mlflow_reachable(uri: str) -> None:
+    """An MLflow server must answer its health check (quickly: MLflow's own client retries for minutes)."""
     if not uri.startswith(("http://", "https://")):
         return
-    from mlflow import MlflowClient
+    import urllib.error
+    import urllib.parse
+    import urllib.request
 
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as error:  # the client raises several types for network failures
-        raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({type(error).__name__}); start it or fix the URL") from None
+        with urllib.request.urlopen(health, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError:
+        return  # it answered (perhaps 401 without credentials): reachable
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({reason}); start it or fix the URL") from None
 
 
 def _start_ray(config: SweepConfig, debug: bool) -> bool:

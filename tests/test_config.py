@@ -65,6 +65,8 @@ PREFLIGHT_CASES = [
     ("unknown bundled model", lambda s: s.update(model="bundled:gpt5"), "model", "bundled:minilm-l6"),
     ("missing db folder", lambda s: s["storage"].update(study_db="sqlite:////nonexistent/dir/hpo.db"), "storage.study_db", "does not exist"),
     ("unreachable postgres", lambda s: s["storage"].update(study_db="postgresql+psycopg://hpo:s3cret@127.0.0.1:1/hpo"), "storage.study_db", "cannot connect"),
+    ("not a database url", lambda s: s["storage"].update(study_db="hpo.db"), "storage.study_db", "not a database URL"),
+    ("unreachable mlflow server", lambda s: s["storage"].update(mlflow="http://user:s3cret@127.0.0.1:1"), "storage.mlflow", "MLflow server not reachable"),
 ]
 
 
@@ -78,6 +80,12 @@ def test_preflight_errors_before_anything_is_written(write_sweep, tmp_path, chan
     assert fix in message
     assert "s3cret" not in message
     assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_empty_data_file_is_refused(write_sweep, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ConfigError, match="data.source: .*cannot be read as a table"):
+        validate(load_sweep(write_sweep(data={"source": str(tmp_path / "empty.csv")})))
 
 
 def test_single_class_data_is_refused(write_sweep, tmp_path):
