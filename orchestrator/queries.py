@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
@@ -24,7 +25,25 @@ def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     from orchestrator.study import check_reachable
 
     check_reachable(url, field="--db")
+    if not _optuna_schema_ready(url):
+        raise ConfigError("--db", mask(url), "no studies there yet (the database has no complete Optuna schema); run a sweep first")
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {})
+
+
+def _optuna_schema_ready(url: str) -> bool:
+    """True once Optuna finished creating its tables: it stamps ``alembic_version`` last.
+
+    Opening an RDBStorage on a database without them would create them, racing a sweep that
+    is creating them at the same moment; a reader must never write.
+    """
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() > 0
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:

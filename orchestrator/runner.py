@@ -20,6 +20,7 @@ from typing import Callable
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
+from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.result import SweepResult, summarize_study
@@ -197,10 +198,12 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     try:
         _check_cluster_resources(config)
         try:
-            db.upgrade(engine)
+            with schema_lock(config.storage.study_db):
+                db.upgrade(engine)
+                storage = open_storage(config.storage.study_db)  # creates Optuna's tables in a new database
             lease.acquire(wait_s=options.wait_s)
             try:
-                return _run_holding_lease(config, options, prepared, ledger, started, deadline)
+                return _run_holding_lease(config, options, prepared, storage, ledger, started, deadline)
             finally:
                 lease.release()
         finally:
@@ -212,7 +215,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             ray.shutdown()
 
 
-def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: PreparedSweep, ledger, started: float, deadline: Deadline) -> SweepResult:
+def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
     from optuna.trial import TrialState
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -223,12 +226,12 @@ def _run_holding_lease(config: SweepConfig, options: RunOptions, prepared: Prepa
     from orchestrator.searcher import StudySearcher
     from orchestrator.tracking import MlflowTracker
 
-    storage = open_storage(config.storage.study_db)
     study = open_study(config, storage)
     ledger.start_invocation(config)
     results_dir = Path(config.storage.results_dir).resolve()
-    enable_wal(config.storage.mlflow)
-    tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
+    with schema_lock(config.storage.mlflow):  # MLflow migrates a new store on first use
+        enable_wal(config.storage.mlflow)
+        tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
     _, best_before, _ = summarize_study(study)

@@ -58,11 +58,14 @@ def enable_wal(url: str) -> None:
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
-def _relax_sync_in_wal_mode(dbapi_connection, connection_record) -> None:
-    # In WAL mode, synchronous=NORMAL cannot corrupt the database (a power cut may lose the last
-    # commits, a crashed process loses nothing) and saves an fsync per commit: about 20 commits per trial.
+def _tune_sqlite_connection(dbapi_connection, connection_record) -> None:
+    # Every SQLite connection in the process (Optuna's, MLflow's, ours) waits up to a minute for a
+    # concurrent writer instead of failing with "database is locked". In WAL mode,
+    # synchronous=NORMAL cannot corrupt the database (a power cut may lose the last commits, a
+    # crashed process loses nothing) and saves an fsync per commit: about 20 commits per trial.
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
         if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

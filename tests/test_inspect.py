@@ -27,11 +27,8 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def filled(db_url):
-    for name in ("nightly", "other"):  # the PostgreSQL database lives for the whole session
-        try:
-            optuna.delete_study(study_name=name, storage=db_url)
-        except KeyError:
-            pass
+    for summary in optuna.get_all_study_summaries(db_url):  # the PostgreSQL database lives for the whole session
+        optuna.delete_study(study_name=summary.study_name, storage=db_url)
     study = optuna.create_study(study_name="nightly", storage=db_url, direction="maximize")
     for value, lr in ((0.70, 1e-4), (0.82, 3e-4), (0.75, 2e-4)):
         study.add_trial(create_trial(value=value, params={"learning_rate": lr, "batch_size": 32}, distributions=DISTRIBUTIONS,
