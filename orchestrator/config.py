@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from orchestrator.errors import MISSING, ConfigError
-from orchestrator.registries import SAMPLERS, SCHEDULERS
+from orchestrator.registries import SAMPLERS, SCHEDULERS, check_known
 from orchestrator.search_space import SearchSpace, presets, read_yaml_mapping, resolve_reference
 from trials.metrics import METRIC_NAMES
 
@@ -63,9 +63,7 @@ class SamplerConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler; valid names are {', '.join(sorted(SAMPLERS))}")
-        return name
+        return check_known(SAMPLERS, name, "sampler")
 
 
 class SchedulerConfig(_Section):
@@ -76,9 +74,7 @@ class SchedulerConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler; valid names are {', '.join(SCHEDULERS)}")
-        return name
+        return check_known(SCHEDULERS, name, "scheduler")
 
 
 class Resources(_Section):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Callable
 
 import optuna
-
-T = TypeVar("T")
-
 
 def _tpe(seed: int | None, n_startup_trials: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(
@@ -24,11 +21,28 @@ SAMPLERS: dict[str, Callable[[int | None, int], optuna.samplers.BaseSampler]] = 
     "random": _random,
 }
 
-SCHEDULERS: tuple[str, ...] = ("fifo", "asha")
+def _fifo(scheduler_config, max_epochs: int):
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
 
 
-def lookup(registry: dict[str, T], name: str, what: str) -> T:
-    try:
-        return registry[name]
-    except KeyError:
-        raise KeyError(f"unknown {what} {name!r}; valid names are {', '.join(sorted(registry))}") from None
+def _asha(scheduler_config, max_epochs: int):
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_epochs,
+        grace_period=scheduler_config.grace_period,
+        reduction_factor=scheduler_config.reduction_factor,
+    )
+
+
+SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha}
+
+
+def check_known(registry: dict, name: str, what: str) -> str:
+    """``name`` if the registry has it; otherwise a ValueError that lists the valid names."""
+    if name not in registry:
+        raise ValueError(f"unknown {what}; valid names are {', '.join(sorted(registry))}")
+    return name

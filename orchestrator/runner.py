@@ -23,6 +23,7 @@ from orchestrator.budget import Deadline
 from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
+from orchestrator.registries import SCHEDULERS
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.study import check_reachable, enable_wal, open_storage, open_study, startup_trials
@@ -113,16 +114,7 @@ def _check_cluster_resources(config: SweepConfig) -> None:
 
 
 def _scheduler(config: SweepConfig):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if config.scheduler.name == "asha":
-        return ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=config.trial.max_epochs,
-            grace_period=config.scheduler.grace_period,
-            reduction_factor=config.scheduler.reduction_factor,
-        )
-    return FIFOScheduler()
+    return SCHEDULERS[config.scheduler.name](config.scheduler, config.trial.max_epochs)
 
 
 def _trainable(prepared: PreparedSweep, trial_function: Callable | None):

@@ -20,6 +20,12 @@ class StudySearcher(Searcher):
         self._fixed = dict(fixed)
         self.open_trials: dict[str, optuna.Trial] = {}
 
+    def __getstate__(self) -> dict:
+        # Ray Tune pickles the search algorithm into its experiment snapshot (tuner.pkl); the study
+        # inside holds the database URL, password included. The searcher is never restored from
+        # there (the study DB is its state), so nothing of it is written.
+        return {}
+
     def suggest(self, trial_id: str) -> dict | str:
         if self.deadline is not None and self.deadline.passed:
             return Searcher.FINISHED  # the --timeout budget is spent: no new trials
