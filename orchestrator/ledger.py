@@ -91,8 +91,3 @@ class Ledger:
             connection.execute(
                 update(Invocation).where(Invocation.id == invocation_id).values(ended_at=_now(), exit_status=exit_status, reason=reason)
             )
-
-    def trials(self) -> list[dict]:
-        with self.engine.connect() as connection:
-            query = select(LedgerTrial).where(LedgerTrial.study_name == self.study_name).order_by(LedgerTrial.optuna_trial_number)
-            return [dict(row) for row in connection.execute(query).mappings()]
