@@ -247,6 +247,24 @@ def best(
             print(yaml.safe_dump(row["params"], sort_keys=False), end="")
 
 
+@app.command()
+def export(
+    study: str = StudyArg,
+    db: str = DbOpt,
+    fmt: str = typer.Option("csv", "--format", help="csv | json | parquet"),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="File to write (default: STUDY.FORMAT)."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
+    from orchestrator import queries
+
+    with _errors(debug, False):
+        _quiet_libraries(debug)
+        path = out_path or Path(f"{study}.{fmt}")
+        count = queries.export(queries.open_for_reading(db), study, fmt, path)
+        out.print(f"wrote {count} trials of {study} to {path}", highlight=False)
+
+
 def _summary(result) -> dict:
     """What changed since the last run: for schedulers and for the morning's reader."""
     return {

@@ -110,3 +110,22 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
 
 def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
     return trials(storage, name, states=["COMPLETE"], sort="value")[:top]
+
+
+EXPORT_FORMATS = ("csv", "json", "parquet")
+
+
+def export(storage: optuna.storages.BaseStorage, name: str, fmt: str, path: Path) -> int:
+    """Write every trial of the study (one row each: state, value, params_*, user_attrs_*, times) to ``path``."""
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError("--format", fmt, f"choose one of {', '.join(EXPORT_FORMATS)}")
+    frame = _load(storage, name).trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs"))
+    if "duration" in frame:
+        frame["duration"] = frame["duration"].dt.total_seconds()
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "json":
+        frame.to_json(path, orient="records", date_format="iso", indent=2)
+    else:
+        frame.to_parquet(path, index=False)
+    return len(frame)

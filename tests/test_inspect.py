@@ -83,3 +83,17 @@ def test_unknown_study_and_missing_database(filled, tmp_path):
     assert not (tmp_path / "absent.db").exists()
     result = runner.invoke(app, ["trials", "nightly", "--db", filled, "--state", "DONE"])
     assert result.exit_code == 2 and "--state: 'DONE'" in result.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_export(filled, tmp_path, fmt):
+    import pandas as pd
+
+    path = tmp_path / f"trials.{fmt}"
+    assert f"wrote 5 trials of nightly to {path}" in _invoke("export", "nightly", "--db", filled, "--format", fmt, "--out", str(path))
+    frame = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](path)
+    assert len(frame) == 5
+    assert sorted(frame["state"]) == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL", "PRUNED"]
+    assert {"params_learning_rate", "params_batch_size", "user_attrs_state_reason", "value"} <= set(frame.columns)
+    result = runner.invoke(app, ["export", "nightly", "--db", filled, "--format", "xlsx"])
+    assert result.exit_code == 2 and "--format: 'xlsx'" in result.output
