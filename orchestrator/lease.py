@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from orchestrator.db.models import Lease
 from orchestrator.errors import StudyLockedError
+from orchestrator.study import sqlite_file
 
 
 class StudyLease:
@@ -58,8 +59,8 @@ class StudyLease:
 
     def held_by_another(self) -> dict | None:
         """The live holder other than us, if any. Read-only: safe before our tables exist."""
-        url = self.engine.url
-        if url.get_backend_name() == "sqlite" and not (url.database and os.path.exists(url.database)):
+        sqlite_path = sqlite_file(self.engine.url.render_as_string(hide_password=False))
+        if sqlite_path is not None and not sqlite_path.exists():
             return None  # connecting would create the file
         try:
             current = self.current()

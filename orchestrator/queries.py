@@ -19,12 +19,13 @@ SORT_KEYS = ("number", "value", "duration")
 
 def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     """The study storage at ``url``; a missing SQLite file is an error, never silently created."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-        raise ConfigError("--db", mask(url), "no study database there; pass the URL your sweep's storage.study_db uses")
-    from orchestrator.study import check_reachable
+    from orchestrator.study import check_reachable, sqlite_file
 
     check_reachable(url, field="--db")
+    database_file = sqlite_file(url)
+    if database_file is not None and not database_file.is_file():
+        raise ConfigError("--db", mask(url), "no study database there; pass the URL your sweep's storage.study_db uses")
+    parsed = make_url(url)
     if not _optuna_schema_ready(url):
         raise ConfigError("--db", mask(url), "no studies there yet (the database has no complete Optuna schema); run a sweep first")
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {})

@@ -11,6 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.ledger import Ledger
+from orchestrator.outcome import MLFLOW_STATUS
+from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 
 INTERRUPTED = "interrupted: the hpo run executing this trial stopped (killed or crashed) before it finished"
@@ -24,11 +26,10 @@ def reconcile(study: optuna.Study, storage: optuna.storages.BaseStorage, ledger:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_user_attr(trial_id, "state_reason", INTERRUPTED)
         study.tell(trial.number, state=TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        requeue(study, trial)
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
-            tracker.finish(run_id, "FAILED", tags={"hpo.state": "FAIL", "hpo.state_reason": INTERRUPTED})
+            tracker.finish(run_id, MLFLOW_STATUS[TrialState.FAIL], tags={"hpo.state": "FAIL", "hpo.state_reason": INTERRUPTED})
         ledger.trial_finished(trial.number, "FAIL", INTERRUPTED)
         closed.append(trial.number)
     for invocation in ledger.unfinished_invocations():

@@ -19,6 +19,7 @@ from ray.tune.experiment import Trial
 from orchestrator.ledger import Ledger
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
+from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 from trials.metrics import METRIC_NAMES
 
@@ -140,5 +141,4 @@ class TrialRecorder(Callback):
                 self._record(trial_id, optuna_trial, Outcome(optuna.trial.TrialState.PRUNED, None, "budget: stopped at the --timeout deadline"))
                 continue
             self._record(trial_id, optuna_trial, Outcome(optuna.trial.TrialState.FAIL, None, reason))
-            if optuna_trial.params:
-                self.study.enqueue_trial(optuna_trial.params, user_attrs={"retry_of": optuna_trial.number}, skip_if_exists=False)
+            requeue(self.study, optuna_trial)

@@ -291,21 +291,20 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         if exit_status == "ok" and deadline.passed:
             exit_status = "budget"
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
-        study_counts, best, top = summarize_study(study)
+        result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
         tracker.finish(
             parent_run_id,
             mlflow_status,
             tags={
                 "hpo.exit_status": exit_status,
-                "hpo.new_best": best is not None and (best_before is None or best.number != best_before.number),
+                "hpo.new_best": result.new_best,
                 **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
             },
-            metrics={f"best_{config.objective.metric}": best.value} if best is not None else None,
-            step=sum(study_counts.values()),
+            metrics={f"best_{config.objective.metric}": result.best.value} if result.best is not None else None,
+            step=sum(result.study_trials.values()),
         )
         ledger.end_invocation(exit_status, reason)
 
-    result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
     if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
         raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
     return result

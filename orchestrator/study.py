@@ -17,7 +17,7 @@ from orchestrator.secrets import mask
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
@@ -30,7 +30,7 @@ def check_reachable(url: str, field: str = "storage.study_db") -> None:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
-    sqlite_path = _sqlite_path(url)
+    sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
             raise ConfigError(field, mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
@@ -51,7 +51,7 @@ def check_reachable(url: str, field: str = "storage.study_db") -> None:
 
 def enable_wal(url: str) -> None:
     """Put a SQLite database file in WAL mode (it persists in the file): readers then never block the writer."""
-    sqlite_path = _sqlite_path(url)
+    sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         with sqlite3.connect(sqlite_path) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -73,7 +73,7 @@ def _tune_sqlite_connection(dbapi_connection, connection_record) -> None:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for ``url``. SQLite gets WAL mode and a busy timeout so readers never block a sweep."""
-    sqlite_path = _sqlite_path(url)
+    sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         enable_wal(url)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -104,3 +104,9 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
             f"study {config.name!r} already exists with the opposite direction; rename the sweep or keep its mode",
         )
     return study
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
+    """Queue an unfinished trial's parameters so the next trial runs them again (``retry_of`` links the two)."""
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
