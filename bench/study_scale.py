@@ -42,18 +42,30 @@ def fill(study: optuna.Study, distributions: dict, count: int, rng: np.random.Ge
     study.add_trials(trials)
 
 
-def time_cycles(searcher: StudySearcher, ledger: Ledger, cycles: int) -> list[float]:
-    times = []
+PHASES = ("total", "suggest", "report+tell", "ledger")
+
+
+def time_cycles(searcher: StudySearcher, ledger: Ledger, cycles: int) -> dict[str, list[float]]:
+    """Seconds per cycle and per phase: suggest (Optuna ask: sampler + storage writes),
+    report+tell (Optuna storage), ledger (our rows)."""
+    times: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for _ in range(cycles):
         started = time.perf_counter()
         trial_id = uuid.uuid4().hex[:8]
         searcher.suggest(trial_id)
         trial = searcher.open_trials.pop(trial_id)
+        suggested = time.perf_counter()
         ledger.trial_started(trial._trial_id, trial.number, trial_id, None, 1, 0, None)
+        ledger_start = time.perf_counter()
         trial.report(0.5, 1)
         searcher.study.tell(trial, 0.5)
+        told = time.perf_counter()
         ledger.trial_finished(trial.number, "COMPLETE", "completed")
-        times.append(time.perf_counter() - started)
+        ended = time.perf_counter()
+        times["total"].append(ended - started)
+        times["suggest"].append(suggested - started)
+        times["report+tell"].append(told - ledger_start)
+        times["ledger"].append(ledger_start - suggested + ended - told)
     return times
 
 
@@ -73,7 +85,7 @@ def main() -> None:
     db.upgrade(engine)
     rng = np.random.default_rng(0)
     table = Table(title=f"One suggest+report+record cycle vs study size ({args.cycles} cycles each; TPE multivariate, constant liar)")
-    for column in ("finished trials", "median ms", "p90 ms", "fill s"):
+    for column in ("finished trials", "median ms", "p90 ms", *(f"{phase} ms" for phase in PHASES[1:]), "fill s"):
         table.add_column(column, justify="right")
     filled = 0
     try:
@@ -90,8 +102,12 @@ def main() -> None:
             time_cycles(searcher, ledger, 2)  # warm the storage cache
             times = time_cycles(searcher, ledger, args.cycles)
             filled = len(study.get_trials(deepcopy=False))
-            table.add_row(str(filled), f"{statistics.median(times) * 1000:.1f}", f"{np.percentile(times, 90) * 1000:.1f}", f"{fill_s:.1f}")
-            Console().print(f"{filled} trials: median {statistics.median(times) * 1000:.1f} ms")
+            ms = {phase: statistics.median(values) * 1000 for phase, values in times.items()}
+            table.add_row(
+                str(filled), f"{ms['total']:.1f}", f"{np.percentile(times['total'], 90) * 1000:.1f}",
+                *(f"{ms[phase]:.1f}" for phase in PHASES[1:]), f"{fill_s:.1f}",
+            )
+            Console().print(f"{filled} trials: median {ms['total']:.1f} ms")
     finally:
         optuna.delete_study(study_name=name, storage=storage)
         from sqlalchemy import text

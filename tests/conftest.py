@@ -94,6 +94,23 @@ def postgres_url() -> str:
     admin.dispose()
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def study_db_url(request, tmp_path) -> str:
+    """The same test against each study-database backend: a SQLite file, then the local PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def study_name() -> str:
+    """A name no other test uses (the PostgreSQL database is shared by the whole session)."""
+    return f"s-{uuid.uuid4().hex[:8]}"
+
+
 TINY_SPACE = {
     "learning_rate": {"type": "float", "low": 2e-3, "high": 1e-2, "log": True},
     "batch_size": {"type": "categorical", "choices": [8, 16]},

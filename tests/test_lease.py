@@ -11,10 +11,9 @@ from orchestrator.errors import StudyLockedError
 from orchestrator.lease import StudyLease
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'lease.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engine = db.create_engine(url)
+@pytest.fixture
+def engine(study_db_url):
+    engine = db.create_engine(study_db_url)
     db.upgrade(engine)
     yield engine
     engine.dispose()
@@ -53,17 +52,6 @@ def test_live_holder_keeps_its_lease_by_renewing(engine):
     with pytest.raises(StudyLockedError):
         StudyLease(engine, "s-renew", holder="other").acquire()
     live.release()
-
-
-def test_upgrade_is_idempotent_and_leaves_optuna_tables_alone(engine):
-    import optuna
-    import sqlalchemy as sa
-
-    db.upgrade(engine)
-    optuna.create_study(study_name="beside-ours", storage=engine.url.render_as_string(hide_password=False))
-    tables = set(sa.inspect(engine).get_table_names())
-    assert {"hpo_sweeps", "hpo_invocations", "hpo_trials", "hpo_leases", "hpo_alembic_version"} <= tables
-    assert {"studies", "trials", "alembic_version"} <= tables
 
 
 def test_lease_of_a_dead_process_on_this_host_is_taken_at_once(engine):
