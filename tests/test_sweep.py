@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -126,7 +127,7 @@ def test_crashing_trials_fail_with_their_reason(ray_session, write_sweep):
     assert all(r.data.tags["hpo.state"] == "FAIL" for r in children)
 
 
-def test_optuna_cli_reads_our_study_db(ray_session, write_sweep):
+def test_optuna_cli_and_dashboard_read_our_study_db(ray_session, write_sweep):
     config = load_sweep(write_sweep(name="cli-read", budget={"n_trials": 2, "max_concurrent": 2}, trial={"max_epochs": 1}))
     run_sweep(config)
     optuna_cli = [sys.executable, "-c", "from optuna.cli import main; main()"]
@@ -140,3 +141,40 @@ def test_optuna_cli_reads_our_study_db(ray_session, write_sweep):
         capture_output=True, text=True, check=True,
     ).stdout
     assert "learning_rate" in best
+
+    _check_dashboard_lists(config.storage.study_db, "cli-read", expected_trials=2)
+
+
+def _check_dashboard_lists(study_db: str, study_name: str, expected_trials: int) -> None:
+    """optuna-dashboard, started the way the README says, serves the study and its trials."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dashboard = subprocess.Popen(
+        [str(Path(sys.executable).with_name("optuna-dashboard")), study_db, "--port", str(port), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                if time.monotonic() > deadline or dashboard.poll() is not None:
+                    raise AssertionError(f"optuna-dashboard did not serve: {dashboard.stderr.read1().decode() if dashboard.poll() is not None else 'timeout'}")
+                time.sleep(0.5)
+        study = next(s for s in studies if s["study_name"] == study_name)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as response:
+            detail = json.load(response)
+        assert len(detail["trials"]) == expected_trials
+        assert all(trial["state"] == "Complete" for trial in detail["trials"])
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
