@@ -48,6 +48,8 @@ class TrialConfig(_Section):
     early_stopping_patience: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     seed: int = 0
+    checkpoint: bool = True  # save the training state every epoch, so a restarted trial continues
+    max_failures: int = Field(1, ge=0)  # restarts of a trial whose worker failed (process died, node lost)
 
 
 class Budget(_Section):

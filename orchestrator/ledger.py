@@ -77,6 +77,15 @@ class Ledger:
                 .values(state=state, state_reason=reason, ended_at=_now())
             )
 
+    def trial_updated(self, number: int, **values) -> None:
+        """Record a change during the trial: ``checkpoint_path``, ``micro_batch_size``, ``restarts``."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(LedgerTrial)
+                .where(LedgerTrial.study_name == self.study_name, LedgerTrial.optuna_trial_number == number)
+                .values(**values)
+            )
+
     def unfinished_invocations(self) -> list[dict]:
         """Earlier invocations of this study that never recorded an end (killed, crashed)."""
         query = (

@@ -8,6 +8,7 @@ so the study and MLflow always agree.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +46,13 @@ def error_summary(trial: Trial) -> str:
     return (lines[-1] if lines else "the trial's worker failed")[:500]
 
 
+def _remove_checkpoints(trial_path: str | None) -> None:
+    """A finished trial never resumes: free the disk its training-state checkpoints take."""
+    if trial_path and Path(trial_path).is_dir():
+        for folder in Path(trial_path).glob("checkpoint_*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources) -> None:
         self.searcher = searcher
@@ -57,6 +65,10 @@ class TrialRecorder(Callback):
         self.history: dict[str, list[dict]] = {}
         self.run_ids: dict[str, str] = {}
         self.outcomes: dict[str, Outcome] = {}
+        self.restarts: dict[str, list[str]] = {}  # Ray trial id -> why each restart happened
+        self.micro_batch: dict[str, int] = {}
+        self.reported_steps: dict[str, set[int]] = {}
+        self.trial_paths: dict[str, str] = {}
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles callbacks into its experiment snapshot (tuner.pkl). The recorder holds
@@ -85,6 +97,7 @@ class TrialRecorder(Callback):
         )
         self.run_ids[trial.trial_id] = run_id
         self.history[trial.trial_id] = []
+        self.trial_paths[trial.trial_id] = trial.path
         optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
         optuna_trial.set_user_attr("mlflow_run_id", run_id)
         self.ledger.trial_started(
@@ -96,10 +109,32 @@ class TrialRecorder(Callback):
         metrics = {name: float(result[name]) for name in METRIC_NAMES if name in result}
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self.history[trial.trial_id].append({**metrics, FINAL_FLAG: result.get(FINAL_FLAG, 0)})
+        optuna_trial = self.searcher.open_trials[trial.trial_id]
         value = metrics.get(self.metric)
-        if value is not None:
-            self.searcher.open_trials[trial.trial_id].report(value, step)
+        reported = self.reported_steps.setdefault(trial.trial_id, set())
+        if value is not None and step not in reported:  # a restarted trial may repeat an epoch; keep the first
+            optuna_trial.report(value, step)
+            reported.add(step)
         self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
+        micro = result.get("micro_batch_size")
+        if micro is not None and micro != self.micro_batch.get(trial.trial_id, trial.config.get("batch_size")):
+            self.micro_batch[trial.trial_id] = int(micro)  # out-of-memory retries shrank it
+            self.ledger.trial_updated(optuna_trial.number, micro_batch_size=int(micro))
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info) -> None:
+        optuna_trial = self.searcher.open_trials.get(trial.trial_id)
+        if optuna_trial is not None:
+            self.ledger.trial_updated(optuna_trial.number, checkpoint_path=checkpoint.path)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        """Ray restarts the trial (from its last checkpoint) after its worker failed."""
+        optuna_trial = self.searcher.open_trials.get(trial.trial_id)
+        if optuna_trial is None:
+            return
+        reasons = self.restarts.setdefault(trial.trial_id, [])
+        reasons.append(error_summary(trial))
+        self.ledger.trial_updated(optuna_trial.number, restarts=len(reasons))
+        self.tracker.set_tags(self.run_ids[trial.trial_id], {f"{TAG_PREFIX}restarts": len(reasons), f"{TAG_PREFIX}last_restart_reason": reasons[-1]})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._finish(trial.trial_id, error=None)
@@ -121,12 +156,16 @@ class TrialRecorder(Callback):
         self.study.tell(optuna_trial, outcome.value, state=outcome.state)
         self.outcomes[trial_id] = outcome
         self.ledger.trial_finished(optuna_trial.number, outcome.state.name, outcome.reason)
+        _remove_checkpoints(self.trial_paths.get(trial_id))
         run_id = self.run_ids.get(trial_id)
         if run_id is not None:
             self.tracker.finish(
                 run_id,
                 outcome.mlflow_status,
-                tags={f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason},
+                tags={
+                    f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason,
+                    **({f"{TAG_PREFIX}micro_batch_size": self.micro_batch[trial_id]} if trial_id in self.micro_batch else {}),
+                },
                 metrics={f"best_{self.metric}": outcome.value} if outcome.value is not None else None,
                 step=len(self.history.get(trial_id, [])),
             )

@@ -136,6 +136,7 @@ def _trainable(prepared: PreparedSweep, trial_function: Callable | None):
         eval_batch_size=config.trial.eval_batch_size,
         num_threads=max(1, int(config.resources.cpu)),
         use_gpu=config.resources.gpu > 0,
+        checkpoint=config.trial.checkpoint,
     )
     trainable = tune.with_parameters(trial_function or run_trial, settings=settings, data=prepared.data)
     return tune.with_resources(trainable, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
@@ -269,6 +270,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             storage_path=str(results_dir / "ray"),
             callbacks=[recorder, *options.callbacks],
             stop=CombinedStopper(stop, deadline),
+            failure_config=tune.FailureConfig(max_failures=config.trial.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
             log_to_file=False,
         ),

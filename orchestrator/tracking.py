@@ -51,6 +51,9 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
 
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(key, mask(str(value))) for key, value in tags.items()])
+
     def finish(self, run_id: str, status: str, tags: Mapping[str, object], metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
         """Log the final tags and metrics in one request, then close the run with ``status``."""
         now = int(time.time() * 1000)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -14,12 +17,19 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as transformers_logging
 
+from trials import checkpoint
+from trials.checkpoint import TrainingState
 from trials.data import EncodedSplit, collate, eval_batches, train_batches
 from trials.metrics import classification_metrics
 from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, load_classifier, pick_device
 
-Report = Callable[[dict], None]
-"""Receives one dict of metrics per epoch. The last dict of a trial that ran to its end has ``is_final = 1``."""
+Report = Callable[..., None]
+"""Receives one dict of metrics per epoch. The last dict of a trial that ran to its end has
+``is_final = 1``. With ``TrialSettings.checkpoint`` it also receives ``checkpoint_dir=``: a
+folder holding the training state after that epoch, to keep until the report returns."""
+
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -65,6 +75,7 @@ class TrialSettings:
     eval_batch_size: int = 64
     num_threads: int | None = None
     use_gpu: bool = False
+    checkpoint: bool = False  # hand the training state to ``report`` after every epoch but the last
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class TrialData:
 class _EarlyStopping:
     mode: str
     patience: int | None
-    best: float = field(default=math.nan)
+    best: float = math.nan
     stale_epochs: int = 0
 
     def update(self, value: float) -> bool:
@@ -96,8 +107,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: TrialData, report: Report) -> dict:
-    """Fine-tune one configuration; call ``report`` after every epoch; return the last metrics."""
+def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: TrialData, report: Report, resume: dict | None = None) -> dict:
+    """Fine-tune one configuration; call ``report`` after every epoch; return the last metrics.
+
+    ``resume`` is a state saved by an earlier attempt of this trial (:func:`trials.checkpoint.load`):
+    training continues after its last finished epoch.
+    """
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     transformers_logging.set_verbosity_error()
@@ -116,24 +131,36 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hyperparameters.warmup_ratio * total_steps), total_steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hyperparameters.label_smoothing)
     rng = np.random.default_rng(settings.seed)
-    stopping = _EarlyStopping(settings.mode, settings.patience)
+    progress = TrainingState(epoch=0, best=math.nan, stale_epochs=0, micro_batch_size=hyperparameters.batch_size)
+    if resume is not None:
+        progress = checkpoint.restore(resume, model, optimizer, scheduler, rng)
+    stopping = _EarlyStopping(settings.mode, settings.patience, progress.best, progress.stale_epochs)
     trainable = count_trainable(model)
 
     metrics: dict = {}
-    for epoch in range(1, settings.max_epochs + 1):
+    for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
         started = time.perf_counter()
-        train_loss = _train_epoch(model, data.train, hyperparameters, optimizer, scheduler, loss_fn, rng, settings.pad_token_id, device, epoch)
+        train_loss, progress.micro_batch_size = _train_epoch(
+            model, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, settings.pad_token_id, device, epoch
+        )
         samples_per_s = len(data.train) / (time.perf_counter() - started)
         metrics = {
             "epoch": epoch,
             "train_loss": train_loss,
             "samples_per_s": samples_per_s,
             "trainable_params": trainable,
+            "micro_batch_size": progress.micro_batch_size,
             **evaluate(model, data.val, settings.eval_batch_size, settings.pad_token_id, len(settings.label_names), device),
         }
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
         metrics["is_final"] = int(stop)
-        report(metrics)
+        progress.epoch, progress.best, progress.stale_epochs = epoch, stopping.best, stopping.stale_epochs
+        if settings.checkpoint and not stop:
+            with tempfile.TemporaryDirectory(prefix="hpo-state-") as folder:
+                checkpoint.save(Path(folder), model, optimizer, scheduler, rng, progress)
+                report(metrics, checkpoint_dir=folder)
+        else:
+            report(metrics)
         if stop:
             break
     return metrics
@@ -154,26 +181,60 @@ def _adamw(model: nn.Module, hyperparameters: Hyperparameters) -> torch.optim.Op
 _FINITE_CHECK_EVERY = 25  # steps between loss checks: each check waits for the GPU, so not every step
 
 
-def _train_epoch(model, split, hyperparameters, optimizer, scheduler, loss_fn, rng, pad_id, device, epoch) -> float:
+def _train_epoch(model, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, pad_id, device, epoch) -> tuple[float, int]:
+    """One pass over the training data; return the mean loss and the micro-batch size it ended with."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     count = 0
+    step = 0
     for step, rows in enumerate(train_batches(split, hyperparameters.batch_size, rng), start=1):
-        batch = {key: value.to(device, non_blocking=True) for key, value in collate(split, rows, pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = loss_fn(logits, batch["labels"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        while True:
+            try:
+                batch_loss = _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id, device, optimizer)
+                break
+            except torch.OutOfMemoryError:
+                if micro_batch_size == 1:
+                    raise
+                micro_batch_size = _halve_after_oom(micro_batch_size, device)
         if hyperparameters.max_grad_norm:
             nn.utils.clip_grad_norm_(model.parameters(), hyperparameters.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        loss_sum += loss.detach() * len(rows)
+        loss_sum += batch_loss * len(rows)
         count += len(rows)
         if step % _FINITE_CHECK_EVERY == 0:
             _check_finite(loss_sum, epoch, step)
     _check_finite(loss_sum, epoch, step)
-    return loss_sum.item() / max(count, 1)
+    return loss_sum.item() / max(count, 1), micro_batch_size
+
+
+def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id, device, optimizer) -> torch.Tensor:
+    """Forward and backward one batch in chunks of ``micro_batch_size`` rows. Each chunk's loss is
+    weighted by its share of the batch, so the gradient equals the whole batch's and the effective
+    batch size is unchanged. Returns the batch's mean loss."""
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=device)
+    for start in range(0, len(rows), micro_batch_size):
+        chunk = rows[start : start + micro_batch_size]
+        batch = {key: value.to(device, non_blocking=True) for key, value in collate(split, chunk, pad_id).items()}
+        loss = forward_loss(model, batch, loss_fn) * (len(chunk) / len(rows))
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
+def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return loss_fn(logits, batch["labels"])
+
+
+def _halve_after_oom(micro_batch_size: int, device: torch.device) -> int:
+    """Out of accelerator memory: free what the failed step held and retry with half the rows per pass."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    smaller = max(1, micro_batch_size // 2)
+    logger.warning("out of memory at %d rows per pass; retrying with %d and gradient accumulation", micro_batch_size, smaller)
+    return smaller
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

@@ -61,6 +61,8 @@ class LedgerTrial(Base):
     cpu: Mapped[float] = mapped_column(Float)
     gpu: Mapped[float] = mapped_column(Float)
     checkpoint_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    restarts: Mapped[int] = mapped_column(Integer, server_default="0")  # times Ray restarted it after its worker failed
+    micro_batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set when out-of-memory retries shrank it
     started_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 

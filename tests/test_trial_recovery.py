@@ -1,0 +1,109 @@
+"""A trial survives its own failures: it resumes from its last checkpoint, and an out-of-memory
+step is retried with half the rows per pass and gradient accumulation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+import trials.finetune
+from trials import checkpoint
+from trials.data import encode, labelled_texts, split
+from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
+
+HYPERPARAMETERS = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0, warmup_ratio=0.2)
+
+
+@pytest.fixture(scope="module")
+def trial_inputs(tiny_model, tiny_csv):
+    texts = labelled_texts(pd.read_csv(tiny_csv), "text", "label")
+    train, val = split(texts, 200, 100, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    data = TrialData(encode(tokenizer, train.texts, train.labels, 16), encode(tokenizer, val.texts, val.labels, 16))
+    settings = TrialSettings(str(tiny_model), texts.label_names, tokenizer.pad_token_id, max_epochs=3,
+                             objective="val_f1_macro", mode="max", num_threads=1, checkpoint=True)
+    return settings, data
+
+
+class Recorder:
+    """A report function that keeps every epoch's metrics and a copy of every checkpoint."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.metrics: list[dict] = []
+
+    def __call__(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        self.metrics.append(metrics)
+        if checkpoint_dir is not None:
+            shutil.copytree(checkpoint_dir, self.folder / f"epoch{metrics['epoch']}")
+
+
+def _comparable(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key != "samples_per_s"}
+
+
+def test_resuming_from_a_checkpoint_continues_exactly_where_training_stopped(trial_inputs, tmp_path):
+    settings, data = trial_inputs
+    uninterrupted = Recorder(tmp_path)
+    fine_tune(settings, HYPERPARAMETERS, data, uninterrupted)
+    assert [m["epoch"] for m in uninterrupted.metrics] == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch1", "epoch2"]  # none after the last epoch
+
+    resumed = Recorder(tmp_path / "again")
+    fine_tune(settings, HYPERPARAMETERS, data, resumed, resume=checkpoint.load(tmp_path / "epoch1"))
+
+    assert [m["epoch"] for m in resumed.metrics] == [2, 3]
+    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics):
+        assert _comparable(got) == pytest.approx(_comparable(expected), rel=1e-5)
+
+
+def test_checkpoint_holds_only_the_parameters_that_train(trial_inputs, tmp_path):
+    settings, data = trial_inputs
+    fine_tune(settings, HYPERPARAMETERS, data, Recorder(tmp_path))
+    saved = checkpoint.load(tmp_path / "epoch1")
+    assert saved["state"] == {"epoch": 1, "best": pytest.approx(saved["state"]["best"]), "stale_epochs": 0, "micro_batch_size": 16}
+    assert saved["trainable"] and all("layer.0." not in name and "embeddings" not in name for name in saved["trainable"])
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(trial_inputs, tmp_path, monkeypatch):
+    settings, data = trial_inputs
+    baseline = Recorder(tmp_path / "plain")
+    fine_tune(settings, HYPERPARAMETERS, data, baseline)
+
+    real_forward = trials.finetune.forward_loss
+    passes = []
+
+    def forward_without_memory_for_more_than_4_rows(model, batch, loss_fn):
+        passes.append(len(batch["labels"]))
+        if len(batch["labels"]) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(model, batch, loss_fn)
+
+    monkeypatch.setattr(trials.finetune, "forward_loss", forward_without_memory_for_more_than_4_rows)
+    shrunk = Recorder(tmp_path / "shrunk")
+    fine_tune(settings, HYPERPARAMETERS, data, shrunk)
+
+    assert passes[:3] == [16, 8, 4]  # two retries of the first step, then 4 rows per pass
+    assert max(passes[3:]) == 4
+    assert [m["micro_batch_size"] for m in shrunk.metrics] == [4, 4, 4]
+    assert [m["micro_batch_size"] for m in baseline.metrics] == [16, 16, 16]
+    # The same optimisation, up to float summation order: the effective batch is still 16.
+    for expected, got in zip(baseline.metrics, shrunk.metrics):
+        assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-3)
+        assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-3)
+
+
+def test_out_of_memory_at_one_row_per_pass_fails_the_trial(trial_inputs, tmp_path, monkeypatch):
+    settings, data = trial_inputs
+
+    def never_fits(model, batch, loss_fn):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(trials.finetune, "forward_loss", never_fits)
+    with pytest.raises(torch.OutOfMemoryError):
+        fine_tune(settings, HYPERPARAMETERS, data, Recorder(tmp_path))

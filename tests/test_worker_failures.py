@@ -1,0 +1,119 @@
+"""Trials whose worker dies are restarted by Ray from their last checkpoint (up to
+``trial.max_failures``); an out-of-memory step is retried smaller; the ledger records both."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from ray import cloudpickle
+
+import trials.finetune
+from orchestrator.api import load_sweep, run_sweep
+from orchestrator.runner import RunOptions
+from trials import checkpoint
+from trials.entrypoint import run_trial
+from trials.finetune import Hyperparameters, fine_tune
+
+pytestmark = pytest.mark.slow
+
+# Ray workers unpickle the trial functions below; they live in this test module, which workers
+# cannot import, so they travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+MARKERS = Path(tempfile.gettempdir()) / f"hpo-worker-failures-{uuid.uuid4().hex[:8]}"
+
+
+def dies_once_after_epoch_2(config, settings, data):
+    """The real trial, except that its worker process exits hard right after epoch 2 the first time."""
+    from trials.report import ray_tune_report, restored_checkpoint
+
+    with restored_checkpoint() as folder:
+        resume = checkpoint.load(folder) if folder is not None else None
+    (MARKERS / f"started-after-epoch-{resume['state']['epoch'] if resume else 0}").touch()
+
+    def report(metrics, checkpoint_dir=None):
+        ray_tune_report(metrics, checkpoint_dir)
+        if metrics["epoch"] == 2 and not (MARKERS / "died").exists():
+            (MARKERS / "died").touch()
+            os._exit(1)  # like the OOM killer: no exception, no cleanup
+
+    fine_tune(settings, Hyperparameters.from_mapping(config), data, report, resume=resume)
+
+
+def runs_out_of_memory_above_4_rows(config, settings, data):
+    real_forward = trials.finetune.forward_loss
+
+    def forward(model, batch, loss_fn):
+        if len(batch["labels"]) > 4:
+            raise __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real_forward(model, batch, loss_fn)
+
+    trials.finetune.forward_loss = forward
+    run_trial(config, settings, data)
+
+
+def _ledger(config) -> list[dict]:
+    engine = sa.create_engine(config.storage.study_db)
+    with engine.connect() as connection:
+        rows = [dict(row) for row in connection.execute(sa.text("SELECT * FROM hpo_trials ORDER BY optuna_trial_number")).mappings()]
+    engine.dispose()
+    return rows
+
+
+def _child_runs(config):
+    client = MlflowClient(config.storage.mlflow)
+    experiment = client.get_experiment_by_name(config.name)
+    return [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_a_trial_whose_worker_dies_resumes_from_its_checkpoint(ray_session, write_sweep):
+    MARKERS.mkdir(parents=True, exist_ok=True)
+    config = load_sweep(write_sweep(name="dies-once", trial={"max_epochs": 4, "max_failures": 1},
+                                    budget={"n_trials": 1, "max_concurrent": 1}))
+    result = run_sweep(config, RunOptions(trial_function=dies_once_after_epoch_2))
+
+    assert result.trials_this_run == {"COMPLETE": 1}
+    assert sorted(p.name for p in MARKERS.glob("started-*")) == ["started-after-epoch-0", "started-after-epoch-2"]
+    [trial] = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 3, 4]
+    [row] = _ledger(config)
+    assert (row["state"], row["restarts"]) == ("COMPLETE", 1)
+    assert row["checkpoint_path"] and "checkpoint_" in row["checkpoint_path"]
+    assert not list(Path(row["checkpoint_path"]).parent.glob("checkpoint_*"))  # freed once the trial ended
+    [child] = _child_runs(config)
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["hpo.restarts"] == "1" and "died" in child.data.tags["hpo.last_restart_reason"].lower()
+
+
+def test_a_trial_that_dies_more_often_than_max_failures_fails_with_the_reason(ray_session, write_sweep):
+    config = load_sweep(write_sweep(name="dies-always", trial={"max_epochs": 2, "max_failures": 0},
+                                    budget={"n_trials": 1, "max_concurrent": 1}))
+    MARKERS.mkdir(parents=True, exist_ok=True)
+    (MARKERS / "died").unlink(missing_ok=True)
+    with pytest.raises(Exception, match="all 1 trials failed"):
+        run_sweep(config, RunOptions(trial_function=dies_once_after_epoch_2))
+    [trial] = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+    assert trial.state == TrialState.FAIL and "died" in trial.user_attrs["state_reason"].lower()
+    assert _ledger(config)[0]["state"] == "FAIL"
+
+
+def test_out_of_memory_in_a_trial_is_retried_smaller_and_recorded(ray_session, write_sweep):
+    space = {"learning_rate": {"type": "float", "low": 4e-3, "high": 6e-3}, "batch_size": 16, "unfreeze_depth": 1, "dropout": 0.0}
+    config = load_sweep(write_sweep(name="oom", search_space=space, trial={"max_epochs": 2},
+                                    budget={"n_trials": 1, "max_concurrent": 1}))
+    result = run_sweep(config, RunOptions(trial_function=runs_out_of_memory_above_4_rows))
+
+    assert result.trials_this_run == {"COMPLETE": 1}
+    [row] = _ledger(config)
+    assert (row["state"], row["micro_batch_size"], row["restarts"]) == ("COMPLETE", 4, 0)
+    [child] = _child_runs(config)
+    assert child.data.params["batch_size"] == "16" and child.data.tags["hpo.micro_batch_size"] == "4"
