@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the sweep failed (every trial failed, or an unexpected error);
 2 invalid input (sweep file, model, data, database), nothing written; 3 another invocation
-holds the study; 130 interrupted (SIGINT or SIGTERM; a second signal exits at once).
+holds the study; 4 the --timeout budget was spent before any trial started; 130 interrupted
+(SIGINT or SIGTERM; a second signal exits at once).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from orchestrator.errors import HpoError
 from orchestrator.progress import SHORT_NAMES
 from orchestrator.secrets import mask
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 app = typer.Typer(
     name="hpo",
@@ -156,6 +157,9 @@ def run(
             _print_result(result)
         if result.interrupted:
             raise typer.Exit(EXIT_INTERRUPTED)
+        if result.exit_status == "budget" and not result.trials_this_run:
+            err.print("[yellow]note:[/yellow] the --timeout budget was spent before any trial started (exit 4)", highlight=False)
+            raise typer.Exit(EXIT_BUDGET_SPENT)
 
 
 DbOpt = typer.Option(

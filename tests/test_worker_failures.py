@@ -117,3 +117,74 @@ def test_out_of_memory_in_a_trial_is_retried_smaller_and_recorded(ray_session, w
     assert (row["state"], row["micro_batch_size"], row["restarts"]) == ("COMPLETE", 4, 0)
     [child] = _child_runs(config)
     assert child.data.params["batch_size"] == "16" and child.data.tags["hpo.micro_batch_size"] == "4"
+
+
+NODE_LOSS_SCRIPT = r"""
+import json, sys, threading, time
+from pathlib import Path
+
+import optuna
+import ray
+from ray.cluster_utils import Cluster
+
+from orchestrator.api import load_sweep, run_sweep
+from orchestrator.runner import RunOptions
+from trials.entrypoint import run_trial
+
+nodes_file = Path(sys.argv[2])
+
+def trial_noting_its_node(config, settings, data):
+    with open(nodes_file, "a") as handle:
+        handle.write(ray.get_runtime_context().get_node_id() + "\n")
+    run_trial(config, settings, data)
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head runs no trial
+workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+cluster.wait_for_nodes()
+config = load_sweep(sys.argv[1])
+config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": cluster.address})})
+
+def remove_the_trials_node_mid_trial():
+    while True:
+        try:
+            trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+            if nodes_file.exists() and any(t.state.name == "RUNNING" and len(t.intermediate_values) >= 2 for t in trials):
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    node_id = nodes_file.read_text().split()[0]
+    cluster.remove_node(next(node for node in workers if node.node_id == node_id))  # the trial's worker process goes with it
+    print("node removed", flush=True)
+
+threading.Thread(target=remove_the_trials_node_mid_trial, daemon=True).start()
+result = run_sweep(config, RunOptions(trial_function=trial_noting_its_node))
+print(json.dumps(result.trials_this_run), flush=True)
+cluster.shutdown()
+"""
+
+
+def test_a_trial_on_a_lost_node_resumes_on_another(write_sweep):
+    """A real multi-node Ray cluster on this machine; the node running the trial is removed mid-trial."""
+    import subprocess
+
+    path = write_sweep(name="node-loss", trial={"max_epochs": 40, "max_failures": 2},
+                       budget={"n_trials": 1, "max_concurrent": 1})
+    config = load_sweep(path)
+    nodes_file = path.parent / "nodes.txt"
+    process = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(path), str(nodes_file)], capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=Path(__file__).resolve().parent.parent)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "node removed" in process.stdout, process.stdout
+    assert '{"COMPLETE": 1}' in process.stdout, process.stdout[-2000:]
+    first_node, second_node = nodes_file.read_text().split()
+    assert first_node != second_node  # restarted on the surviving node
+
+    [trial] = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == list(range(1, 41))
+    [row] = _ledger(config)
+    assert (row["state"], row["restarts"]) == ("COMPLETE", 1)
+    [child] = _child_runs(config)
+    epochs = [m.step for m in MlflowClient(config.storage.mlflow).get_metric_history(child.info.run_id, "val_f1_macro")]
+    assert len(epochs) <= 41  # continued from its checkpoint: at most the epoch in flight ran twice
+    assert child.info.status == "FINISHED" and child.data.tags["hpo.restarts"] == "1"
