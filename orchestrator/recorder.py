@@ -17,6 +17,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from orchestrator import failpoints
 from orchestrator.ledger import Ledger
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
@@ -169,6 +170,7 @@ class TrialRecorder(Callback):
                 metrics={f"best_{self.metric}": outcome.value} if outcome.value is not None else None,
                 step=len(self.history.get(trial_id, [])),
             )
+        failpoints.reached("between-trials")
 
     def close_open_trials(self, reason: str) -> None:
         """Record every trial that never reached an end (the sweep stopped under it) and queue its

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from orchestrator import failpoints
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
@@ -277,6 +278,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         ),
     )
     exit_status, mlflow_status, reason = "failed", "FAILED", None
+    failpoints.reached("before-first-trial")
     try:
         with stop.installed():
             tuner.fit()
@@ -295,6 +297,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             exit_status = "budget"
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
         result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
+        failpoints.reached("mlflow-summary")
         tracker.finish(
             parent_run_id,
             mlflow_status,

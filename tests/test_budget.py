@@ -57,3 +57,15 @@ def test_timeout_prunes_running_trials_and_starts_no_more(ray_session, write_swe
     assert len(trials) == 1  # no trial started after the deadline
     assert trials[0].state == TrialState.PRUNED and trials[0].intermediate_values
     assert trials[0].user_attrs["state_reason"].startswith("budget")
+
+
+@pytest.mark.slow
+def test_a_budget_spent_before_any_trial_exits_4(ray_session, write_sweep, tmp_path):
+    path = write_sweep(name="no-time", trial={"max_epochs": 1})
+    summary = tmp_path / "summary.json"
+    result = runner.invoke(app, ["run", str(path), "--timeout", "0.001", "--json-summary", str(summary)])
+    assert result.exit_code == 4, result.output
+    assert "budget was spent before any trial started" in result.output
+    report = json.loads(summary.read_text())
+    assert report["exit_status"] == "budget" and report["trials_this_run"] == {}
+    assert optuna.load_study(study_name="no-time", storage=load_sweep(path).storage.study_db).trials == []

@@ -115,3 +115,29 @@ def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         first.communicate(timeout=120)
+
+
+@pytest.mark.parametrize("point", ["before-first-trial", "between-trials", "mlflow-summary"])
+def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, point):
+    """SIGKILL at each named point of a run (orchestrator/failpoints.py), then the nightly command
+    again: all three stores agree, nothing is RUNNING, and the study has exactly the trials asked for."""
+    path = write_sweep(name=f"kill-{point}", trial={"max_epochs": 2}, budget={"n_trials": 3, "max_concurrent": 1})
+    config = load_sweep(path)
+    command = [HPO, "run", str(path), "--total-trials", "3"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run(command, capture_output=True, text=True, env={**env, "HPO_KILL_AT": point}, timeout=600, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    again = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+    trials, runs = _assert_nothing_running(config)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.WAITING) for t in trials)  # no trial was in flight when killed
+    children = {int(r.data.tags["hpo.optuna_trial_number"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert {n: r.info.status for n, r in children.items()} == {t.number: "FINISHED" for t in trials if t.state == TrialState.COMPLETE}
+    parents = sorted(r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    if point == "mlflow-summary":
+        assert parents == ["KILLED"]  # the rerun found the study complete and started no parent run
+    else:
+        assert parents == ["FINISHED", "KILLED"]
