@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from orchestrator.errors import MISSING, ConfigError
-from orchestrator.registries import SAMPLERS, SCHEDULERS, check_known
+from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
 from orchestrator.search_space import SearchSpace, presets, read_yaml_mapping, resolve_reference
 from trials.metrics import METRIC_NAMES
 
@@ -70,8 +70,9 @@ class SamplerConfig(_Section):
 
 class SchedulerConfig(_Section):
     name: str = "fifo"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(3.0, gt=1)
+    grace_period: int = Field(1, ge=1)  # asha, hyperband, median: epochs before a trial can be stopped
+    reduction_factor: float = Field(3.0, gt=1)  # asha, hyperband: keep the top 1/reduction_factor at each rung
+    min_samples_required: int = Field(3, ge=1)  # median: trials to compare against before stopping one
 
     @field_validator("name")
     @classmethod
@@ -129,6 +130,18 @@ class SweepConfig(_Section):
             return read_yaml_mapping(path)
         except yaml.YAMLError as error:
             raise ValueError(f"{path} is not valid YAML: {_first_line(error)}") from None
+
+
+    @model_validator(mode="after")
+    def _sampler_fits_space(self) -> "SweepConfig":
+        if self.sampler.name == "grid":
+            try:
+                grid_points(self.search_space)
+            except NotAGrid as error:
+                field = f"search_space.{error.name}" if error.name else "search_space"
+                value = self.search_space.params[error.name].model_dump() if error.name else "grid"
+                raise ConfigError(field, value, error.fix) from None
+        return self
 
 
 def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:

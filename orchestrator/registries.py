@@ -1,25 +1,109 @@
-"""Named samplers and schedulers. Each registry is a dict; :func:`lookup` explains unknown names."""
+"""Named samplers and schedulers. Each registry is a dict; :func:`check_known` explains unknown names."""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import optuna
 
-def _tpe(seed: int | None, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+
+@dataclass(frozen=True)
+class SamplerInputs:
+    seed: int | None
+    n_startup_trials: int
+    space: object  # orchestrator.search_space.SearchSpace
+
+
+def _tpe(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    # constant_liar: trials still running count as bad guesses, so parallel suggestions spread out
     return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, constant_liar=True, n_startup_trials=n_startup_trials
+        seed=inputs.seed, multivariate=True, constant_liar=True, n_startup_trials=inputs.n_startup_trials
     )
 
 
-def _random(seed: int | None, n_startup_trials: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed)
+def _random(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=inputs.seed)
 
 
-SAMPLERS: dict[str, Callable[[int | None, int], optuna.samplers.BaseSampler]] = {
+def _cmaes(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    # CMA-ES models numeric parameters only; categorical ones are drawn at random
+    return optuna.samplers.CmaEsSampler(
+        seed=inputs.seed, n_startup_trials=inputs.n_startup_trials, warn_independent_sampling=False,
+        independent_sampler=optuna.samplers.RandomSampler(seed=inputs.seed),
+    )
+
+
+def _gp(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=inputs.seed, n_startup_trials=inputs.n_startup_trials, warn_independent_sampling=False)
+
+
+def _qmc(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    # scrambled Sobol points cover the space more evenly than random ones; no model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=inputs.seed, warn_independent_sampling=False)
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler calls ``study.stop()`` once every point was tried, which only works
+    inside ``study.optimize``; our searcher asks ``is_exhausted`` before each trial instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def _grid(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    return _Grid(grid_points(inputs.space), seed=inputs.seed)
+
+
+def _nsga2(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=inputs.seed, population_size=max(4, inputs.n_startup_trials))
+
+
+SAMPLERS: dict[str, Callable[[SamplerInputs], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
     "random": _random,
+    "cmaes": _cmaes,
+    "gp": _gp,
+    "qmc": _qmc,
+    "grid": _grid,
+    "nsga2": _nsga2,
 }
+
+MAX_GRID_POINTS = 100_000
+
+
+class NotAGrid(ValueError):
+    """The search space has no finite grid; ``name`` is the parameter at fault (None: the whole space)."""
+
+    def __init__(self, name: str | None, fix: str) -> None:
+        self.name = name
+        self.fix = fix
+        super().__init__(fix)
+
+
+def grid_points(space) -> dict[str, list]:
+    """Every value a grid search visits per parameter: categorical choices, or low..high by step."""
+    from orchestrator.search_space import CategoricalParam, FloatParam
+
+    points: dict[str, list] = {}
+    for name, param in space.params.items():
+        if isinstance(param, CategoricalParam):
+            points[name] = list(param.choices)
+        elif isinstance(param, FloatParam) and param.step is None:
+            raise NotAGrid(name, "grid search needs a finite set of values; give it a step or make it type: categorical")
+        else:
+            count = int(round((param.high - param.low) / param.step)) + 1
+            values = [param.low + i * param.step for i in range(count)]
+            points[name] = [int(v) for v in values] if not isinstance(param, FloatParam) else [float(np.round(v, 12)) for v in values]
+    total = int(np.prod([len(values) for values in points.values()]))
+    if total > MAX_GRID_POINTS:
+        raise NotAGrid(None, f"the grid has {total} points (more than {MAX_GRID_POINTS}); use coarser steps or another sampler")
+    return points
+
 
 def _fifo(scheduler_config, max_epochs: int):
     from ray.tune.schedulers import FIFOScheduler
@@ -27,7 +111,7 @@ def _fifo(scheduler_config, max_epochs: int):
     return FIFOScheduler()
 
 
-def _asha(scheduler_config, max_epochs: int):
+def _asha(scheduler_config, max_epochs: int, brackets: int = 1):
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
@@ -35,10 +119,28 @@ def _asha(scheduler_config, max_epochs: int):
         max_t=max_epochs,
         grace_period=scheduler_config.grace_period,
         reduction_factor=scheduler_config.reduction_factor,
+        brackets=brackets,
     )
 
 
-SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha}
+def _hyperband(scheduler_config, max_epochs: int):
+    # Asynchronous Hyperband: several ASHA brackets with different grace periods. Ray's
+    # synchronous HyperBandScheduler pauses trials until a bracket fills, which a concurrency
+    # limit can turn into a deadlock.
+    return _asha(scheduler_config, max_epochs, brackets=3)
+
+
+def _median(scheduler_config, max_epochs: int):
+    from ray.tune.schedulers import MedianStoppingRule
+
+    return MedianStoppingRule(
+        time_attr="training_iteration",
+        grace_period=scheduler_config.grace_period,
+        min_samples_required=scheduler_config.min_samples_required,
+    )
+
+
+SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha, "hyperband": _hyperband, "median": _median}
 
 
 def check_known(registry: dict, name: str, what: str) -> str:

@@ -29,6 +29,9 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | str:
         if self.deadline is not None and self.deadline.passed:
             return Searcher.FINISHED  # the --timeout budget is spent: no new trials
+        exhausted = getattr(self.study.sampler, "is_exhausted", None)
+        if exhausted is not None and exhausted(self.study):
+            return Searcher.FINISHED  # a grid search tried every point
         trial = self.study.ask(self._distributions)
         self.open_trials[trial_id] = trial
         return {**self._fixed, **trial.params}

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.registries import SAMPLERS
+from orchestrator.registries import SAMPLERS, SamplerInputs
 from orchestrator.secrets import mask
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -93,7 +93,7 @@ def startup_trials(config: SweepConfig) -> int:
 
 def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the sweep's study, or load it to continue when it exists."""
-    sampler = SAMPLERS[config.sampler.name](config.sampler.seed, startup_trials(config))
+    sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space))
     direction = "maximize" if config.objective.mode == "max" else "minimize"
     study = optuna.create_study(
         study_name=config.name, storage=storage, sampler=sampler, direction=direction, load_if_exists=True

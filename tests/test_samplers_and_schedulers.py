@@ -1,0 +1,129 @@
+"""Every registered sampler and scheduler: suggestions in range, seeded runs reproducible, grid
+search exhaustive, parallel suggestions still model-based, and each one drives a real sweep."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from orchestrator.api import load_sweep, run_sweep
+from orchestrator.config import parse_sweep
+from orchestrator.errors import ConfigError
+from orchestrator.registries import SAMPLERS, SCHEDULERS
+from orchestrator.searcher import StudySearcher
+from orchestrator.study import open_storage, open_study
+
+SPACE = {
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "unfreeze_depth": {"type": "int", "low": 0, "high": 4},
+    "batch_size": {"type": "categorical", "choices": [8, 16, 32]},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
+}
+
+
+def _config(tmp_path, sampler: str, name: str = "s", seed: int = 7, db: str = "study.db", **overrides):
+    raw = {
+        "name": name, "model": "m", "data": {"source": "d.csv"}, "search_space": SPACE,
+        "sampler": {"name": sampler, "seed": seed, "n_startup_trials": 3},
+        "storage": {"study_db": f"sqlite:///{tmp_path / db}"}, **overrides,
+    }
+    return parse_sweep(raw, tmp_path)
+
+
+def _objective(params: dict) -> float:
+    """A smooth function of the parameters with its optimum at lr=1e-2, depth 2, batch 16, dropout 0.1."""
+    return -((math.log10(params["learning_rate"]) + 2) ** 2) - 0.1 * (params["unfreeze_depth"] - 2) ** 2 \
+        - 0.05 * (params["batch_size"] != 16) - (params["dropout"] - 0.1) ** 2
+
+
+def _drive(config, n: int) -> list[dict]:
+    study = open_study(config, open_storage(config.storage.study_db))
+    searcher = StudySearcher(study, config.search_space.distributions(), config.search_space.fixed, "val_f1_macro", "max")
+    suggested = []
+    for i in range(n):
+        params = searcher.suggest(f"t{i}")
+        study.tell(searcher.open_trials.pop(f"t{i}"), _objective(params))
+        suggested.append(params)
+    return suggested
+
+
+@pytest.mark.parametrize("sampler", sorted(set(SAMPLERS) - {"grid"}))
+def test_each_sampler_suggests_in_range_and_reproducibly_with_a_seed(sampler, tmp_path):
+    first = _drive(_config(tmp_path, sampler, db="a.db"), 8)
+    again = _drive(_config(tmp_path, sampler, db="b.db"), 8)
+    assert first == again
+    for params in first:
+        assert 1e-4 <= params["learning_rate"] <= 1e-1 and 0 <= params["unfreeze_depth"] <= 4
+        assert params["batch_size"] in (8, 16, 32) and round(params["dropout"], 6) in (0.0, 0.1, 0.2, 0.3)
+    assert len({tuple(sorted(p.items())) for p in first}) > 1
+
+
+def test_grid_search_visits_every_point_once(tmp_path):
+    space = {"batch_size": {"type": "categorical", "choices": [8, 16]}, "unfreeze_depth": {"type": "int", "low": 0, "high": 2},
+             "learning_rate": 1e-3, "dropout": 0.1}
+    config = _config(tmp_path, "grid", search_space=space)
+    study = open_study(config, open_storage(config.storage.study_db))
+    searcher = StudySearcher(study, config.search_space.distributions(), config.search_space.fixed, "val_f1_macro", "max")
+    points = []
+    for i in range(6):
+        params = searcher.suggest(f"t{i}")
+        study.tell(searcher.open_trials.pop(f"t{i}"), 0.5)
+        points.append((params["batch_size"], params["unfreeze_depth"]))
+    assert sorted(points) == [(b, d) for b in (8, 16) for d in (0, 1, 2)]
+    assert searcher.suggest("t6") == Searcher.FINISHED  # no more trials once the grid is done
+
+
+def test_grid_search_refuses_a_continuous_parameter(tmp_path):
+    space = {**SPACE, "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    with pytest.raises(ConfigError, match=r"^search_space\.learning_rate: .* grid search needs a finite set of values; give it a step"):
+        _config(tmp_path, "grid", search_space=space)
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"^sampler\.name: 'bayes' is invalid: unknown sampler; valid names are cmaes, gp, grid, nsga2, qmc, random, tpe$"):
+        _config(tmp_path, "bayes")
+    with pytest.raises(ConfigError, match=r"^scheduler\.name: 'pbt' is invalid: unknown scheduler; valid names are asha, fifo, hyperband, median$"):
+        _config(tmp_path, "tpe", scheduler={"name": "pbt"})
+
+
+def test_parallel_suggestions_after_start_up_come_from_the_model(tmp_path):
+    """With four trials running at once, TPE (constant liar) still models the finished ones:
+    suggestions after the start-up trials are relative samples, not random draws."""
+    config = _config(tmp_path, "tpe")
+    study = open_study(config, open_storage(config.storage.study_db))
+    searcher = StudySearcher(study, config.search_space.distributions(), {}, "val_f1_macro", "max")
+    for i in range(3):  # the start-up phase
+        params = searcher.suggest(f"s{i}")
+        study.tell(searcher.open_trials.pop(f"s{i}"), _objective(params))
+    relative = []
+    sample_relative = study.sampler.sample_relative
+    study.sampler.sample_relative = lambda *args: relative.append(sample_relative(*args)) or relative[-1]
+    for i in range(4):  # four concurrent trials: none has finished when the next is suggested
+        searcher.suggest(f"p{i}")
+    assert len(relative) == 4 and all(set(params) == set(SPACE) for params in relative)
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    assert len({tuple(sorted(t.params.items())) for t in running}) == 4  # the liar spreads them out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler, scheduler", [("cmaes", "hyperband"), ("gp", "median"), ("qmc", "asha"), ("grid", "fifo"), ("nsga2", "fifo")])
+def test_each_sampler_and_scheduler_drives_a_sweep(ray_session, write_sweep, sampler, scheduler):
+    space = {"learning_rate": {"type": "float", "low": 2e-3, "high": 1e-2, "step": 2e-3}, "batch_size": {"type": "categorical", "choices": [8, 16]},
+             "unfreeze_depth": 2, "dropout": 0.0}
+    config = load_sweep(write_sweep(
+        name=f"{sampler}-{scheduler}", search_space=space, trial={"max_epochs": 3},
+        sampler={"name": sampler, "seed": 0, "n_startup_trials": 2}, budget={"n_trials": 4, "max_concurrent": 2},
+        scheduler={"name": scheduler, "grace_period": 1, "reduction_factor": 2, "min_samples_required": 1},
+    ))
+    result = run_sweep(config)
+    trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+    assert len(trials) == 4 and sum(result.trials_this_run.values()) == 4
+    for trial in trials:
+        assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs.get("state_reason")
+        assert trial.intermediate_values
+        if trial.state == TrialState.PRUNED:  # stopped by the scheduler before its last epoch
+            assert max(trial.intermediate_values) < 3 and trial.value is None or trial.user_attrs["state_reason"].startswith("stopped early")
