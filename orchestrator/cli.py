@@ -121,6 +121,8 @@ def run(
     timeout: Optional[str] = typer.Option(None, "--timeout", help="Wall-clock budget, e.g. 45m or 6h: no new trials after it; running ones stop at their next epoch (PRUNED, reason budget)."),
     json_summary: Optional[Path] = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
+    enqueue: Optional[Path] = typer.Option(None, "--enqueue", help="YAML list of points ({learning_rate: 3.0e-5, batch_size: 32}, ...) to run first; a point the study already ran is skipped."),
+    new_study: bool = typer.Option(False, "--new-study", help="Start the next versioned study (NAME-v2, NAME-v3, ...) instead of continuing NAME, e.g. after an incompatible search-space change."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -141,8 +143,12 @@ def run(
         except ValueError as error:
             raise ConfigError("--timeout", timeout, str(error).split(" is not a duration; ")[-1]) from None
         config = load_sweep(sweep)
+        points = _read_points(enqueue, config) if enqueue is not None else ()
         progress = SweepProgress(err)
-        options = RunOptions(n_trials=n_trials, total_trials=total_trials, timeout_s=timeout_s, wait_s=wait, debug=debug, callbacks=(progress,))
+        options = RunOptions(
+            n_trials=n_trials, total_trials=total_trials, timeout_s=timeout_s, wait_s=wait, debug=debug,
+            callbacks=(progress,), enqueue=points, new_study=new_study,
+        )
         try:
             result = run_sweep(config, options)
         finally:
@@ -160,6 +166,24 @@ def run(
         if result.exit_status == "budget" and not result.trials_this_run:
             err.print("[yellow]note:[/yellow] the --timeout budget was spent before any trial started (exit 4)", highlight=False)
             raise typer.Exit(EXIT_BUDGET_SPENT)
+
+
+def _read_points(path: Path, config) -> tuple[dict, ...]:
+    import yaml
+
+    from orchestrator.config import check_points
+    from orchestrator.errors import ConfigError
+
+    if not path.is_file():
+        raise ConfigError("--enqueue", str(path), "no such file; pass a YAML file with a list of points")
+    try:
+        points = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError("--enqueue", str(path), f"not valid YAML ({' '.join(str(error).split())[:120]})") from None
+    if not isinstance(points, list):
+        raise ConfigError("--enqueue", str(path), "the file must hold a YAML list of points, e.g. - {learning_rate: 3.0e-5}")
+    check_points(config.search_space, points, "--enqueue")
+    return tuple(points)
 
 
 DbOpt = typer.Option(

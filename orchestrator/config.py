@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
-from orchestrator.search_space import SearchSpace, presets, read_yaml_mapping, resolve_reference
+from orchestrator.search_space import PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
 from trials.metrics import METRIC_NAMES
 
 
@@ -116,6 +116,7 @@ class SweepConfig(_Section):
     resources: Resources = Resources()
     storage: StorageConfig = StorageConfig()
     cluster: ClusterConfig = ClusterConfig()
+    seed_trials: list[dict[str, Any]] = []  # known-good points, run first (once per study); unnamed parameters are sampled
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -133,7 +134,8 @@ class SweepConfig(_Section):
 
 
     @model_validator(mode="after")
-    def _sampler_fits_space(self) -> "SweepConfig":
+    def _fits_search_space(self) -> "SweepConfig":
+        check_points(self.search_space, self.seed_trials, "seed_trials")
         if self.sampler.name == "grid":
             try:
                 grid_points(self.search_space)
@@ -142,6 +144,16 @@ class SweepConfig(_Section):
                 value = self.search_space.params[error.name].model_dump() if error.name else "grid"
                 raise ConfigError(field, value, error.fix) from None
         return self
+
+
+def check_points(space: SearchSpace, points: list, field: str) -> None:
+    """Raise :class:`ConfigError` naming ``field[i].parameter`` for the first point outside ``space``."""
+    for index, point in enumerate(points):
+        try:
+            space.check_point(point)
+        except PointError as error:
+            where = f"{field}[{index}]" + (f".{error.name}" if error.name else "")
+            raise ConfigError(where, error.value, error.fix) from None
 
 
 def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:

@@ -27,7 +27,9 @@ from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.registries import SCHEDULERS
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
-from orchestrator.study import check_reachable, enable_wal, open_storage, open_study, startup_trials
+from orchestrator.study import (
+    check_reachable, check_space_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
+)
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -48,6 +50,8 @@ class RunOptions:
     wait_s: float = 0.0  # how long to wait for another invocation of the same study to finish
     total_trials: int | None = None  # stop once the study has this many finished (COMPLETE/PRUNED) trials
     timeout_s: float | None = None  # wall-clock budget of this invocation
+    enqueue: tuple[dict, ...] = ()  # points to run first, beside the sweep's seed_trials
+    new_study: bool = False  # continue in the next free versioned study name (name-v2, ...)
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
@@ -178,6 +182,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
     prepared = prepared or validate(config)
+    if options.new_study:
+        with schema_lock(config.storage.study_db):
+            config = config.model_copy(update={"name": next_version_name(config.storage.study_db, config.name)})
     # Trial errors reach the user through the recorder (state reason) and the progress lines;
     # Tune's own per-error tracebacks are for --debug.
     os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if options.debug else "0"
@@ -221,6 +228,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.tracking import MlflowTracker
 
     study = open_study(config, storage)
+    check_space_unchanged(study, config)
     ledger.start_invocation(config)
     results_dir = Path(config.storage.results_dir).resolve()
     with schema_lock(config.storage.mlflow):  # MLflow migrates a new store on first use
@@ -228,6 +236,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
+    queued = enqueue_points(study, [*config.seed_trials, *options.enqueue])
+    if queued:
+        notes.append(f"queued {queued} seed point(s) to run first")
     _, best_before, _ = summarize_study(study)
     n_trials = options.n_trials or config.budget.n_trials
     if options.total_trials is not None:

@@ -119,6 +119,23 @@ class SearchSpace(BaseModel):
             raise ValueError("the search space searches nothing; give at least one parameter a type")
         return self
 
+    def check_point(self, point: dict) -> None:
+        """Raise :class:`PointError` unless ``point`` gives searched parameters values inside their ranges."""
+        if not isinstance(point, dict) or not point:
+            raise PointError(None, point, "each point is a mapping of parameter names to values, e.g. {learning_rate: 3.0e-5}")
+        distributions = self.distributions()
+        for name, value in point.items():
+            if name not in distributions:
+                where = "it is fixed in the search space" if name in self.fixed else "not a searched parameter"
+                raise PointError(name, value, f"{where}; searched parameters are {', '.join(distributions)}")
+            distribution = distributions[name]
+            try:
+                inside = distribution._contains(distribution.to_internal_repr(value))
+            except (ValueError, TypeError):
+                inside = False
+            if not inside:
+                raise PointError(name, value, f"outside the search space ({_describe(self.params[name])}); pick a value inside it")
+
     def distributions(self) -> dict[str, od.BaseDistribution]:
         return {name: param.distribution() for name, param in self.params.items()}
 
@@ -133,6 +150,43 @@ class SearchSpace(BaseModel):
             numeric = [c for c in param.choices if isinstance(c, (int, float))]
             return (min(numeric), max(numeric)) if numeric else None
         return None
+
+
+class PointError(ValueError):
+    """A seed point (``seed_trials`` or ``--enqueue``) does not fit the search space."""
+
+    def __init__(self, name: str | None, value: object, fix: str) -> None:
+        self.name, self.value, self.fix = name, value, fix
+        super().__init__(fix)
+
+
+def _describe(param: _Param) -> str:
+    if isinstance(param, CategoricalParam):
+        return f"one of {param.choices}"
+    return f"{param.low}..{param.high}" + (f" by {param.step}" if param.step not in (None, 1) else "")
+
+
+def space_changes(used: dict[str, od.BaseDistribution], wanted: dict[str, od.BaseDistribution]) -> list[str]:
+    """Parameters whose distribution in ``wanted`` Optuna cannot mix with ``used`` (the study's
+    earlier trials): another kind, another log scale, other categorical choices. A numeric range
+    that widens or narrows, or a parameter added or dropped, is compatible."""
+    changes = []
+    for name, new in wanted.items():
+        old = used.get(name)
+        if old is None:
+            continue
+        try:
+            od.check_distribution_compatibility(old, new)
+        except ValueError:
+            changes.append(f"{name} ({_short(old)} -> {_short(new)})")
+    return changes
+
+
+def _short(distribution: od.BaseDistribution) -> str:
+    if isinstance(distribution, od.CategoricalDistribution):
+        return f"choices {list(distribution.choices)}"
+    kind = "int" if isinstance(distribution, od.IntDistribution) else "float"
+    return f"{kind} {distribution.low}..{distribution.high}{' log' if distribution.log else ''}"
 
 
 def resolve_reference(reference: str, base_dir: Path) -> Path | None:

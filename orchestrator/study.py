@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from sqlalchemy.engine import make_url
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.registries import SAMPLERS, SamplerInputs
+from orchestrator.search_space import space_changes
 from orchestrator.secrets import mask
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -101,9 +103,41 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     if study.direction != optuna.study.StudyDirection(1 if direction == "minimize" else 2):
         raise ConfigError(
             "objective.mode", config.objective.mode,
-            f"study {config.name!r} already exists with the opposite direction; rename the sweep or keep its mode",
+            f"study {config.name!r} already exists with the opposite direction; keep its mode, or pass --new-study (or rename the sweep)",
         )
     return study
+
+
+def check_space_unchanged(study: optuna.Study, config: SweepConfig) -> None:
+    """Refuse a search space the study's earlier trials cannot be mixed with (nothing is written)."""
+    used: dict = {}
+    for trial in study.get_trials(deepcopy=False):
+        used.update(trial.distributions)
+    changes = space_changes(used, config.search_space.distributions())
+    if changes:
+        raise ConfigError(
+            "search_space", "; ".join(changes),
+            f"study {config.name!r} was searched with other values for these parameters; keep them, "
+            "or pass --new-study to continue in a new versioned study (or rename the sweep)",
+        )
+
+
+def next_version_name(url: str, name: str) -> str:
+    """``name-v2``, ``name-v3``, ...: the first study name not taken in the database at ``url``."""
+    taken = set(optuna.get_all_study_names(open_storage(url)))
+    base = re.sub(r"-v\d+$", "", name)
+    version = 2
+    while f"{base}-v{version}" in taken:
+        version += 1
+    return f"{base}-v{version}"
+
+
+def enqueue_points(study: optuna.Study, points: list[dict]) -> int:
+    """Queue known-good points to run first; a point the study already has is skipped. Returns how many were queued."""
+    before = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    for point in points:
+        study.enqueue_trial(point, skip_if_exists=True)
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) - before
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
