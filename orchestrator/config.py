@@ -41,6 +41,7 @@ class DataConfig(_Section):
     max_length: int = Field(128, ge=8, le=8192)
     train_size: int | None = Field(None, ge=2)
     val_size: int | None = Field(None, ge=2)
+    noisy_val_rate: float = Field(0.0, ge=0.0, le=0.5)  # > 0: also score the validation texts with this rate of typos
 
 
 class TrialConfig(_Section):
@@ -132,6 +133,12 @@ class SweepConfig(_Section):
         except yaml.YAMLError as error:
             raise ValueError(f"{path} is not valid YAML: {_first_line(error)}") from None
 
+
+    @model_validator(mode="after")
+    def _noisy_metric_needs_noise(self) -> "SweepConfig":
+        if self.objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
+            raise ConfigError("objective.metric", self.objective.metric, "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
+        return self
 
     @model_validator(mode="after")
     def _fits_search_space(self) -> "SweepConfig":

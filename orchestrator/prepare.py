@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.bundled import BundledNotFoundError, bundled_dataset, bundled_model_path, is_bundled
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from trials.augment import noisy_copies
 from trials.data import DataError, encode, labelled_texts, read_table, split
 from trials.finetune import TrialData
 from trials.metrics import majority_baseline
@@ -119,6 +120,8 @@ def prepare(config: SweepConfig) -> PreparedSweep:
     data = TrialData(
         train=encode(tokenizer, train.texts, train.labels, max_length),
         val=encode(tokenizer, val.texts, val.labels, max_length),
+        val_noisy=encode(tokenizer, noisy_copies(val.texts, config.data.noisy_val_rate, config.trial.seed), val.labels, max_length)
+        if config.data.noisy_val_rate > 0 else None,
     )
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     baseline = majority_baseline(train.labels, val.labels, len(texts.label_names))

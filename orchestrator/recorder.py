@@ -23,7 +23,7 @@ from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
-from trials.metrics import METRIC_NAMES
+from trials.metrics import METRIC_NAMES, PER_CLASS_F1
 
 TAG_PREFIX = "hpo."
 
@@ -107,7 +107,7 @@ class TrialRecorder(Callback):
         )
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
-        metrics = {name: float(result[name]) for name in METRIC_NAMES if name in result}
+        metrics = {name: float(value) for name, value in result.items() if name in METRIC_NAMES or name.startswith(PER_CLASS_F1)}
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self.history[trial.trial_id].append({**metrics, FINAL_FLAG: result.get(FINAL_FLAG, 0)})
         optuna_trial = self.searcher.open_trials[trial.trial_id]

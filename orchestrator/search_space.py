@@ -19,7 +19,7 @@ import optuna.distributions as od
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trials.finetune import HYPERPARAMETER_NAMES
+from trials.finetune import CLASS_BALANCE, HYPERPARAMETER_NAMES
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -117,6 +117,11 @@ class SearchSpace(BaseModel):
                 raise ValueError(f"unknown parameter {name!r}; valid names are {', '.join(HYPERPARAMETER_NAMES)}")
         if not self.params:
             raise ValueError("the search space searches nothing; give at least one parameter a type")
+        balance = self.params.get("class_balance")
+        values = balance.choices if isinstance(balance, CategoricalParam) else [self.fixed.get("class_balance", "none")]
+        unknown = [value for value in values if value not in CLASS_BALANCE]
+        if unknown or (balance is not None and not isinstance(balance, CategoricalParam)):
+            raise ValueError(f"class_balance takes {', '.join(CLASS_BALANCE)}, got {unknown or balance}")
         return self
 
     def check_point(self, point: dict) -> None:

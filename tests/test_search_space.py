@@ -48,3 +48,13 @@ def test_presets_load_and_cover_the_tuned_hyperparameters():
     space = SearchSpace.model_validate(read_yaml_mapping(PRESET_DIR / "text_classification.yaml"))
     assert {"learning_rate", "batch_size", "unfreeze_depth", "weight_decay", "dropout", "warmup_ratio", "label_smoothing"} <= set(space.params)
     assert space.params["learning_rate"].log
+
+
+def test_cpu_and_gpu_presets_load():
+    from orchestrator.search_space import PRESET_DIR, read_yaml_mapping
+
+    assert {"text_classification_cpu", "text_classification_gpu"} <= set(presets())
+    cpu = SearchSpace.model_validate(read_yaml_mapping(PRESET_DIR / "text_classification_cpu.yaml"))
+    gpu = SearchSpace.model_validate(read_yaml_mapping(PRESET_DIR / "text_classification_gpu.yaml"))
+    assert len(cpu.params) < len(gpu.params)
+    assert {"layer_lr_decay", "unfreeze_every", "class_balance", "augment_prob"} <= set(gpu.params)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -104,14 +104,17 @@ def encode(tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int)
     return EncodedSplit(flat, offsets, np.asarray(labels, dtype=np.int64))
 
 
-def collate(split_: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad the texts at ``rows`` to the longest among them."""
-    lengths = split_.lengths[rows]
-    input_ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
+def collate(split_: EncodedSplit, rows: np.ndarray, pad_id: int, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """Pad the texts at ``rows`` to the longest among them; ``transform`` (training
+    augmentation) may change each text's token ids first."""
+    texts = [split_.ids[split_.offsets[row] : split_.offsets[row + 1]] for row in rows]
+    if transform is not None:
+        texts = [transform(ids) for ids in texts]
+    lengths = [len(ids) for ids in texts]
+    input_ids = np.full((len(rows), max(lengths)), pad_id, dtype=np.int64)
     attention_mask = np.zeros_like(input_ids)
-    for position, (row, length) in enumerate(zip(rows, lengths)):
-        start = split_.offsets[row]
-        input_ids[position, :length] = split_.ids[start : start + length]
+    for position, (ids, length) in enumerate(zip(texts, lengths)):
+        input_ids[position, :length] = ids
         attention_mask[position, :length] = 1
     return {
         "input_ids": torch.from_numpy(input_ids),
@@ -120,13 +123,20 @@ def collate(split_: EncodedSplit, rows: np.ndarray, pad_id: int) -> dict[str, to
     }
 
 
-def train_batches(split_: EncodedSplit, batch_size: int, rng: np.random.Generator, bucket_batches: int = 50) -> Iterator[np.ndarray]:
+def balanced_rows(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """As many row indices as there are rows, drawn so that every class is equally likely (oversampling)."""
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
+
+
+def train_batches(split_: EncodedSplit, batch_size: int, rng: np.random.Generator, bucket_batches: int = 50, rows: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Row indices of shuffled training batches whose texts have similar lengths.
 
-    Rows are shuffled, cut into pools of ``bucket_batches`` batches, sorted by length inside
-    each pool and cut into batches; the batch order is shuffled again.
+    Rows (all, or ``rows``) are shuffled, cut into pools of ``bucket_batches`` batches, sorted
+    by length inside each pool and cut into batches; the batch order is shuffled again.
     """
-    order = rng.permutation(len(split_))
+    order = rng.permutation(len(split_)) if rows is None else rng.permutation(rows)
     lengths = split_.lengths
     pool = batch_size * bucket_batches
     batches = []

@@ -19,9 +19,10 @@ from transformers.utils import logging as transformers_logging
 
 from trials import checkpoint
 from trials.checkpoint import TrainingState
-from trials.data import EncodedSplit, collate, eval_batches, train_batches
-from trials.metrics import classification_metrics
-from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, load_classifier, pick_device
+from trials.augment import drop_and_swap_tokens
+from trials.data import EncodedSplit, balanced_rows, collate, eval_batches, train_batches
+from trials.metrics import classification_metrics, per_class_f1
+from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, load_classifier, pick_device
 
 Report = Callable[..., None]
 """Receives one dict of metrics per epoch. The last dict of a trial that ran to its end has
@@ -48,13 +49,23 @@ class Hyperparameters:
     warmup_ratio: float = 0.0
     label_smoothing: float = 0.0
     max_grad_norm: float = 1.0
+    layer_lr_decay: float = 1.0  # each layer further down learns at this fraction of the one above (1.0: one rate)
+    unfreeze_every: int = 0  # gradual unfreezing: one more layer trains every this many epochs (0: all from the start)
+    class_balance: str = "none"  # "none", "weighted_loss" (inverse class frequency) or "oversample"
+    augment_prob: float = 0.0  # training texts: chance to drop each token, and to swap two neighbours
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> "Hyperparameters":
         unknown = sorted(set(values) - set(HYPERPARAMETER_NAMES))
         if unknown:
             raise ValueError(f"unknown hyperparameters {unknown}; valid names are {list(HYPERPARAMETER_NAMES)}")
-        return cls(**values)  # type: ignore[arg-type]
+        hyperparameters = cls(**values)  # type: ignore[arg-type]
+        if hyperparameters.class_balance not in CLASS_BALANCE:
+            raise ValueError(f"class_balance must be one of {', '.join(CLASS_BALANCE)}, got {hyperparameters.class_balance!r}")
+        return hyperparameters
+
+
+CLASS_BALANCE = ("none", "weighted_loss", "oversample")
 
 
 HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
@@ -82,6 +93,7 @@ class TrialSettings:
 class TrialData:
     train: EncodedSplit
     val: EncodedSplit
+    val_noisy: EncodedSplit | None = None  # the validation texts with typos, for the robustness metrics
 
 
 @dataclass
@@ -122,14 +134,19 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
 
     model = load_classifier(settings.model_path, settings.label_names, hyperparameters.dropout)
     depth = hyperparameters.unfreeze_depth
-    apply_unfreeze_depth(model, len(encoder_layers(model)) if depth is None else depth)
+    depth = len(encoder_layers(model)) if depth is None else depth
+    apply_unfreeze_depth(model, depth)
+    groups = layer_groups(model, depth)
     model.to(device)
 
-    optimizer = _adamw(model, hyperparameters)
+    optimizer = _adamw(groups, hyperparameters)
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
     total_steps = steps_per_epoch * settings.max_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hyperparameters.warmup_ratio * total_steps), total_steps)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=hyperparameters.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=_class_weights(data.train.labels, len(settings.label_names), device) if hyperparameters.class_balance == "weighted_loss" else None,
+        label_smoothing=hyperparameters.label_smoothing,
+    )
     rng = np.random.default_rng(settings.seed)
     progress = TrainingState(epoch=0, best=math.nan, stale_epochs=0, micro_batch_size=hyperparameters.batch_size)
     if resume is not None:
@@ -140,6 +157,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     metrics: dict = {}
     for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
         started = time.perf_counter()
+        _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
         train_loss, progress.micro_batch_size = _train_epoch(
             model, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, settings.pad_token_id, device, epoch
         )
@@ -150,8 +168,11 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
             "samples_per_s": samples_per_s,
             "trainable_params": trainable,
             "micro_batch_size": progress.micro_batch_size,
-            **evaluate(model, data.val, settings.eval_batch_size, settings.pad_token_id, len(settings.label_names), device),
+            **evaluate(model, data.val, settings.eval_batch_size, settings.pad_token_id, settings.label_names, device),
         }
+        if data.val_noisy is not None:
+            noisy = evaluate(model, data.val_noisy, settings.eval_batch_size, settings.pad_token_id, settings.label_names, device)
+            metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
         metrics["is_final"] = int(stop)
         progress.epoch, progress.best, progress.stale_epochs = epoch, stopping.best, stopping.stale_epochs
@@ -166,16 +187,35 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     return metrics
 
 
-def _adamw(model: nn.Module, hyperparameters: Hyperparameters) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": hyperparameters.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=hyperparameters.learning_rate)
+def _adamw(groups: list[list[nn.Parameter]], hyperparameters: Hyperparameters) -> torch.optim.Optimizer:
+    """AdamW over every parameter that will train. Group ``i`` from the top (head, top layer, ...)
+    learns at ``learning_rate * layer_lr_decay**i``; biases and norms get no weight decay."""
+    param_groups = []
+    for depth, parameters in enumerate(groups):
+        lr = hyperparameters.learning_rate * hyperparameters.layer_lr_decay**depth
+        decay = [p for p in parameters if p.ndim >= 2]
+        no_decay = [p for p in parameters if p.ndim < 2]
+        param_groups += [
+            {"params": decay, "weight_decay": hyperparameters.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+        ]
+    return torch.optim.AdamW([group for group in param_groups if group["params"]], lr=hyperparameters.learning_rate)
+
+
+def _unfreeze_for_epoch(groups: list[list[nn.Parameter]], every: int, epoch: int) -> None:
+    """Gradual unfreezing: the head and the top layer train first, one more layer every ``every``
+    epochs (``every`` 0: all groups from the start)."""
+    active = len(groups) if every <= 0 else min(len(groups), 1 + math.ceil(epoch / every))
+    for index, group in enumerate(groups):
+        for parameter in group:
+            parameter.requires_grad = index < active
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, device) -> torch.Tensor:
+    """Inverse class frequency, normalised so a balanced dataset gets weight 1 everywhere."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.divide(len(labels), num_classes * counts, out=np.zeros(num_classes), where=counts > 0)
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 _FINITE_CHECK_EVERY = 25  # steps between loss checks: each check waits for the GPU, so not every step
@@ -187,10 +227,12 @@ def _train_epoch(model, split, hyperparameters, micro_batch_size, optimizer, sch
     loss_sum = torch.zeros((), device=device)
     count = 0
     step = 0
-    for step, rows in enumerate(train_batches(split, hyperparameters.batch_size, rng), start=1):
+    rows = balanced_rows(split.labels, rng) if hyperparameters.class_balance == "oversample" else None
+    transform = (lambda ids: drop_and_swap_tokens(ids, hyperparameters.augment_prob, rng)) if hyperparameters.augment_prob > 0 else None
+    for step, batch_rows in enumerate(train_batches(split, hyperparameters.batch_size, rng, rows=rows), start=1):
         while True:
             try:
-                batch_loss = _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id, device, optimizer)
+                batch_loss = _accumulate_gradients(model, split, batch_rows, micro_batch_size, loss_fn, pad_id, device, optimizer, transform)
                 break
             except torch.OutOfMemoryError:
                 if micro_batch_size == 1:
@@ -200,15 +242,15 @@ def _train_epoch(model, split, hyperparameters, micro_batch_size, optimizer, sch
             nn.utils.clip_grad_norm_(model.parameters(), hyperparameters.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        loss_sum += batch_loss * len(rows)
-        count += len(rows)
+        loss_sum += batch_loss * len(batch_rows)
+        count += len(batch_rows)
         if step % _FINITE_CHECK_EVERY == 0:
             _check_finite(loss_sum, epoch, step)
     _check_finite(loss_sum, epoch, step)
     return loss_sum.item() / max(count, 1), micro_batch_size
 
 
-def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id, device, optimizer) -> torch.Tensor:
+def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id, device, optimizer, transform=None) -> torch.Tensor:
     """Forward and backward one batch in chunks of ``micro_batch_size`` rows. Each chunk's loss is
     weighted by its share of the batch, so the gradient equals the whole batch's and the effective
     batch size is unchanged. Returns the batch's mean loss."""
@@ -216,7 +258,7 @@ def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id,
     total = torch.zeros((), device=device)
     for start in range(0, len(rows), micro_batch_size):
         chunk = rows[start : start + micro_batch_size]
-        batch = {key: value.to(device, non_blocking=True) for key, value in collate(split, chunk, pad_id).items()}
+        batch = {key: value.to(device, non_blocking=True) for key, value in collate(split, chunk, pad_id, transform).items()}
         loss = forward_loss(model, batch, loss_fn) * (len(chunk) / len(rows))
         loss.backward()
         total += loss.detach()
@@ -246,8 +288,8 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: EncodedSplit, batch_size: int, pad_id: int, num_classes: int, device) -> dict[str, float]:
-    """Validation loss (plain cross-entropy), accuracy and macro precision/recall/F1."""
+def evaluate(model: nn.Module, split: EncodedSplit, batch_size: int, pad_id: int, label_names: list[str], device) -> dict[str, float]:
+    """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1."""
     model.eval()
     loss_sum = 0.0
     predictions = np.empty(len(split), dtype=np.int64)
@@ -256,4 +298,8 @@ def evaluate(model: nn.Module, split: EncodedSplit, batch_size: int, pad_id: int
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss_sum += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         predictions[rows] = logits.argmax(dim=-1).cpu().numpy()
-    return {"val_loss": loss_sum / max(len(split), 1), **classification_metrics(split.labels, predictions, num_classes)}
+    return {
+        "val_loss": loss_sum / max(len(split), 1),
+        **classification_metrics(split.labels, predictions, len(label_names)),
+        **per_class_f1(split.labels, predictions, label_names),
+    }

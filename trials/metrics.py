@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 METRIC_NAMES = (
@@ -12,8 +14,25 @@ METRIC_NAMES = (
     "val_f1_macro",
     "train_loss",
     "samples_per_s",
+    "val_noisy_accuracy",
+    "val_noisy_f1_macro",
+    "trainable_params",
 )
-"""Every metric a trial reports each epoch; an objective must be one of these."""
+"""Every metric a trial reports each epoch; an objective must be one of these. The two
+``val_noisy_*`` are measured on the validation texts with typos (``data.noisy_val_rate``)."""
+
+PER_CLASS_F1 = "val_f1_class."
+"""Prefix of the per-class F1 metrics, e.g. ``val_f1_class.negative``."""
+
+
+def per_class_f1(labels: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> dict[str, float]:
+    num_classes = len(label_names)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    true_positives = np.diag(confusion).astype(float)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    f1 = np.divide(2 * true_positives, denominator, out=np.zeros(num_classes), where=denominator > 0)
+    return {PER_CLASS_F1 + re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(name)): float(value) for name, value in zip(label_names, f1)}
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:

@@ -77,6 +77,24 @@ def apply_unfreeze_depth(model: nn.Module, depth: int) -> None:
             parameter.requires_grad = True
 
 
+def layer_groups(model: nn.Module, depth: int) -> list[list[nn.Parameter]]:
+    """The parameters that ``apply_unfreeze_depth(model, depth)`` trains, grouped from the top:
+    the head (with the pooler), then each of the top ``depth`` encoder layers, then, at full
+    depth, the rest of the base model (embeddings). Layer-wise learning-rate decay and gradual
+    unfreezing walk this list."""
+    layers = list(encoder_layers(model))
+    base = getattr(model, "base_model", model)
+    in_base = {id(p) for p in base.parameters()}
+    pooler = getattr(base, "pooler", None)
+    pooler_params = list(pooler.parameters()) if isinstance(pooler, nn.Module) else []
+    head = [p for p in model.parameters() if id(p) not in in_base] + pooler_params
+    groups = [head] + [list(layer.parameters()) for layer in reversed(layers[len(layers) - depth :])] if depth else [head]
+    if depth == len(layers):
+        grouped = {id(p) for group in groups for p in group}
+        groups.append([p for p in base.parameters() if id(p) not in grouped])
+    return [group for group in groups if group]
+
+
 def count_trainable(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
