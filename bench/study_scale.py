@@ -93,7 +93,7 @@ def main() -> None:
                                     sampler=optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=0))
         ledger = Ledger(engine, name)
         ledger.start_invocation(load_sweep(Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml").model_copy(update={"name": name}))
-        searcher = StudySearcher(study, distributions, {}, "val_f1_macro", "max")
+        searcher = StudySearcher(study, space, "val_f1_macro", "max")
         for size in sorted(args.sizes):
             started = time.perf_counter()
             fill(study, distributions, size - filled, rng)

@@ -19,8 +19,10 @@ class SamplerInputs:
 
 def _tpe(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
     # constant_liar: trials still running count as bad guesses, so parallel suggestions spread out
+    # group: with conditional parameters, model each set of parameters that appear together
     return optuna.samplers.TPESampler(
-        seed=inputs.seed, multivariate=True, constant_liar=True, n_startup_trials=inputs.n_startup_trials
+        seed=inputs.seed, multivariate=True, group=inputs.space.conditional, constant_liar=True,
+        n_startup_trials=inputs.n_startup_trials,
     )
 
 
@@ -89,6 +91,8 @@ def grid_points(space) -> dict[str, list]:
     """Every value a grid search visits per parameter: categorical choices, or low..high by step."""
     from orchestrator.search_space import CategoricalParam, FloatParam
 
+    if space.conditional:
+        raise NotAGrid(None, "grid search needs every parameter in every trial; drop the `when` conditions or use another sampler")
     points: dict[str, list] = {}
     for name, param in space.params.items():
         if isinstance(param, CategoricalParam):

@@ -258,7 +258,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     )
     ledger.set_parent_run(parent_run_id)
     searcher = StudySearcher(
-        study, config.search_space.distributions(), config.search_space.fixed,
+        study, config.search_space,
         config.objective.metric, config.objective.mode, deadline,
     )
     recorder = TrialRecorder(searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources)

@@ -24,8 +24,31 @@ from trials.finetune import CLASS_BALANCE, HYPERPARAMETER_NAMES
 PRESET_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
+class ValueRange(BaseModel):
+    """``{min: 1}``, ``{max: 0.5}`` or both: the parent's value lies in this closed range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: float | None = None
+    max: float | None = None
+
+    def holds(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+Condition = Union[list[Union[bool, int, float, str, None]], ValueRange]
+
+
+def _holds(condition: Condition, value: Any) -> bool:
+    return condition.holds(value) if isinstance(condition, ValueRange) else value in condition
+
+
 class _Param(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # Searched only when every named parameter's value matches: a list of values or {min, max}.
+    when: dict[str, Condition] | None = None
 
 
 class FloatParam(_Param):
@@ -124,6 +147,45 @@ class SearchSpace(BaseModel):
             raise ValueError(f"class_balance takes {', '.join(CLASS_BALANCE)}, got {unknown or balance}")
         return self
 
+    @model_validator(mode="after")
+    def _conditions_name_searched_parameters(self) -> "SearchSpace":
+        for name, param in self.params.items():
+            for parent in (param.when or {}):
+                if parent == name:
+                    raise ValueError(f"{name}.when names {name} itself; a condition must name another parameter")
+                if parent not in self.params and parent not in self.fixed:
+                    raise ValueError(f"{name}.when names {parent!r}, which the search space does not define; define it or drop the condition")
+        self.order()  # raises on a cycle
+        return self
+
+    @property
+    def conditional(self) -> bool:
+        return any(param.when for param in self.params.values())
+
+    def order(self) -> list[str]:
+        """Searched parameter names, each after the parameters its condition names."""
+        ordered: list[str] = []
+        pending = dict(self.params)
+        while pending:
+            ready = [name for name, param in pending.items() if all(p in ordered or p not in pending for p in (param.when or {}))]
+            if not ready:
+                raise ValueError(f"the conditions of {', '.join(sorted(pending))} depend on each other in a circle; break the cycle")
+            for name in ready:
+                ordered.append(name)
+                del pending[name]
+        return ordered
+
+    def sample(self, trial) -> dict[str, Any]:
+        """Suggest every active parameter on an Optuna ``trial`` (define-by-run): a parameter whose
+        condition fails is not searched, and the trial uses its default."""
+        values: dict[str, Any] = dict(self.fixed)
+        for name in self.order():
+            param = self.params[name]
+            if param.when and not all(parent in values and _holds(condition, values[parent]) for parent, condition in param.when.items()):
+                continue
+            values[name] = _suggest(trial, name, param.distribution())
+        return values
+
     def check_point(self, point: dict) -> None:
         """Raise :class:`PointError` unless ``point`` gives searched parameters values inside their ranges."""
         if not isinstance(point, dict) or not point:
@@ -163,6 +225,14 @@ class PointError(ValueError):
     def __init__(self, name: str | None, value: object, fix: str) -> None:
         self.name, self.value, self.fix = name, value, fix
         super().__init__(fix)
+
+
+def _suggest(trial, name: str, distribution: od.BaseDistribution) -> Any:
+    if isinstance(distribution, od.CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, od.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
 
 
 def _describe(param: _Param) -> str:

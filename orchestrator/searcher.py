@@ -10,14 +10,16 @@ from __future__ import annotations
 import optuna
 from ray.tune.search import Searcher
 
+from orchestrator.search_space import SearchSpace
+
 
 class StudySearcher(Searcher):
-    def __init__(self, study: optuna.Study, space_distributions: dict, fixed: dict, metric: str, mode: str, deadline=None) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, metric: str, mode: str, deadline=None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study = study
         self.deadline = deadline
-        self._distributions = space_distributions
-        self._fixed = dict(fixed)
+        self._space = space
+        self._distributions = space.distributions()
         self.open_trials: dict[str, optuna.Trial] = {}
 
     def __getstate__(self) -> dict:
@@ -32,9 +34,14 @@ class StudySearcher(Searcher):
         exhausted = getattr(self.study.sampler, "is_exhausted", None)
         if exhausted is not None and exhausted(self.study):
             return Searcher.FINISHED  # a grid search tried every point
-        trial = self.study.ask(self._distributions)
+        if self._space.conditional:
+            trial = self.study.ask()
+            config = self._space.sample(trial)  # define-by-run: inactive parameters are not suggested
+        else:
+            trial = self.study.ask(self._distributions)
+            config = {**self._space.fixed, **trial.params}
         self.open_trials[trial_id] = trial
-        return {**self._fixed, **trial.params}
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Nothing to do: the recorder tells the study (see the module docstring)."""

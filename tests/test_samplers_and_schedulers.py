@@ -42,7 +42,7 @@ def _objective(params: dict) -> float:
 
 def _drive(config, n: int) -> list[dict]:
     study = open_study(config, open_storage(config.storage.study_db))
-    searcher = StudySearcher(study, config.search_space.distributions(), config.search_space.fixed, "val_f1_macro", "max")
+    searcher = StudySearcher(study, config.search_space, "val_f1_macro", "max")
     suggested = []
     for i in range(n):
         params = searcher.suggest(f"t{i}")
@@ -67,7 +67,7 @@ def test_grid_search_visits_every_point_once(tmp_path):
              "learning_rate": 1e-3, "dropout": 0.1}
     config = _config(tmp_path, "grid", search_space=space)
     study = open_study(config, open_storage(config.storage.study_db))
-    searcher = StudySearcher(study, config.search_space.distributions(), config.search_space.fixed, "val_f1_macro", "max")
+    searcher = StudySearcher(study, config.search_space, "val_f1_macro", "max")
     points = []
     for i in range(6):
         params = searcher.suggest(f"t{i}")
@@ -95,7 +95,7 @@ def test_parallel_suggestions_after_start_up_come_from_the_model(tmp_path):
     suggestions after the start-up trials are relative samples, not random draws."""
     config = _config(tmp_path, "tpe")
     study = open_study(config, open_storage(config.storage.study_db))
-    searcher = StudySearcher(study, config.search_space.distributions(), {}, "val_f1_macro", "max")
+    searcher = StudySearcher(study, config.search_space, "val_f1_macro", "max")
     for i in range(3):  # the start-up phase
         params = searcher.suggest(f"s{i}")
         study.tell(searcher.open_trials.pop(f"s{i}"), _objective(params))
@@ -127,3 +127,24 @@ def test_each_sampler_and_scheduler_drives_a_sweep(ray_session, write_sweep, sam
         assert trial.intermediate_values
         if trial.state == TrialState.PRUNED:  # stopped by the scheduler before its last epoch
             assert max(trial.intermediate_values) < 3 and trial.value is None or trial.user_attrs["state_reason"].startswith("stopped early")
+
+
+def test_grid_search_refuses_conditional_parameters(tmp_path):
+    space = {**SPACE, "learning_rate": {"type": "categorical", "choices": [1e-3, 1e-2]},
+             "dropout": {"type": "categorical", "choices": [0.0, 0.1], "when": {"batch_size": [8]}}}
+    with pytest.raises(ConfigError, match=r"^search_space: 'grid' is invalid: grid search needs every parameter in every trial"):
+        _config(tmp_path, "grid", search_space=space)
+
+
+@pytest.mark.slow
+def test_a_conditional_space_drives_a_sweep(ray_session, write_sweep):
+    space = {"learning_rate": {"type": "float", "low": 2e-3, "high": 1e-2, "log": True},
+             "unfreeze_depth": {"type": "int", "low": 0, "high": 2},
+             "layer_lr_decay": {"type": "float", "low": 0.7, "high": 1.0, "when": {"unfreeze_depth": {"min": 1}}},
+             "batch_size": 16}
+    config = load_sweep(write_sweep(name="conditional", search_space=space, trial={"max_epochs": 1},
+                                    sampler={"name": "tpe", "seed": 0, "n_startup_trials": 2}, budget={"n_trials": 4, "max_concurrent": 2}))
+    result = run_sweep(config)
+    assert result.trials_this_run == {"COMPLETE": 4}
+    for trial in optuna.load_study(study_name="conditional", storage=config.storage.study_db).trials:
+        assert ("layer_lr_decay" in trial.params) == (trial.params["unfreeze_depth"] >= 1)
