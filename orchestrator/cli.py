@@ -270,8 +270,11 @@ def best(
         if not rows:
             err.print(f"[yellow]{study} has no completed trial yet.[/yellow]")
             return
+        if len(rows[0]["values"]) > 1:
+            print(f"# {study}: the Pareto front, {len(rows)} trial(s), best first by the primary objective")
         for row in rows:
-            print(f"# {study} trial {row['number']}: value {row['value']:.6g}")
+            shown = ", ".join(f"{value:.6g}" for value in row["values"])
+            print(f"# {study} trial {row['number']}: value{'s' * (len(row['values']) > 1)} {shown}")
             print(yaml.safe_dump(row["params"], sort_keys=False), end="")
 
 
@@ -322,16 +325,20 @@ def _print_result(result) -> None:
     if result.best is None:
         out.print("[yellow]No trial has completed yet.[/yellow]")
     else:
-        table = Table(title=f"Best trials by {result.metric} ({result.mode})", title_justify="left")
+        objectives = result.objectives or [result.metric]
+        title = f"Pareto front of {', '.join(objectives)}" if len(objectives) > 1 else f"Best trials by {result.metric} ({result.mode})"
+        table = Table(title=title, title_justify="left")
         table.add_column("trial", justify="right", no_wrap=True)
-        table.add_column(result.metric, justify="right", no_wrap=True)
-        names = list(result.best.params)
+        for objective in objectives:
+            table.add_column(objective, justify="right", no_wrap=True)
+        names = list(dict.fromkeys(name for trial in result.top for name in trial.params))
         for name in names:
             table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
         for trial in result.top:
-            cells = [_cell(trial.params.get(name)) for name in names]
-            table.add_row(str(trial.number), f"{trial.value:.4f}", *cells, f"{trial.duration_s or 0:.0f}s")
+            cells = [_cell(trial.params.get(name, "-")) for name in names]
+            values = [_cell(value) if abs(value) >= 1000 else f"{value:.4f}" for value in (trial.values or [trial.value])]
+            table.add_row(str(trial.number), *values, *cells, f"{trial.duration_s or 0:.0f}s")
         out.print(table)
         baseline = result.baseline.get(result.metric)
         if baseline is not None:

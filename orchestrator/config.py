@@ -107,6 +107,7 @@ class ClusterConfig(_Section):
 class SweepConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     objective: Objective = Objective()
+    objectives: list[Objective] | None = None  # two or more: multi-objective search for the Pareto front
     model: str
     data: DataConfig
     search_space: SearchSpace
@@ -134,10 +135,40 @@ class SweepConfig(_Section):
             raise ValueError(f"{path} is not valid YAML: {_first_line(error)}") from None
 
 
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_objective(cls, raw: Any) -> Any:
+        """With ``objectives:``, the first one is the primary ``objective`` (early stopping, "best")."""
+        if not isinstance(raw, dict) or raw.get("objectives") is None:
+            return raw
+        if "objective" in raw:
+            raise ConfigError("objectives", raw["objectives"], "give either objective (one metric) or objectives (several), not both")
+        objectives = raw["objectives"]
+        if not isinstance(objectives, list) or not objectives:
+            raise ConfigError("objectives", objectives, "list one or more {metric, mode} mappings")
+        return {**raw, "objective": objectives[0]}
+
+    @property
+    def objective_list(self) -> list[Objective]:
+        return list(self.objectives) if self.objectives else [self.objective]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective_list) > 1
+
     @model_validator(mode="after")
-    def _noisy_metric_needs_noise(self) -> "SweepConfig":
-        if self.objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
-            raise ConfigError("objective.metric", self.objective.metric, "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
+    def _objectives_fit_the_search(self) -> "SweepConfig":
+        metrics = [objective.metric for objective in self.objective_list]
+        field = "objectives" if self.objectives else "objective.metric"
+        for metric in metrics:
+            if metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
+                raise ConfigError(field, metric, "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
+        if len(set(metrics)) != len(metrics):
+            raise ConfigError("objectives", metrics, "each metric may appear once")
+        if self.multi_objective and self.scheduler.name != "fifo":
+            raise ConfigError("scheduler.name", self.scheduler.name, "schedulers stop trials on one metric; with several objectives use fifo")
+        if self.multi_objective and self.sampler.name == "cmaes":
+            raise ConfigError("sampler.name", "cmaes", "CMA-ES optimises one objective; with several use nsga2, tpe, gp, qmc, random or grid")
         return self
 
     @model_validator(mode="after")

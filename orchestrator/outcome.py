@@ -19,8 +19,9 @@ MLFLOW_STATUS = {
 @dataclass(frozen=True)
 class Outcome:
     state: TrialState
-    value: float | None
+    value: float | None  # the primary objective
     reason: str
+    values: tuple[float, ...] | None = None  # every objective, primary first (COMPLETE only)
 
     @property
     def mlflow_status(self) -> str:
@@ -34,13 +35,14 @@ def best_of(values: list[float], mode: str) -> float | None:
     return max(finite) if mode == "max" else min(finite)
 
 
-def classify(history: list[dict], metric: str, mode: str, error: str | None) -> Outcome:
+def classify(history: list[dict], metric: str, mode: str, error: str | None, others: tuple[str, ...] = ()) -> Outcome:
     """Decide a trial's state from its reported results and error, if any.
 
     - an error -> FAIL with the error as reason;
     - no reports, or a NaN/inf objective -> FAIL;
     - stopped before its own last epoch (by a scheduler or a budget) -> PRUNED;
-    - otherwise COMPLETE, valued at the best epoch (early stopping keeps the best epoch).
+    - otherwise COMPLETE, valued at the best epoch of ``metric`` (early stopping keeps the best
+      epoch); the ``others`` objectives are read from that same epoch.
     """
     if error:
         return Outcome(TrialState.FAIL, None, error)
@@ -51,4 +53,11 @@ def classify(history: list[dict], metric: str, mode: str, error: str | None) -> 
         return Outcome(TrialState.FAIL, None, f"{metric} is {values[-1]}")
     if not history[-1].get(FINAL_FLAG):
         return Outcome(TrialState.PRUNED, None, f"stopped early after {len(values)} epoch(s)")
-    return Outcome(TrialState.COMPLETE, best_of(values, mode), "completed")
+    best = best_of(values, mode)
+    epoch = next(result for result in history if metric in result and float(result[metric]) == best)
+    for other in others:
+        if other not in epoch:
+            return Outcome(TrialState.FAIL, None, f"the trial never reported {other}")
+        if not math.isfinite(float(epoch[other])):
+            return Outcome(TrialState.FAIL, None, f"{other} is {epoch[other]}")
+    return Outcome(TrialState.COMPLETE, best, "completed", (best, *(float(epoch[other]) for other in others)))

@@ -63,12 +63,12 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict]:
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        complete = [t.values[0] for t in trials if t.state == TrialState.COMPLETE and t.values]
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         starts = [t.datetime_start for t in trials if t.datetime_start]
         rows.append({
             "study": summary.study_name,
-            "direction": "max" if maximize else "min",
+            "direction": ",".join("max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions),
             "trials": dict(Counter(t.state.name for t in trials)),
             "best_value": (max(complete) if maximize else min(complete)) if complete else None,
             "last_run": _iso(max(starts)) if starts else None,
@@ -80,7 +80,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict:
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": trial.values[0] if trial.values else None,  # the primary objective
+        "values": list(trial.values) if trial.values else None,
         "params": trial.params,
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
         "started": _iso(trial.datetime_start),
@@ -102,7 +103,7 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
     study = _load(storage, name)
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=wanted)]
     if sort == "value":
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
         rows.sort(key=lambda row: (row["value"] is None, -(row["value"] or 0) if maximize else (row["value"] or 0)))
     elif sort == "duration":
         rows.sort(key=lambda row: (row["duration_s"] is None, -(row["duration_s"] or 0)))
@@ -110,6 +111,12 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
 
 
 def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
+    """The ``top`` best completed trials; with several objectives, the whole Pareto front."""
+    study = _load(storage, name)
+    if len(study.directions) > 1:
+        from orchestrator.result import rank
+
+        return [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
     return trials(storage, name, states=["COMPLETE"], sort="value")[:top]
 
 

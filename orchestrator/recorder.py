@@ -55,8 +55,10 @@ def _remove_checkpoints(trial_path: str | None) -> None:
 
 
 class TrialRecorder(Callback):
-    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources) -> None:
+    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
+                 other_objectives: tuple[str, ...] = ()) -> None:
         self.searcher = searcher
+        self.other_objectives = tuple(other_objectives)  # multi-objective: reported at the end, never per epoch
         self.ledger = ledger
         self.resources = resources
         self.tracker = tracker
@@ -113,7 +115,7 @@ class TrialRecorder(Callback):
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         value = metrics.get(self.metric)
         reported = self.reported_steps.setdefault(trial.trial_id, set())
-        if value is not None and step not in reported:  # a restarted trial may repeat an epoch; keep the first
+        if value is not None and step not in reported and not self.other_objectives:  # a restarted trial may repeat an epoch; keep the first
             optuna_trial.report(value, step)
             reported.add(step)
         self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
@@ -147,14 +149,15 @@ class TrialRecorder(Callback):
         optuna_trial = self.searcher.open_trials.pop(trial_id, None)
         if optuna_trial is None:
             return
-        outcome = classify(self.history.get(trial_id, []), self.metric, self.mode, error)
+        outcome = classify(self.history.get(trial_id, []), self.metric, self.mode, error, self.other_objectives)
         if outcome.state == optuna.trial.TrialState.PRUNED and self.searcher.deadline is not None and self.searcher.deadline.passed:
             outcome = replace(outcome, reason=f"budget: the --timeout deadline passed; {outcome.reason}")
         self._record(trial_id, optuna_trial, outcome)
 
     def _record(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> None:
         optuna_trial.set_user_attr("state_reason", outcome.reason)
-        self.study.tell(optuna_trial, outcome.value, state=outcome.state)
+        values = list(outcome.values) if self.other_objectives and outcome.values else outcome.value
+        self.study.tell(optuna_trial, values, state=outcome.state)
         self.outcomes[trial_id] = outcome
         self.ledger.trial_finished(optuna_trial.number, outcome.state.name, outcome.reason)
         _remove_checkpoints(self.trial_paths.get(trial_id))
@@ -167,7 +170,7 @@ class TrialRecorder(Callback):
                     f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason,
                     **({f"{TAG_PREFIX}micro_batch_size": self.micro_batch[trial_id]} if trial_id in self.micro_batch else {}),
                 },
-                metrics={f"best_{self.metric}": outcome.value} if outcome.value is not None else None,
+                metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values)) if outcome.values else None,
                 step=len(self.history.get(trial_id, [])),
             )
         failpoints.reached("between-trials")

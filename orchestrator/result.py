@@ -13,19 +13,26 @@ from optuna.trial import TrialState
 class TrialSummary:
     number: int
     state: str
-    value: float | None
+    value: float | None  # the primary objective
     params: dict
     duration_s: float | None
     mlflow_run_id: str | None
     reason: str | None
+    values: list[float] | None = None  # every objective, primary first
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial) -> "TrialSummary":
         duration = trial.duration.total_seconds() if trial.duration else None
         return cls(
-            trial.number, trial.state.name, trial.value, dict(trial.params), duration,
+            trial.number, trial.state.name, primary_value(trial), dict(trial.params), duration,
             trial.user_attrs.get("mlflow_run_id"), trial.user_attrs.get("state_reason"),
+            list(trial.values) if trial.values else None,
         )
+
+
+def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The first objective's value (``trial.value`` raises in a multi-objective study)."""
+    return trial.values[0] if trial.values else None
 
 
 @dataclass(frozen=True)
@@ -49,16 +56,26 @@ class SweepResult:
     new_best: bool = False  # this invocation found a better trial
     exit_status: str = "ok"  # ok | budget | interrupted | failed
     notes: list[str] = field(default_factory=list)
+    objectives: list[str] = field(default_factory=list)  # metric names, primary first; two or more: ``top`` is the Pareto front
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def summarize_study(study: optuna.Study, top_k: int = 5) -> tuple[dict[str, int], TrialSummary | None, list[TrialSummary]]:
+    """Trial counts by state, the best trial by the primary objective, and the top ``top_k``
+    (with several objectives: the whole Pareto front, ordered by the primary objective)."""
     trials = study.get_trials(deepcopy=False)
     counts = Counter(trial.state.name for trial in trials)
-    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda trial: trial.value, reverse=reverse)
-    top = [TrialSummary.of(trial) for trial in ranked[:top_k]]
+    ranked = rank(study, [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.values])
+    top = [TrialSummary.of(trial) for trial in (ranked if len(study.directions) > 1 else ranked[:top_k])]
     return dict(counts), (top[0] if top else None), top
+
+
+def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials best first by the primary objective; with several objectives, only the Pareto front."""
+    if len(study.directions) > 1:
+        on_front = {trial.number for trial in study.best_trials}
+        complete = [trial for trial in complete if trial.number in on_front]
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=primary_value, reverse=reverse)

@@ -154,7 +154,7 @@ def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -
         "data.train_size": len(prepared.data.train),
         "data.val_size": len(prepared.data.val),
         "data.max_length": config.data.max_length,
-        "objective": f"{config.objective.mode} {config.objective.metric}",
+        "objective": ", ".join(f"{objective.mode} {objective.metric}" for objective in config.objective_list),
         "sampler": config.sampler.name,
         "sampler.seed": config.sampler.seed,
         "sampler.n_startup_trials": startup_trials(config),
@@ -261,7 +261,10 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         study, config.search_space,
         config.objective.metric, config.objective.mode, deadline,
     )
-    recorder = TrialRecorder(searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources)
+    recorder = TrialRecorder(
+        searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
+        other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
+    )
     for callback in options.callbacks:
         if hasattr(callback, "attach"):
             callback.attach(recorder, n_trials, prepared)
@@ -317,7 +320,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 "hpo.new_best": result.new_best,
                 **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
             },
-            metrics={f"best_{config.objective.metric}": result.best.value} if result.best is not None else None,
+            metrics=dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values)) if result.best is not None else None,
             step=sum(result.study_trials.values()),
         )
         ledger.end_invocation(exit_status, reason)
@@ -350,4 +353,5 @@ def _result(config, prepared, study, this_run, best_before, started, tracker, pa
         new_best=improved,
         exit_status=exit_status,
         notes=notes,
+        objectives=[objective.metric for objective in config.objective_list],
     )

@@ -96,14 +96,15 @@ def startup_trials(config: SweepConfig) -> int:
 def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the sweep's study, or load it to continue when it exists."""
     sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space))
-    direction = "maximize" if config.objective.mode == "max" else "minimize"
+    directions = ["maximize" if objective.mode == "max" else "minimize" for objective in config.objective_list]
     study = optuna.create_study(
-        study_name=config.name, storage=storage, sampler=sampler, direction=direction, load_if_exists=True
+        study_name=config.name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
     )
-    if study.direction != optuna.study.StudyDirection(1 if direction == "minimize" else 2):
+    if [direction.name.lower() for direction in study.directions] != directions:
+        field, value = ("objectives", directions) if config.objectives else ("objective.mode", config.objective.mode)
         raise ConfigError(
-            "objective.mode", config.objective.mode,
-            f"study {config.name!r} already exists with the opposite direction; keep its mode, or pass --new-study (or rename the sweep)",
+            field, value,
+            f"study {config.name!r} already exists with other objective directions; keep them, or pass --new-study (or rename the sweep)",
         )
     return study
 

@@ -122,7 +122,8 @@ TINY_SPACE = {
 
 @pytest.fixture
 def write_sweep(tmp_path, tiny_model, tiny_csv):
-    """Write a sweep file for the tiny model and data into ``tmp_path``; keyword arguments override sections."""
+    """Write a sweep file for the tiny model and data into ``tmp_path``; keyword arguments override
+    sections (``None`` removes one)."""
 
     def write(name: str = "tiny", **overrides) -> Path:
         sweep = {
@@ -142,7 +143,9 @@ def write_sweep(tmp_path, tiny_model, tiny_csv):
                         "results_dir": str(tmp_path / "runs")},
         }
         for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(sweep.get(key), dict) and key != "search_space":
+            if value is None:
+                sweep.pop(key, None)
+            elif isinstance(value, dict) and isinstance(sweep.get(key), dict) and key != "search_space":
                 sweep[key] = {**sweep[key], **value}
             else:
                 sweep[key] = value

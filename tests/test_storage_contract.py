@@ -115,7 +115,7 @@ def test_study_is_created_once_then_continued(storage, study_name, tmp_path):
     again = open_study(config, storage)
     assert again._study_id == first._study_id and len(again.trials) == 1
     flipped = config.model_copy(update={"objective": config.objective.model_copy(update={"mode": "min"})})
-    with pytest.raises(ConfigError, match=r"^objective\.mode: 'min' is invalid: study .* opposite direction"):
+    with pytest.raises(ConfigError, match=r"^objective\.mode: 'min' is invalid: study .* other objective directions"):
         open_study(flipped, storage)
 
 
