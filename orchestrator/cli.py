@@ -169,17 +169,10 @@ def run(
 
 
 def _read_points(path: Path, config) -> tuple[dict, ...]:
-    import yaml
-
-    from orchestrator.config import check_points
+    from orchestrator.config import check_points, read_yaml_file
     from orchestrator.errors import ConfigError
 
-    if not path.is_file():
-        raise ConfigError("--enqueue", str(path), "no such file; pass a YAML file with a list of points")
-    try:
-        points = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError("--enqueue", str(path), f"not valid YAML ({' '.join(str(error).split())[:120]})") from None
+    points = read_yaml_file(path, "--enqueue", "a YAML file with a list of points")
     if not isinstance(points, list):
         raise ConfigError("--enqueue", str(path), "the file must hold a YAML list of points, e.g. - {learning_rate: 3.0e-5}")
     check_points(config.search_space, points, "--enqueue")

@@ -204,15 +204,20 @@ def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:
         raise config_error_from(error) from None
 
 
+def read_yaml_file(path: Path, field: str, what: str) -> Any:
+    """The parsed YAML at ``path``; a missing file or bad syntax is a :class:`ConfigError` on ``field``."""
+    if not path.is_file():
+        raise ConfigError(field, str(path), f"no such file; pass the path of {what}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(field, str(path), f"not valid YAML ({_first_line(error)}); fix the syntax there") from None
+
+
 def load_sweep(path: str | os.PathLike[str]) -> SweepConfig:
     """Read and validate a sweep file. Touches nothing but the file (and the search space it names)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("<sweep file>", str(path), "no such file; pass the path of a sweep YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError("<sweep file>", str(path), f"not valid YAML ({_first_line(error)}); fix the syntax there") from None
+    raw = read_yaml_file(path, "<sweep file>", "a sweep YAML file")
     return parse_sweep(raw, path.resolve().parent)
 
 

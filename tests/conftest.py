@@ -62,6 +62,23 @@ def tiny_csv(tmp_path_factory) -> Path:
     return path
 
 
+def encoded_tiny_data(tiny_model, tiny_csv, train_size: int, val_size: int, noisy_rate: float = 0.0):
+    """(label names, pad token id, TrialData) of the tiny dataset, tokenised like a sweep does."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from trials.augment import noisy_copies
+    from trials.data import encode, labelled_texts, split
+    from trials.finetune import TrialData
+
+    texts = labelled_texts(pd.read_csv(tiny_csv), "text", "label")
+    train, val = split(texts, train_size, val_size, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    noisy = encode(tokenizer, noisy_copies(val.texts, noisy_rate, seed=0), val.labels, 16) if noisy_rate else None
+    data = TrialData(encode(tokenizer, train.texts, train.labels, 16), encode(tokenizer, val.texts, val.labels, 16), val_noisy=noisy)
+    return texts.label_names, tokenizer.pad_token_id, data
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that runs a sweep in-process (starting Ray costs seconds)."""

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from trials.data import encode, labelled_texts, split
-from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
+from tests.conftest import encoded_tiny_data
+from trials.finetune import Hyperparameters, TrialSettings, fine_tune
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 
 def test_fine_tune_runs_on_the_gpu(tiny_model, tiny_csv):
-    texts = labelled_texts(pd.read_csv(tiny_csv), "text", "label")
-    train, val = split(texts, 400, 100, seed=0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    data = TrialData(encode(tokenizer, train.texts, train.labels, 16), encode(tokenizer, val.texts, val.labels, 16))
-    settings = TrialSettings(str(tiny_model), texts.label_names, tokenizer.pad_token_id, max_epochs=3,
+    label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 400, 100)
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=3,
                              objective="val_f1_macro", mode="max", use_gpu=True)
     torch.cuda.reset_peak_memory_stats()
     reports: list[dict] = []

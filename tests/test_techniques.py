@@ -4,17 +4,15 @@ unfreezing, class balancing, token augmentation, and the typo-robustness metric.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-from transformers import AutoTokenizer
 
 from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
-from tests.conftest import TINY_SPACE
+from tests.conftest import TINY_SPACE, encoded_tiny_data
 from trials import finetune
 from trials.augment import add_typos, drop_and_swap_tokens, noisy_copies
-from trials.data import balanced_rows, encode, labelled_texts, split
-from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
+from trials.data import balanced_rows
+from trials.finetune import Hyperparameters, TrialSettings, fine_tune
 from trials.metrics import per_class_f1
 from trials.model import apply_unfreeze_depth, layer_groups, load_classifier
 
@@ -93,14 +91,8 @@ def test_token_augmentation_keeps_the_special_tokens():
 
 
 def test_every_technique_together_trains_and_reports_robustness(tiny_model, tiny_csv):
-    texts = labelled_texts(pd.read_csv(tiny_csv), "text", "label")
-    train, val = split(texts, 400, 100, seed=0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    data = TrialData(
-        encode(tokenizer, train.texts, train.labels, 16), encode(tokenizer, val.texts, val.labels, 16),
-        val_noisy=encode(tokenizer, noisy_copies(val.texts, 0.1, seed=0), val.labels, 16),
-    )
-    settings = TrialSettings(str(tiny_model), texts.label_names, tokenizer.pad_token_id, max_epochs=5,
+    label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 400, 100, noisy_rate=0.1)
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=5,
                              objective="val_f1_macro", mode="max", num_threads=1)
     hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=2, layer_lr_decay=0.8,
                                       unfreeze_every=1, class_balance="oversample", augment_prob=0.1)
@@ -109,7 +101,7 @@ def test_every_technique_together_trains_and_reports_robustness(tiny_model, tiny
     assert [r["epoch"] for r in reports] == [1, 2, 3, 4, 5]
     last = reports[-1]
     assert 0 <= last["val_noisy_accuracy"] <= 1 and 0 <= last["val_noisy_f1_macro"] <= 1
-    assert {f"val_f1_class.{name}" for name in texts.label_names} <= set(last)
+    assert {f"val_f1_class.{name}" for name in label_names} <= set(last)
     assert max(r["val_f1_macro"] for r in reports) > 0.5  # it still learns the toy task
 
 

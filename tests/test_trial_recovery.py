@@ -6,26 +6,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 import trials.finetune
+from tests.conftest import encoded_tiny_data
 from trials import checkpoint
-from trials.data import encode, labelled_texts, split
-from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
+from trials.finetune import Hyperparameters, TrialSettings, fine_tune
 
 HYPERPARAMETERS = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0, warmup_ratio=0.2)
 
 
 @pytest.fixture(scope="module")
 def trial_inputs(tiny_model, tiny_csv):
-    texts = labelled_texts(pd.read_csv(tiny_csv), "text", "label")
-    train, val = split(texts, 200, 100, seed=0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    data = TrialData(encode(tokenizer, train.texts, train.labels, 16), encode(tokenizer, val.texts, val.labels, 16))
-    settings = TrialSettings(str(tiny_model), texts.label_names, tokenizer.pad_token_id, max_epochs=3,
+    label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 200, 100)
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=3,
                              objective="val_f1_macro", mode="max", num_threads=1, checkpoint=True)
     return settings, data
 

@@ -1,0 +1,117 @@
+"""Compute spent to find a good configuration: TPE + ASHA against random + FIFO (Ray Tune's defaults).
+
+Every arm runs the same number of trials on the same bundled task (a small subset of the
+tweets, pre-trained MiniLM-L6) for several seeds. Compute is counted in trial-epochs (one
+epoch of one trial), which does not depend on how busy the machine is. Per run the table
+shows: trial-epochs spent, the best validation macro-F1 seen, the trial-epochs needed to
+first reach 98 % of the best F1 any run saw, and the best F1 within the smallest budget any
+run spent (equal compute).
+
+Usage:  python bench/search_efficiency.py [--trials 12 --epochs 4 --seeds 0 1 2 --train-size 300 --val-size 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import optuna  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from orchestrator.config import parse_sweep  # noqa: E402
+from orchestrator.runner import run_sweep  # noqa: E402
+
+ARMS = {"tpe+asha": ("tpe", "asha"), "random+fifo": ("random", "fifo")}
+
+
+def run_arm(args, workdir: Path, arm: str, seed: int):
+    sampler, scheduler = ARMS[arm]
+    name = f"{arm.replace('+', '-')}-s{seed}"
+    raw = {
+        "name": name,
+        "model": "bundled:minilm-l6",
+        "data": {"source": "bundled:tweets-sentiment", "max_length": args.max_length, "train_size": args.train_size, "val_size": args.val_size},
+        "search_space": "text_classification",
+        "trial": {"max_epochs": args.epochs, "seed": seed, "checkpoint": False},
+        "budget": {"n_trials": args.trials, "max_concurrent": args.concurrent},
+        "sampler": {"name": sampler, "seed": seed, "n_startup_trials": max(2, args.trials // 4)},
+        "scheduler": {"name": scheduler, "grace_period": 1, "reduction_factor": 2},
+        "storage": {"study_db": f"sqlite:///{workdir / name}.db", "mlflow": f"sqlite:///{workdir / 'mlruns.db'}", "results_dir": str(workdir / "runs")},
+    }
+    config = parse_sweep(raw, Path.cwd())
+    run_sweep(config)
+    study = optuna.load_study(study_name=name, storage=config.storage.study_db)
+    return [t for t in study.trials if t.intermediate_values and t.datetime_complete]
+
+
+def curve(trials) -> list[tuple[int, float]]:
+    """(cumulative trial-epochs, best F1 so far) after each trial, in the order trials ended."""
+    spent, best, points = 0, 0.0, []
+    for trial in sorted(trials, key=lambda t: t.datetime_complete):
+        spent += len(trial.intermediate_values)
+        best = max(best, max(trial.intermediate_values.values()))
+        points.append((spent, best))
+    return points
+
+
+def epochs_to_reach(points, target: float) -> int | None:
+    return next((spent for spent, best in points if best >= target), None)
+
+
+def best_within(points, budget: int) -> float:
+    return max((best for spent, best in points if spent <= budget), default=0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-size", type=int, default=300)
+    parser.add_argument("--val-size", type=int, default=150)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--concurrent", type=int, default=2)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    curves: dict[tuple[str, int], list] = {}
+    with tempfile.TemporaryDirectory(prefix="hpo-search-bench-") as folder:
+        for seed in args.seeds:
+            for arm in ARMS:
+                trials = run_arm(args, Path(folder), arm, seed)
+                curves[arm, seed] = curve(trials)
+                Console().print(f"{arm} seed {seed}: {curves[arm, seed][-1][0]} trial-epochs, best F1 {curves[arm, seed][-1][1]:.4f}")
+
+    best_seen = max(points[-1][1] for points in curves.values())
+    target = 0.98 * best_seen
+    equal_budget = min(points[-1][0] for points in curves.values())
+    table = Table(title=f"{args.trials} trials x up to {args.epochs} epochs, {args.train_size} tweets, MiniLM-L6; target = 98% of best F1 seen ({best_seen:.4f}) = {target:.4f}")
+    for column in ("arm", "seed", "trial-epochs", "best F1", "epochs to target", f"best F1 within {equal_budget} epochs"):
+        table.add_column(column, justify="right")
+    summary: dict[str, dict[str, list]] = {arm: {"to_target": [], "equal": [], "spent": []} for arm in ARMS}
+    for (arm, seed), points in curves.items():
+        reached = epochs_to_reach(points, target)
+        # a run that never reached the target is charged everything it spent, and marked
+        summary[arm]["to_target"].append(reached if reached is not None else points[-1][0])
+        summary[arm]["equal"].append(best_within(points, equal_budget))
+        summary[arm]["spent"].append(points[-1][0])
+        table.add_row(arm, str(seed), str(points[-1][0]), f"{points[-1][1]:.4f}", str(reached) if reached is not None else f">{points[-1][0]}",
+                      f"{best_within(points, equal_budget):.4f}")
+    for arm, values in summary.items():
+        table.add_row(f"[bold]{arm} mean[/bold]", "", f"{statistics.mean(values['spent']):.1f}", "", f"{statistics.mean(values['to_target']):.1f}",
+                      f"{statistics.mean(values['equal']):.4f}")
+    Console().print(table)
+    ratio = statistics.mean(summary["tpe+asha"]["to_target"]) / statistics.mean(summary["random+fifo"]["to_target"])
+    Console().print(f"TPE+ASHA needs {ratio:.2f}x the trial-epochs of random+FIFO to reach the target (goal: <= 0.5x)")
+
+
+if __name__ == "__main__":
+    main()
