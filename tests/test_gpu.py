@@ -25,3 +25,32 @@ def test_fine_tune_runs_on_the_gpu(tiny_model, tiny_csv):
     assert len(reports) == 3 and reports[-1]["is_final"] == 1
     assert all(np.isfinite(r["train_loss"]) for r in reports)
     assert max(r["val_f1_macro"] for r in reports) > 0.4
+
+
+def test_a_real_cuda_out_of_memory_step_is_retried_with_smaller_passes(tiny_model, tiny_csv):
+    """The allocator is capped at ~1.5 GiB; one batch of 40,000 texts cannot fit, so the loop
+    halves the rows per pass (gradient accumulation) until it does, and training goes on."""
+    from trials.data import EncodedSplit
+    from trials.finetune import TrialData
+
+    label_names, pad_id, small = encoded_tiny_data(tiny_model, tiny_csv, 400, 100)
+    rows, length = 40_000, 64
+    rng = np.random.default_rng(0)
+    big = EncodedSplit(
+        ids=rng.integers(5, 20, size=rows * length).astype(np.int32),
+        offsets=np.arange(0, rows * length + 1, length, dtype=np.int64),
+        labels=rng.integers(0, len(label_names), size=rows).astype(np.int64),
+    )
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=1,
+                             objective="val_f1_macro", mode="max", use_gpu=True)
+    fraction = 1.5 * 2**30 / torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    try:
+        reports: list[dict] = []
+        fine_tune(settings, Hyperparameters(learning_rate=1e-3, batch_size=rows, unfreeze_depth=2), TrialData(big, small.val), reports.append)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    assert reports[-1]["micro_batch_size"] < rows  # it really ran out of memory, and recovered
+    assert np.isfinite(reports[-1]["train_loss"])
+    print(f"\nmicro-batch after out-of-memory retries: {reports[-1]['micro_batch_size']} of {rows}")
