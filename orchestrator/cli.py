@@ -122,6 +122,7 @@ def run(
     json_summary: Optional[Path] = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
     enqueue: Optional[Path] = typer.Option(None, "--enqueue", help="YAML list of points ({learning_rate: 3.0e-5, batch_size: 32}, ...) to run first; a point the study already ran is skipped."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Run on this Ray cluster instead of cluster.address: auto, HOST:6379 from a cluster node, or ray://HOST:10001. Env: RAY_ADDRESS."),
     new_study: bool = typer.Option(False, "--new-study", help="Start the next versioned study (NAME-v2, NAME-v3, ...) instead of continuing NAME, e.g. after an incompatible search-space change."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
@@ -143,6 +144,8 @@ def run(
         except ValueError as error:
             raise ConfigError("--timeout", timeout, str(error).split(" is not a duration; ")[-1]) from None
         config = load_sweep(sweep)
+        if ray_address:
+            config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": ray_address})})
         points = _read_points(enqueue, config) if enqueue is not None else ()
         progress = SweepProgress(err)
         options = RunOptions(
