@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import HpoError
-from orchestrator.progress import SHORT_NAMES
+from orchestrator.naming import SHORT_NAMES
 from orchestrator.secrets import mask
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130

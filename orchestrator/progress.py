@@ -8,16 +8,9 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from orchestrator.naming import short_params
+
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
-SHORT_NAMES = {"learning_rate": "lr", "batch_size": "bs", "unfreeze_depth": "unfreeze", "weight_decay": "wd", "label_smoothing": "ls", "warmup_ratio": "warmup"}
-
-
-def short_params(params: dict) -> str:
-    parts = []
-    for name, value in params.items():
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{SHORT_NAMES.get(name, name)}={shown}")
-    return " ".join(parts)
 
 
 class SweepProgress(Callback):

@@ -9,6 +9,7 @@ so the study and MLflow always agree.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ray.tune.experiment import Trial
 
 from orchestrator import failpoints
 from orchestrator.ledger import Ledger
+from orchestrator.naming import run_name
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
@@ -56,8 +58,9 @@ def _remove_checkpoints(trial_path: str | None) -> None:
 
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
-                 other_objectives: tuple[str, ...] = ()) -> None:
+                 other_objectives: tuple[str, ...] = (), best_before: float | None = None) -> None:
         self.searcher = searcher
+        self.best = best_before  # the study's best primary value so far, shown live on the parent run
         self.other_objectives = tuple(other_objectives)  # multi-objective: reported at the end, never per epoch
         self.ledger = ledger
         self.resources = resources
@@ -88,7 +91,7 @@ class TrialRecorder(Callback):
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         number = optuna_trial.number
         run_id = self.tracker.start_run(
-            name=f"t{number:03d}",
+            name=run_name(number, optuna_trial.params),
             params=trial.config,
             tags={
                 f"{TAG_PREFIX}study": self.study.study_name,
@@ -173,7 +176,18 @@ class TrialRecorder(Callback):
                 metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values)) if outcome.values else None,
                 step=len(self.history.get(trial_id, [])),
             )
+        self._log_progress(outcome)
         failpoints.reached("between-trials")
+
+    def _log_progress(self, outcome: Outcome) -> None:
+        """The parent run's live story: best value so far and trials by state, step = trials finished."""
+        if outcome.value is not None and (self.best is None or (outcome.value > self.best if self.mode == "max" else outcome.value < self.best)):
+            self.best = outcome.value
+        counts = Counter(o.state.name for o in self.outcomes.values())
+        metrics = {f"trials_{state.lower()}": counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")}
+        if self.best is not None:
+            metrics[f"best_{self.metric}"] = self.best
+        self.tracker.log_metrics(self.parent_run_id, metrics, step=len(self.outcomes))
 
     def close_open_trials(self, reason: str) -> None:
         """Record every trial that never reached an end (the sweep stopped under it) and queue its

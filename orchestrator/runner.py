@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from orchestrator import failpoints
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
@@ -225,7 +227,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
-    from orchestrator.tracking import MlflowTracker
+    from orchestrator.ledger import config_snapshot
+    from orchestrator.tracking import MlflowTracker, code_version
 
     study = open_study(config, storage)
     check_space_unchanged(study, config)
@@ -254,9 +257,14 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         tags={
             "hpo.study": config.name, "hpo.role": "sweep", "hpo.invocation_id": ledger.invocation_id,
             "hpo.host": socket.gethostname(), "hpo.user": getpass.getuser(),
+            "hpo.sampler": config.sampler.name, "hpo.scheduler": config.scheduler.name,
+            "hpo.objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
+            **({"hpo.code_version": version} if (version := code_version()) else {}),
         },
     )
     ledger.set_parent_run(parent_run_id)
+    tracker.log_text(parent_run_id, config_snapshot(config), "sweep.json")  # secrets masked
+    tracker.log_text(parent_run_id, yaml.safe_dump(config.search_space.model_dump(mode="json", exclude_none=True), sort_keys=False), "search_space.yaml")
     searcher = StudySearcher(
         study, config.search_space,
         config.objective.metric, config.objective.mode, deadline,
@@ -264,6 +272,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     recorder = TrialRecorder(
         searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
         other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
+        best_before=best_before.value if best_before else None,
     )
     for callback in options.callbacks:
         if hasattr(callback, "attach"):
@@ -321,7 +330,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
             },
             metrics=dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values)) if result.best is not None else None,
-            step=sum(result.study_trials.values()),
+            step=sum(this_run.values()),
         )
         ledger.end_invocation(exit_status, reason)
 

@@ -51,6 +51,9 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
 
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, mask(text), artifact_file)
+
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, mask(str(value))) for key, value in tags.items()])
 
@@ -63,3 +66,21 @@ class MlflowTracker:
             tags=[RunTag(key, mask(str(value))) for key, value in tags.items()],
         )
         self.client.set_terminated(run_id, status=status)
+
+
+def code_version(folder: Path | None = None) -> str | None:
+    """The git commit of ``folder`` (default: the working directory), with ``+dirty`` when it has
+    uncommitted changes; None outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

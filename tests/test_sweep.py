@@ -73,6 +73,19 @@ def test_sweep_records_trials_in_study_and_mlflow(ray_session, write_sweep, back
         assert EPOCH_METRICS <= set(run.data.metrics)
         history = client.get_metric_history(run.info.run_id, "val_f1_macro")
         assert [m.step for m in history] == [1, 2, 3]
+        assert run.info.run_name == f"t{trial.number:03d} lr={trial.params['learning_rate']:.3g} bs={trial.params['batch_size']} unfreeze={trial.params['unfreeze_depth']} dropout={trial.params['dropout']:.3g}"
+        assert {f"val_f1_class.{name}" for name in ("negative", "neutral", "positive")} <= set(run.data.metrics)
+
+    # The parent run tells the sweep's story: its settings, and progress as trials finished.
+    assert parent.data.tags["hpo.sampler"] == "tpe" and parent.data.tags["hpo.scheduler"] == "fifo"
+    assert parent.data.tags["hpo.objective"] == "max val_f1_macro" and "hpo.code_version" in parent.data.tags
+    artifacts = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.json", "search_space.yaml"} <= artifacts
+    best_so_far = client.get_metric_history(parent.info.run_id, "best_val_f1_macro")
+    assert sorted({m.step for m in best_so_far}) == [1, 2, 3, 4]
+    values = [m.value for m in sorted(best_so_far, key=lambda m: (m.step, m.timestamp))]
+    assert values == sorted(values) and values[-1] == pytest.approx(result.best.value)
+    assert parent.data.metrics["trials_complete"] == 4 and parent.data.metrics["trials_fail"] == 0
 
 
 def test_running_the_same_file_twice_continues_one_study(ray_session, write_sweep):
