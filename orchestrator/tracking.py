@@ -34,7 +34,10 @@ class MlflowTracker:
         if experiment is not None:
             self.experiment_id = experiment.experiment_id
         else:
-            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            # A tracking server stores artifacts where it is configured to (proxied to clients);
+            # a local store keeps them beside the run's other files.
+            remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+            location = artifact_root.resolve().as_uri() if artifact_root is not None and not remote else None
             self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
 
     def start_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, str], parent_run_id: str | None = None) -> str:

@@ -3,9 +3,12 @@ nodes only, and `hpo run --ray-address` drives a cluster started by `ray start -
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import tempfile
 import socket
 import subprocess
 import sys
@@ -83,31 +86,132 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_hpo_run_drives_a_cluster_started_with_ray_start(write_sweep, tmp_path):
-    """`ray start --head` in one process, `hpo run --ray-address` in another, as a team would."""
-    import tempfile
+def _env() -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("RAY_ADDRESS", None)
+    return env
 
+
+def _wait(check, what: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited: {process.stdout.read()[-2000:] if process.stdout else ''}")
+        assert time.monotonic() < deadline, f"{what} did not come up"
+        time.sleep(1)
+
+
+@contextlib.contextmanager
+def _processes():
+    """Start long-running processes (each in its own session); stop them all on the way out."""
+    started: list[subprocess.Popen] = []
+
+    def start(*command: str) -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in reversed(started):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes
+        for process in started:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _head(start, port: int, temp_dir: str) -> subprocess.Popen:
+    head = start(RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block")
+    _wait(lambda: subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True, env=_env()).returncode == 0, "ray head", head)
+    return head
+
+
+def test_hpo_run_drives_a_cluster_started_with_ray_start(write_sweep):
+    """`ray start --head` in one process, `hpo run --ray-address` in another, as a team would."""
     port = _free_port()
     ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                             f"--temp-dir={ray_temp}", "--block"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True, env=env).returncode != 0:
-            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
-            time.sleep(1)
-        path = write_sweep(name="on-cluster", trial={"max_epochs": 1}, budget={"n_trials": 2, "max_concurrent": 2})
-        run = subprocess.run([HPO, "run", str(path), "--ray-address", f"127.0.0.1:{port}", "--json"],
-                             capture_output=True, text=True, env=env, timeout=600)
-        assert run.returncode == 0, run.stderr[-3000:]
-        assert json.loads(run.stdout)["trials_this_run"] == {"COMPLETE": 2}
-        config = load_sweep(path)
-        trials = optuna.load_study(study_name="on-cluster", storage=config.storage.study_db).trials
+        with _processes() as start:
+            _head(start, port, ray_temp)
+            path = write_sweep(name="on-cluster", trial={"max_epochs": 1}, budget={"n_trials": 2, "max_concurrent": 2})
+            run = subprocess.run([HPO, "run", str(path), "--ray-address", f"127.0.0.1:{port}", "--json"],
+                                 capture_output=True, text=True, env=_env(), timeout=600)
+            assert run.returncode == 0, run.stderr[-3000:]
+            assert json.loads(run.stdout)["trials_this_run"] == {"COMPLETE": 2}
+        trials = optuna.load_study(study_name="on-cluster", storage=load_sweep(path).storage.study_db).trials
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     finally:
-        os.killpg(head.pid, 15)  # --block: stopping this process stops the head's Ray processes
-        head.wait(timeout=60)
         shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def test_the_compose_topology_as_local_processes(write_sweep, postgres_url, tmp_path):
+    """docker-compose.yml's services, run as processes: PostgreSQL (study DB and MLflow's store),
+    `mlflow server`, a Ray head, a Ray worker node, and `hpo run --ray-address`. The trials must
+    land in PostgreSQL and be readable through the MLflow server's REST API."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    mlflow_db = f"mlflow_{os.getpid()}_{int(time.time())}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{mlflow_db}"'))
+    mlflow_store = sa.engine.make_url(postgres_url).set(database=mlflow_db).render_as_string(hide_password=False)
+    head_port, mlflow_port = _free_port(), _free_port()
+    ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    try:
+        with _processes() as start:
+            server = start(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                           "--backend-store-uri", mlflow_store, "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1")
+            _head(start, head_port, ray_temp)
+            worker = start(RAY, "start", f"--address=127.0.0.1:{head_port}", "--num-cpus=2", "--block")
+            _wait(lambda: _alive_nodes(head_port) == 2, "ray worker", worker)
+            _wait(lambda: _http_ok(f"http://127.0.0.1:{mlflow_port}/health"), "mlflow server", server)
+
+            path = write_sweep(name="topology", trial={"max_epochs": 1}, budget={"n_trials": 3, "max_concurrent": 2},
+                               resources={"cpu": 2}, storage={"study_db": postgres_url, "mlflow": f"http://127.0.0.1:{mlflow_port}"})
+            run = subprocess.run([HPO, "run", str(path), "--ray-address", f"127.0.0.1:{head_port}", "--json"],
+                                 capture_output=True, text=True, env=_env(), timeout=600)
+            assert run.returncode == 0, run.stderr[-3000:]
+
+            trials = optuna.load_study(study_name="topology", storage=postgres_url).trials
+            assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+            runs = _post(f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=topology", None)
+            found = _post(f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/runs/search",
+                          {"experiment_ids": [runs["experiment"]["experiment_id"]], "max_results": 100})["runs"]
+            children = [r for r in found if any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))]
+            assert len(found) == 4 and len(children) == 3
+            assert {r["info"]["status"] for r in found} == {"FINISHED"}
+            assert sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "hpo.optuna_trial_number") for r in children) == ["0", "1", "2"]
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{mlflow_db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _alive_nodes(port: int) -> int:
+    done = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR'); "
+                           "print(sum(n['Alive'] for n in ray.nodes()))"], capture_output=True, text=True, env=_env())
+    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _post(url: str, body: dict | None) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"}, method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
