@@ -40,7 +40,7 @@ def run_arm(args, workdir: Path, arm: str, seed: int):
         "model": "bundled:minilm-l6",
         "data": {"source": "bundled:tweets-sentiment", "max_length": args.max_length, "train_size": args.train_size, "val_size": args.val_size},
         "search_space": "text_classification",
-        "trial": {"max_epochs": args.epochs, "seed": seed, "checkpoint": False},
+        "trial": {"max_epochs": args.epochs, "seed": 0, "checkpoint": False},  # one data split: only the search varies
         "budget": {"n_trials": args.trials, "max_concurrent": args.concurrent},
         "sampler": {"name": sampler, "seed": seed, "n_startup_trials": max(2, args.trials // 4)},
         "scheduler": {"name": scheduler, "grace_period": 1, "reduction_factor": 2},

@@ -92,6 +92,8 @@ def _start_ray(config: SweepConfig, debug: bool) -> bool:
     if ray.is_initialized():
         return False
     address = config.cluster.address
+    if address not in (None, "auto"):
+        _use_ray_auth_token_if_any()
     ray.init(
         address=address,
         num_cpus=None if address else os.cpu_count(),
@@ -105,6 +107,20 @@ def _start_ray(config: SweepConfig, debug: bool) -> bool:
         for name in ("ray", "ray.tune", "ray.train"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     return True
+
+
+def _use_ray_auth_token_if_any() -> None:
+    """Send this machine's Ray auth token (~/.ray/auth_token, RAY_AUTH_TOKEN) when joining by address.
+
+    A cluster started with `ray start` requires the token when one exists, but Ray only turns
+    token mode on by itself for ``address="auto"``; a cluster without auth accepts it too.
+    An explicit ``RAY_AUTH_MODE`` is respected.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _check_cluster_resources(config: SweepConfig) -> None:

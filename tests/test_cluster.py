@@ -106,8 +106,8 @@ def _processes():
     """Start long-running processes (each in its own session); stop them all on the way out."""
     started: list[subprocess.Popen] = []
 
-    def start(*command: str) -> subprocess.Popen:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
+    def start(*command: str, **env: str) -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**_env(), **env}, start_new_session=True)
         started.append(process)
         return process
 
@@ -126,7 +126,8 @@ def _processes():
 
 def _head(start, port: int, temp_dir: str) -> subprocess.Popen:
     head = start(RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block")
-    _wait(lambda: subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True, env=_env()).returncode == 0, "ray head", head)
+    # (not `ray status`: in Ray 2.60 it does not send the cluster's auth token)
+    _wait(lambda: _alive_nodes(port) >= 1, "ray head", head)
     return head
 
 
@@ -166,7 +167,8 @@ def test_the_compose_topology_as_local_processes(write_sweep, postgres_url, tmp_
             server = start(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
                            "--backend-store-uri", mlflow_store, "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1")
             _head(start, head_port, ray_temp)
-            worker = start(RAY, "start", f"--address=127.0.0.1:{head_port}", "--num-cpus=2", "--block")
+            # a worker joining by address sends the cluster's token only in token mode (Ray 2.60)
+            worker = start(RAY, "start", f"--address=127.0.0.1:{head_port}", "--num-cpus=2", "--block", RAY_AUTH_MODE="token")
             _wait(lambda: _alive_nodes(head_port) == 2, "ray worker", worker)
             _wait(lambda: _http_ok(f"http://127.0.0.1:{mlflow_port}/health"), "mlflow server", server)
 
@@ -194,7 +196,7 @@ def test_the_compose_topology_as_local_processes(write_sweep, postgres_url, tmp_
 
 def _alive_nodes(port: int) -> int:
     done = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}', logging_level='ERROR'); "
-                           "print(sum(n['Alive'] for n in ray.nodes()))"], capture_output=True, text=True, env=_env())
+                           "print(sum(n['Alive'] for n in ray.nodes()))"], capture_output=True, text=True, env={**_env(), "RAY_AUTH_MODE": "token"})
     return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
 
 
