@@ -79,6 +79,27 @@ def encoded_tiny_data(tiny_model, tiny_csv, train_size: int, val_size: int, nois
     return texts.label_names, tokenizer.pad_token_id, data
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def mlflow_runs(config):
+    """(client, parent runs, child runs) of a sweep's MLflow experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config.storage.mlflow)
+    experiment = client.get_experiment_by_name(config.name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    return client, parents, children
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that runs a sweep in-process (starting Ray costs seconds)."""

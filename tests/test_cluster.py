@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import tempfile
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from orchestrator.api import load_sweep
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -80,12 +80,6 @@ def test_fractional_gpu_trials_pack_two_per_gpu_on_gpu_nodes_only(write_sweep, t
     assert len(slots) == 2  # both GPUs were used
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _env() -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("RAY_ADDRESS", None)
@@ -133,7 +127,7 @@ def _head(start, port: int, temp_dir: str) -> subprocess.Popen:
 
 def test_hpo_run_drives_a_cluster_started_with_ray_start(write_sweep):
     """`ray start --head` in one process, `hpo run --ray-address` in another, as a team would."""
-    port = _free_port()
+    port = free_port()
     ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
         with _processes() as start:
@@ -160,7 +154,7 @@ def test_the_compose_topology_as_local_processes(write_sweep, postgres_url, tmp_
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{mlflow_db}"'))
     mlflow_store = sa.engine.make_url(postgres_url).set(database=mlflow_db).render_as_string(hide_password=False)
-    head_port, mlflow_port = _free_port(), _free_port()
+    head_port, mlflow_port = free_port(), free_port()
     ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     try:
         with _processes() as start:

@@ -7,7 +7,6 @@ import json
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -16,7 +15,7 @@ from orchestrator.cli import app
 from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.outcome import FINAL_FLAG, classify
-from tests.conftest import TINY_SPACE
+from tests.conftest import TINY_SPACE, mlflow_runs
 
 TWO = [{"metric": "val_f1_macro", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}]
 
@@ -68,8 +67,6 @@ def test_a_two_objective_sweep_stores_the_pareto_front(ray_session, write_sweep)
     text = CliRunner().invoke(app, ["best", "pareto", "--db", config.storage.study_db])
     assert "the Pareto front" in text.output
 
-    client = MlflowClient(config.storage.mlflow)
-    experiment = client.get_experiment_by_name("pareto")
-    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    _, _, children = mlflow_runs(config)
     assert len(children) == 4
     assert all({"best_val_f1_macro", "best_trainable_params"} <= set(r.data.metrics) for r in children)

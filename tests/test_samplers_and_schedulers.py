@@ -13,7 +13,7 @@ from ray.tune.search import Searcher
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.registries import SAMPLERS, SCHEDULERS
+from orchestrator.registries import SAMPLERS
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import open_storage, open_study
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.errors import SweepFailedError
-from tests.conftest import TINY_SPACE
+from tests.conftest import TINY_SPACE, free_port, mlflow_runs
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +21,6 @@ EPOCH_METRICS = {"val_loss", "val_accuracy", "val_precision_macro", "val_recall_
 
 def _study(config) -> optuna.Study:
     return optuna.load_study(study_name=config.name, storage=config.storage.study_db)
-
-
-def _mlflow_runs(config):
-    client = MlflowClient(config.storage.mlflow)
-    experiment = client.get_experiment_by_name(config.name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
-    return client, parents, children
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -56,7 +46,7 @@ def test_sweep_records_trials_in_study_and_mlflow(ray_session, write_sweep, back
     assert result.best.value == max(t.value for t in trials)
     assert result.best.value > result.baseline["val_f1_macro"] + 0.1  # the tiny model does learn the toy task
 
-    client, parents, children = _mlflow_runs(config)
+    client, parents, children = mlflow_runs(config)
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.info.run_id == result.parent_run_id
@@ -100,7 +90,7 @@ def test_running_the_same_file_twice_continues_one_study(ray_session, write_swee
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
     assert [t.number for t in trials] == list(range(6))
     assert second.trials_this_run == {"COMPLETE": 3} and second.study_trials == {"COMPLETE": 6}
-    _, parents, children = _mlflow_runs(config)
+    _, parents, children = mlflow_runs(config)
     assert len(parents) == 2 and len(children) == 6
 
 
@@ -120,7 +110,7 @@ def test_early_stopped_trials_are_pruned_with_their_intermediate_values(ray_sess
         assert 1 <= len(trial.intermediate_values) < 4
         last_epoch = max(trial.intermediate_values)
         assert trial.value == trial.intermediate_values[last_epoch]  # Optuna keeps a pruned trial's last value
-    _, _, children = _mlflow_runs(config)
+    _, _, children = mlflow_runs(config)
     statuses = {int(r.data.tags["hpo.optuna_trial_number"]): (r.info.status, r.data.tags["hpo.state"]) for r in children}
     assert all(statuses[t.number] == ("KILLED", "PRUNED") for t in pruned)
     assert all(statuses[t.number] == ("FINISHED", "COMPLETE") for t in complete)
@@ -135,7 +125,7 @@ def test_crashing_trials_fail_with_their_reason(ray_session, write_sweep):
     trials = _study(config).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     assert all("training loss became" in t.user_attrs["state_reason"] for t in trials)
-    _, parents, children = _mlflow_runs(config)
+    _, parents, children = mlflow_runs(config)
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
     assert all(r.data.tags["hpo.state"] == "FAIL" for r in children)
 
@@ -161,13 +151,10 @@ def test_optuna_cli_and_dashboard_read_our_study_db(ray_session, write_sweep):
 def _check_dashboard_lists(study_db: str, study_name: str, expected_trials: int) -> None:
     """optuna-dashboard, started the way the README says, serves the study and its trials."""
     import json
-    import socket
     import time
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     dashboard = subprocess.Popen(
         [str(Path(sys.executable).with_name("optuna-dashboard")), study_db, "--port", str(port), "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -19,6 +19,7 @@ from ray import cloudpickle
 import trials.finetune
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.runner import RunOptions
+from tests.conftest import mlflow_runs
 from trials import checkpoint
 from trials.entrypoint import run_trial
 from trials.finetune import Hyperparameters, fine_tune
@@ -69,12 +70,6 @@ def _ledger(config) -> list[dict]:
     return rows
 
 
-def _child_runs(config):
-    client = MlflowClient(config.storage.mlflow)
-    experiment = client.get_experiment_by_name(config.name)
-    return [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-
-
 def test_a_trial_whose_worker_dies_resumes_from_its_checkpoint(ray_session, write_sweep):
     MARKERS.mkdir(parents=True, exist_ok=True)
     config = load_sweep(write_sweep(name="dies-once", trial={"max_epochs": 4, "max_failures": 1},
@@ -89,7 +84,7 @@ def test_a_trial_whose_worker_dies_resumes_from_its_checkpoint(ray_session, writ
     assert (row["state"], row["restarts"]) == ("COMPLETE", 1)
     assert row["checkpoint_path"] and "checkpoint_" in row["checkpoint_path"]
     assert not list(Path(row["checkpoint_path"]).parent.glob("checkpoint_*"))  # freed once the trial ended
-    [child] = _child_runs(config)
+    [child] = mlflow_runs(config)[2]
     assert child.info.status == "FINISHED"
     assert child.data.tags["hpo.restarts"] == "1" and "died" in child.data.tags["hpo.last_restart_reason"].lower()
 
@@ -115,7 +110,7 @@ def test_out_of_memory_in_a_trial_is_retried_smaller_and_recorded(ray_session, w
     assert result.trials_this_run == {"COMPLETE": 1}
     [row] = _ledger(config)
     assert (row["state"], row["micro_batch_size"], row["restarts"]) == ("COMPLETE", 4, 0)
-    [child] = _child_runs(config)
+    [child] = mlflow_runs(config)[2]
     assert child.data.params["batch_size"] == "16" and child.data.tags["hpo.micro_batch_size"] == "4"
 
 
@@ -184,7 +179,7 @@ def test_a_trial_on_a_lost_node_resumes_on_another(write_sweep):
     assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == list(range(1, 41))
     [row] = _ledger(config)
     assert (row["state"], row["restarts"]) == ("COMPLETE", 1)
-    [child] = _child_runs(config)
+    [child] = mlflow_runs(config)[2]
     epochs = [m.step for m in MlflowClient(config.storage.mlflow).get_metric_history(child.info.run_id, "val_f1_macro")]
     assert len(epochs) <= 41  # continued from its checkpoint: at most the epoch in flight ran twice
     assert child.info.status == "FINISHED" and child.data.tags["hpo.restarts"] == "1"
