@@ -82,8 +82,11 @@ class SchedulerConfig(_Section):
 
 
 class Resources(_Section):
+    """What one trial asks Ray for. ``gpu: 0.5`` packs two trials on one GPU."""
+
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)  # host memory Ray reserves for the trial
 
 
 class StorageConfig(_Section):

@@ -27,6 +27,7 @@ from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.registries import SCHEDULERS
+from orchestrator.resources import check_some_node_fits, ray_request
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.study import (
@@ -123,19 +124,6 @@ def _use_ray_auth_token_if_any() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def _check_cluster_resources(config: SweepConfig) -> None:
-    import ray
-
-    available = ray.cluster_resources()
-    for name, wanted in (("cpu", config.resources.cpu), ("gpu", config.resources.gpu)):
-        have = available.get(name.upper(), 0.0)
-        if wanted > have:
-            raise ConfigError(
-                f"resources.{name}", wanted,
-                f"the Ray cluster has {have:g} {name.upper()}(s) in all; ask for at most {have:g} per trial",
-            )
-
-
 def _scheduler(config: SweepConfig):
     return SCHEDULERS[config.scheduler.name](config.scheduler, config.trial.max_epochs)
 
@@ -162,7 +150,7 @@ def _trainable(prepared: PreparedSweep, trial_function: Callable | None):
         checkpoint=config.trial.checkpoint,
     )
     trainable = tune.with_parameters(trial_function or run_trial, settings=settings, data=prepared.data)
-    return tune.with_resources(trainable, {"cpu": config.resources.cpu, "gpu": config.resources.gpu})
+    return tune.with_resources(trainable, ray_request(config.resources))
 
 
 def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
@@ -182,6 +170,7 @@ def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -
         "max_epochs": config.trial.max_epochs,
         "resources.cpu": config.resources.cpu,
         "resources.gpu": config.resources.gpu,
+        "resources.memory_gb": config.resources.memory_gb,
     }
     params.update({f"baseline.{key}": round(value, 4) for key, value in prepared.baseline.items()})
     return params
@@ -215,7 +204,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
         raise StudyLockedError(config.name, holder)  # before starting Ray or writing anything
     started_ray = _start_ray(config, options.debug)
     try:
-        _check_cluster_resources(config)
+        import ray
+
+        check_some_node_fits(config.resources, ray.nodes())
         try:
             with schema_lock(config.storage.study_db):
                 db.upgrade(engine)

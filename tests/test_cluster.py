@@ -33,6 +33,7 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 from orchestrator.api import load_sweep, run_sweep
+from orchestrator.errors import ConfigError
 from orchestrator.runner import RunOptions
 from trials.entrypoint import run_trial
 
@@ -51,8 +52,15 @@ gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]  # logi
 cluster.wait_for_nodes()
 config = load_sweep(sys.argv[1])
 config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": cluster.address})})
+two_gpus = config.model_copy(update={"resources": config.resources.model_copy(update={"gpu": 2.0})})
+try:
+    run_sweep(two_gpus, RunOptions(trial_function=trial_noting_where_it_ran))
+    refused = None
+except ConfigError as error:  # two nodes with one GPU each: no trial could ever start
+    refused = str(error)
 result = run_sweep(config, RunOptions(trial_function=trial_noting_where_it_ran))
-print(json.dumps({"head": cluster.head_node.node_id, "gpu_nodes": [n.node_id for n in gpu_nodes], "states": result.trials_this_run}), flush=True)
+print(json.dumps({"head": cluster.head_node.node_id, "gpu_nodes": [n.node_id for n in gpu_nodes], "states": result.trials_this_run,
+                  "refused": refused}), flush=True)
 cluster.shutdown()
 """
 
@@ -66,6 +74,7 @@ def test_fractional_gpu_trials_pack_two_per_gpu_on_gpu_nodes_only(write_sweep, t
     assert done.returncode == 0, done.stderr[-3000:]
     cluster = json.loads(done.stdout.strip().splitlines()[-1])
     assert cluster["states"] == {"COMPLETE": 8}
+    assert cluster["refused"].startswith("resources.gpu: 2.0 is invalid: no node of the Ray cluster has that much (the largest has 1.0)")
     placements = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(placements) == 8
     assert all(p["node"] in cluster["gpu_nodes"] for p in placements)  # the head (no GPU) ran none

@@ -54,3 +54,21 @@ def test_a_real_cuda_out_of_memory_step_is_retried_with_smaller_passes(tiny_mode
     assert reports[-1]["micro_batch_size"] < rows  # it really ran out of memory, and recovered
     assert np.isfinite(reports[-1]["train_loss"])
     print(f"\nmicro-batch after out-of-memory retries: {reports[-1]['micro_batch_size']} of {rows}")
+
+
+def test_a_finished_trial_gives_its_gpu_memory_back(tiny_model, tiny_csv):
+    """Ray reuses a worker for the next trial; a fractional-GPU neighbour must get the memory back."""
+    from trials.entrypoint import release_accelerator_memory
+
+    label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 400, 100)
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=1,
+                             objective="val_f1_macro", mode="max", use_gpu=True)
+    torch.cuda.empty_cache()
+    allocated, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+
+    for _ in range(2):  # two trials in one worker process
+        fine_tune(settings, Hyperparameters(learning_rate=5e-3, batch_size=64, unfreeze_depth=2), data, lambda metrics, **_: None)
+        assert torch.cuda.memory_reserved() > reserved  # the allocator held the trial's blocks
+        release_accelerator_memory()
+        assert torch.cuda.memory_allocated() == allocated
+        assert torch.cuda.memory_reserved() == reserved

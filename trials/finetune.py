@@ -125,6 +125,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     ``resume`` is a state saved by an earlier attempt of this trial (:func:`trials.checkpoint.load`):
     training continues after its last finished epoch.
     """
+    entered = time.perf_counter()
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     transformers_logging.set_verbosity_error()
@@ -155,6 +156,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     trainable = count_trainable(model)
 
     metrics: dict = {}
+    setup_seconds = time.perf_counter() - entered
     for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
@@ -173,6 +175,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         if data.val_noisy is not None:
             noisy = evaluate(model, data.val_noisy, settings.eval_batch_size, settings.pad_token_id, settings.label_names, device)
             metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
+        metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
         metrics["is_final"] = int(stop)
         progress.epoch, progress.best, progress.stale_epochs = epoch, stopping.best, stopping.stale_epochs

@@ -17,9 +17,13 @@ METRIC_NAMES = (
     "val_noisy_accuracy",
     "val_noisy_f1_macro",
     "trainable_params",
+    "setup_seconds",
+    "epoch_seconds",
 )
 """Every metric a trial reports each epoch; an objective must be one of these. The two
-``val_noisy_*`` are measured on the validation texts with typos (``data.noisy_val_rate``)."""
+``val_noisy_*`` are measured on the validation texts with typos (``data.noisy_val_rate``);
+``setup_seconds`` is the time from the trial's start to its first step (model load, transfer to
+the device), ``epoch_seconds`` one epoch's training and evaluation."""
 
 PER_CLASS_F1 = "val_f1_class."
 """Prefix of the per-class F1 metrics, e.g. ``val_f1_class.negative``."""
