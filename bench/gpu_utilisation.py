@@ -192,7 +192,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     transformers_logging.set_verbosity_error()
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")  # counted once, not per arm
-    console = Console()
+    console = Console(width=160)
     workdir = Path(tempfile.mkdtemp(prefix="hpo-gpu-bench-"))
     base = sweep_config(args, workdir, 1.0)
     prepared = prepare(base)
@@ -202,7 +202,7 @@ def main() -> None:
     for fraction in args.fractions:
         config = sweep_config(args, workdir, fraction)
         rows[fraction] = run_arm(config, params, replace(prepared, config=config), sampler)
-        console.print(f"gpu={fraction:g}: {rows[fraction]}")
+        console.print(f"gpu={fraction:g}: {rows[fraction]['wall']:.1f} s, {rows[fraction]['states']}")
     ray.shutdown()
     console.print(table(rows, args))
 

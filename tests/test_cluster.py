@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -146,10 +147,18 @@ def test_hpo_run_drives_a_cluster_started_with_ray_start(write_sweep):
                                  capture_output=True, text=True, env=_env(), timeout=600)
             assert run.returncode == 0, run.stderr[-3000:]
             assert json.loads(run.stdout)["trials_this_run"] == {"COMPLETE": 2}
+            assert _image_health_check(f"127.0.0.1:{port}") == 0  # the Ray image's HEALTHCHECK, against a token-auth cluster
+            assert _image_health_check(f"127.0.0.1:{free_port()}") != 0
         trials = optuna.load_study(study_name="on-cluster", storage=load_sweep(path).storage.study_db).trials
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     finally:
         shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def _image_health_check(head_address: str) -> int:
+    command = re.search(r'HEALTHCHECK[^\n]*\\\n\s*CMD (.+)', (ROOT / "docker" / "Dockerfile").read_text()).group(1)
+    return subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)],
+                          env={**_env(), "RAY_HEAD_ADDRESS": head_address}, capture_output=True, timeout=30).returncode
 
 
 def test_the_compose_topology_as_local_processes(write_sweep, postgres_url, tmp_path):
