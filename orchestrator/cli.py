@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -290,6 +291,47 @@ def export(
         path = out_path or Path(f"{study}.{fmt}")
         count = queries.export(queries.open_for_reading(db), study, fmt, path)
         out.print(f"wrote {count} trials of {study} to {path}", highlight=False)
+
+
+@app.command()
+def report(
+    study: str = StudyArg,
+    out_path: Path = typer.Option(..., "--out", help="HTML file to write, e.g. report.html (its folder must exist)."),
+    db: str = DbOpt,
+    mlflow_ui: Optional[str] = typer.Option(None, "--mlflow-ui", help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Write one self-contained HTML page about a study, to open offline or mail.
+
+    It shows the objective, trials by state, time spent, the best trials (or the Pareto front) with their MLflow runs, and Optuna's plots: history, parameter importances, parallel coordinates, slices and per-epoch values. plotly.js is embedded, so the page needs no network.
+    """
+    from orchestrator import queries
+    from orchestrator.errors import ConfigError
+    from orchestrator.report import plot_names, render_report
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
+            raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
+        if not out_path.resolve().parent.is_dir():
+            raise ConfigError("--out", str(out_path), f"folder {out_path.parent} does not exist; create it or change the path")
+        loaded = queries._load(queries.open_for_reading(db), study)
+        page = render_report(loaded, mlflow_ui)
+        out_path.write_text(page, encoding="utf-8")
+        trials = loaded.get_trials(deepcopy=False)
+        summary = {
+            "ok": True,
+            "report": str(out_path),
+            "study": study,
+            "trials": len(trials),
+            "states": dict(Counter(trial.state.name for trial in trials)),
+            "plots": plot_names(loaded),
+            "bytes": len(page.encode()),
+        }
+        if _json_or(summary, as_json):
+            return
+        out.print(f"wrote the report of {study} ({len(trials)} trials, {len(summary['plots'])} plots) to {out_path}", highlight=False)
 
 
 def _summary(result) -> dict:
