@@ -122,6 +122,8 @@ class SweepConfig(_Section):
     storage: StorageConfig = StorageConfig()
     cluster: ClusterConfig = ClusterConfig()
     seed_trials: list[dict[str, Any]] = []  # known-good points, run first (once per study); unnamed parameters are sampled
+    registered_model: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^/:%]+$")
+    # MLflow Model Registry name: an invocation that beats the study's best registers a new version of it
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -170,6 +172,8 @@ class SweepConfig(_Section):
             raise ConfigError("objectives", metrics, "each metric may appear once")
         if self.multi_objective and self.scheduler.name != "fifo":
             raise ConfigError("scheduler.name", self.scheduler.name, "schedulers stop trials on one metric; with several objectives use fifo")
+        if self.multi_objective and self.registered_model is not None:
+            raise ConfigError("registered_model", self.registered_model, "a registered model needs one best trial; with several objectives remove it")
         if self.multi_objective and self.sampler.name == "cmaes":
             raise ConfigError("sampler.name", "cmaes", "CMA-ES optimises one objective; with several use nsga2, tpe, gp, qmc, random or grid")
         return self

@@ -19,12 +19,14 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from orchestrator import failpoints
+from orchestrator.best_model import KeptModel
 from orchestrator.ledger import Ledger
 from orchestrator.naming import run_name
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
+from trials.checkpoint import BEST_MODEL_FILE
 from trials.metrics import METRIC_NAMES, PER_CLASS_F1
 
 TAG_PREFIX = "hpo."
@@ -58,7 +60,7 @@ def _remove_checkpoints(trial_path: str | None) -> None:
 
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
-                 other_objectives: tuple[str, ...] = (), best_before: float | None = None) -> None:
+                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False) -> None:
         self.searcher = searcher
         self.best = best_before  # the study's best primary value so far, shown live on the parent run
         self.other_objectives = tuple(other_objectives)  # multi-objective: reported at the end, never per epoch
@@ -75,6 +77,10 @@ class TrialRecorder(Callback):
         self.micro_batch: dict[str, int] = {}
         self.reported_steps: dict[str, set[int]] = {}
         self.trial_paths: dict[str, str] = {}
+        self.checkpoint_dirs: dict[str, str] = {}  # Ray trial id -> its latest checkpoint
+        self.keep_best_model = keep_best_model
+        self.kept: KeptModel | None = None  # the best model of a trial that beat the study's best
+        self._kept_trial_path: str | None = None
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles callbacks into its experiment snapshot (tuner.pkl). The recorder holds
@@ -130,6 +136,7 @@ class TrialRecorder(Callback):
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info) -> None:
         optuna_trial = self.searcher.open_trials.get(trial.trial_id)
         if optuna_trial is not None:
+            self.checkpoint_dirs[trial.trial_id] = checkpoint.path
             self.ledger.trial_updated(optuna_trial.number, checkpoint_path=checkpoint.path)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
@@ -163,7 +170,8 @@ class TrialRecorder(Callback):
         self.study.tell(optuna_trial, values, state=outcome.state)
         self.outcomes[trial_id] = outcome
         self.ledger.trial_finished(optuna_trial.number, outcome.state.name, outcome.reason)
-        _remove_checkpoints(self.trial_paths.get(trial_id))
+        if not self._keep_if_new_best(trial_id, optuna_trial, outcome):
+            _remove_checkpoints(self.trial_paths.get(trial_id))
         run_id = self.run_ids.get(trial_id)
         if run_id is not None:
             self.tracker.finish(
@@ -179,9 +187,26 @@ class TrialRecorder(Callback):
         self._log_progress(outcome)
         failpoints.reached("between-trials")
 
+    def _keep_if_new_best(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> bool:
+        """Keep the best-epoch parameters of a trial that beat the study's best; free the previous one's."""
+        if not self.keep_best_model or outcome.state != optuna.trial.TrialState.COMPLETE or not self._beats_best(outcome.value):
+            return False
+        weights = Path(self.checkpoint_dirs.get(trial_id, "")) / BEST_MODEL_FILE
+        run_id = self.run_ids.get(trial_id)
+        if not weights.is_file() or run_id is None:
+            return False
+        if self._kept_trial_path is not None:
+            _remove_checkpoints(self._kept_trial_path)
+        self.kept = KeptModel(weights, optuna_trial.number, run_id, outcome.value, dict(optuna_trial.params))
+        self._kept_trial_path = self.trial_paths.get(trial_id)
+        return True
+
+    def _beats_best(self, value: float | None) -> bool:
+        return value is not None and (self.best is None or (value > self.best if self.mode == "max" else value < self.best))
+
     def _log_progress(self, outcome: Outcome) -> None:
         """The parent run's live story: best value so far and trials by state, step = trials finished."""
-        if outcome.value is not None and (self.best is None or (outcome.value > self.best if self.mode == "max" else outcome.value < self.best)):
+        if self._beats_best(outcome.value):
             self.best = outcome.value
         counts = Counter(o.state.name for o in self.outcomes.values())
         metrics = {f"trials_{state.lower()}": counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")}

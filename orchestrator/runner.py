@@ -10,7 +10,9 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -148,6 +150,7 @@ def _trainable(prepared: PreparedSweep, trial_function: Callable | None):
         num_threads=max(1, int(config.resources.cpu)),
         use_gpu=config.resources.gpu > 0,
         checkpoint=config.trial.checkpoint,
+        keep_best_model=config.registered_model is not None,
     )
     trainable = tune.with_parameters(trial_function or run_trial, settings=settings, data=prepared.data)
     return tune.with_resources(trainable, ray_request(config.resources))
@@ -244,6 +247,10 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     with schema_lock(config.storage.mlflow):  # MLflow migrates a new store on first use
         enable_wal(config.storage.mlflow)
         tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
+    if study.metric_names is None:
+        study.set_metric_names([objective.metric for objective in config.objective_list])  # plots and reports show them
+    if study.user_attrs.get("mlflow_experiment_id") != tracker.experiment_id:
+        study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)  # reports link to the runs
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
     queued = enqueue_points(study, [*config.seed_trials, *options.enqueue])
@@ -280,6 +287,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
         other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
         best_before=best_before.value if best_before else None,
+        keep_best_model=config.registered_model is not None,
     )
     for callback in options.callbacks:
         if hasattr(callback, "attach"):
@@ -326,6 +334,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         if exit_status == "ok" and deadline.passed:
             exit_status = "budget"
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
+        if exit_status != "failed":
+            notes += _summarise(config, prepared, study, tracker, parent_run_id, recorder, ledger.invocation_id)
         result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
         failpoints.reached("mlflow-summary")
         tracker.finish(
@@ -344,6 +354,38 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
         raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
     return result
+
+
+def _summarise(config: SweepConfig, prepared: PreparedSweep, study, tracker: MlflowTracker, parent_run_id: str,
+               recorder: TrialRecorder, invocation_id: str) -> list[str]:
+    """What an ML lead reads in MLflow after the invocation: summary plots and tables on the parent
+    run, the study's story in the experiment's description, and a new registered model version when
+    this invocation found a better model. A failure here is reported, never fatal: the trials are recorded."""
+    from orchestrator.best_model import register_best_model
+    from orchestrator.report import write_summary
+    from orchestrator.tracking import mlflow_ui
+
+    notes = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="hpo-summary-") as folder:
+            write_summary(study, Path(folder), mlflow_ui(config.storage.mlflow))
+            tracker.log_artifacts(parent_run_id, Path(folder), "summary")
+    except Exception as error:  # noqa: BLE001 - plots are a courtesy; the study is already saved
+        notes.append(f"summary plots not logged: {type(error).__name__}: {error}")
+    if recorder.kept is not None and config.registered_model:
+        try:
+            version = register_best_model(
+                recorder.kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model,
+                tags={"hpo.study": config.name, "hpo.invocation_id": invocation_id},
+            )
+            tracker.set_tags(parent_run_id, {"hpo.registered_model": f"{config.registered_model}/{version}"})
+            notes.append(f"registered the best model as {config.registered_model} version {version} (trial {recorder.kept.trial_number})")
+        except Exception as error:  # noqa: BLE001
+            notes.append(f"best model not registered: {type(error).__name__}: {error}")
+        finally:
+            shutil.rmtree(recorder.kept.weights_file.parent, ignore_errors=True)
+    tracker.describe_study(study, config.objective.metric)
+    return notes
 
 
 def _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes) -> SweepResult:

@@ -6,6 +6,7 @@ created by the driver as children of one parent run per ``hpo run`` invocation.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +16,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from orchestrator.secrets import mask
+
+# Against a tracking server MLflow prints each finished run's URL to stdout (the stream of
+# `hpo run --json`), after one extra request per run to look it up.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_LENGTH = 6000
@@ -69,6 +74,43 @@ class MlflowTracker:
             tags=[RunTag(key, mask(str(value))) for key, value in tags.items()],
         )
         self.client.set_terminated(run_id, status=status)
+
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def describe_study(self, study, metric: str) -> None:
+        """The experiment's description (MLflow's note): the study at a glance, linking its best run.
+
+        Every ``hpo run`` of a study is one parent run in the study's experiment; this note is
+        what ties the nightly invocations together on the experiment page.
+        """
+        from collections import Counter
+
+        from orchestrator.result import summarize_study
+
+        counts, best, _ = summarize_study(study)
+        invocations = self.client.search_runs([self.experiment_id], "tags.`hpo.role` = 'sweep'", max_results=5000)
+        states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(Counter(counts).items()))
+        lines = [
+            f"**Study `{study.study_name}`**: each `hpo run` is one parent run (tag `hpo.role = sweep`); its trials are nested under it.",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| invocations | {len(invocations)} |",
+            f"| trials | {sum(counts.values())} ({states}) |",
+        ]
+        if best is not None:
+            link = f"[run](#/experiments/{self.experiment_id}/runs/{best.mlflow_run_id})" if best.mlflow_run_id else ""
+            lines.append(f"| best {metric} | {best.value:.4f}: trial {best.number} {link} |")
+        lines.append(f"| updated | {time.strftime('%Y-%m-%d %H:%M:%S %Z')} |")
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", "\n".join(lines))
+        self.client.set_experiment_tag(self.experiment_id, "hpo.study", study.study_name)
+
+
+def mlflow_ui(tracking_uri: str) -> str | None:
+    """The MLflow UI's base URL when the tracking store is a server; None for local stores."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
 
 
 def code_version(folder: Path | None = None) -> str | None:

@@ -65,6 +65,26 @@ def test_checkpoint_holds_only_the_parameters_that_train(trial_inputs, tmp_path)
     assert saved["trainable"] and all("layer.0." not in name and "embeddings" not in name for name in saved["trainable"])
 
 
+def test_the_last_report_hands_over_the_best_epochs_parameters(trial_inputs, tmp_path):
+    """With keep_best_model, every checkpoint and the final report carry the best epoch's trained
+    parameters: what the study values the trial by, not whatever the last epoch left."""
+    from dataclasses import replace
+
+    settings, data = trial_inputs
+    recorder = Recorder(tmp_path)
+    # minimising F1 while training raises it makes epoch 1 the best, deterministically
+    fine_tune(replace(settings, keep_best_model=True, mode="min"), HYPERPARAMETERS, data, recorder)
+    scores = [m["val_f1_macro"] for m in recorder.metrics]
+    assert scores.index(min(scores)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch1", "epoch2", "epoch3"]  # the last report brought one too
+    assert checkpoint.load(tmp_path / "epoch3") is None  # no training state: a finished trial never resumes
+    final, at_best = checkpoint.load_best_model(tmp_path / "epoch3"), checkpoint.load(tmp_path / "epoch1")["trainable"]
+    assert final.keys() == at_best.keys() and all(torch.equal(final[name], at_best[name]) for name in final)
+    last_state = checkpoint.load(tmp_path / "epoch2")
+    assert any(not torch.equal(final[name], last_state["trainable"][name]) for name in final)  # training went on
+    assert all(torch.equal(final[name], last_state["best_model"][name]) for name in final)  # a resumed trial keeps it
+
+
 def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(trial_inputs, tmp_path, monkeypatch):
     settings, data = trial_inputs
     baseline = Recorder(tmp_path / "plain")

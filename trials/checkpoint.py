@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 STATE_FILE = "trial_state.pt"
+BEST_MODEL_FILE = "best_model.pt"  # the trained parameters at the trial's best epoch so far
 
 
 @dataclass
@@ -25,10 +26,18 @@ class TrainingState:
     micro_batch_size: int  # rows per forward pass (smaller than the batch after an out-of-memory retry)
 
 
-def save(folder: Path, model: nn.Module, optimizer, scheduler, rng: np.random.Generator, state: TrainingState) -> None:
+def trained_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the parameters that train; the others are the pre-trained weights."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save(folder: Path, model: nn.Module, optimizer, scheduler, rng: np.random.Generator, state: TrainingState,
+         best_model: dict[str, torch.Tensor] | None = None) -> None:
+    if best_model is not None:
+        save_best_model(folder, best_model)
     torch.save(
         {
-            "trainable": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad},
+            "trainable": trained_weights(model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng.bit_generator.state,
@@ -39,18 +48,37 @@ def save(folder: Path, model: nn.Module, optimizer, scheduler, rng: np.random.Ge
     )
 
 
+def save_best_model(folder: Path, best_model: dict[str, torch.Tensor]) -> None:
+    torch.save(best_model, Path(folder) / BEST_MODEL_FILE)
+
+
 def load(folder: Path) -> dict | None:
-    """The saved state in ``folder`` (read into memory), or None when it holds none."""
+    """The saved state in ``folder`` (read into memory), or None when it holds none. Its
+    ``best_model`` holds the best epoch's parameters when the trial kept them."""
     path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved["best_model"] = load_best_model(folder)
+    return saved
+
+
+def load_best_model(folder: Path) -> dict[str, torch.Tensor] | None:
+    path = Path(folder) / BEST_MODEL_FILE
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def apply_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load saved trained parameters into a model built from the same pre-trained weights."""
+    missing = set(weights) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"checkpoint does not fit this model: no parameters named {sorted(missing)[:3]}")
+    model.load_state_dict(weights, strict=False)
 
 
 def restore(saved: dict, model: nn.Module, optimizer, scheduler, rng: np.random.Generator) -> TrainingState:
     """Put ``saved`` back into freshly built training objects; return the counters."""
-    missing = set(saved["trainable"]) - {name for name, _ in model.named_parameters()}
-    if missing:
-        raise ValueError(f"checkpoint does not fit this model: no parameters named {sorted(missing)[:3]}")
-    model.load_state_dict(saved["trainable"], strict=False)
+    apply_weights(model, saved["trainable"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     rng.bit_generator.state = saved["rng"]

@@ -87,6 +87,7 @@ class TrialSettings:
     num_threads: int | None = None
     use_gpu: bool = False
     checkpoint: bool = False  # hand the training state to ``report`` after every epoch but the last
+    keep_best_model: bool = False  # also hand over the best epoch's trained parameters, the last report included
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     if resume is not None:
         progress = checkpoint.restore(resume, model, optimizer, scheduler, rng)
     stopping = _EarlyStopping(settings.mode, settings.patience, progress.best, progress.stale_epochs)
+    best_model = resume.get("best_model") if resume is not None else None
     trainable = count_trainable(model)
 
     metrics: dict = {}
@@ -177,11 +179,17 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
             metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
         metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
+        if settings.keep_best_model and stopping.stale_epochs == 0:
+            best_model = checkpoint.trained_weights(model)
         metrics["is_final"] = int(stop)
         progress.epoch, progress.best, progress.stale_epochs = epoch, stopping.best, stopping.stale_epochs
         if settings.checkpoint and not stop:
             with tempfile.TemporaryDirectory(prefix="hpo-state-") as folder:
-                checkpoint.save(Path(folder), model, optimizer, scheduler, rng, progress)
+                checkpoint.save(Path(folder), model, optimizer, scheduler, rng, progress, best_model)
+                report(metrics, checkpoint_dir=folder)
+        elif stop and best_model is not None:
+            with tempfile.TemporaryDirectory(prefix="hpo-best-") as folder:
+                checkpoint.save_best_model(Path(folder), best_model)
                 report(metrics, checkpoint_dir=folder)
         else:
             report(metrics)

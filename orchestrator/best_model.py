@@ -1,0 +1,64 @@
+"""The study's best model, logged to MLflow as a ``transformers`` model and registered.
+
+Trials keep the trained parameters of their best epoch (``trials.checkpoint.BEST_MODEL_FILE``);
+the recorder keeps that file only for the trial that beat the study's best. After the
+invocation, the model is rebuilt from the pre-trained weights plus those parameters, logged on
+the trial's MLflow run, and registered as a new version: never overwriting an earlier one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from trials import checkpoint
+from trials.model import load_classifier
+
+INPUT_EXAMPLE = ["what a great day", "this is the worst service ever"]
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """The trained parameters of the trial that beat the study's best in this invocation."""
+
+    weights_file: Path
+    trial_number: int
+    run_id: str
+    value: float
+    params: dict
+
+
+def register_best_model(kept: KeptModel, model_path: str, label_names: list[str], tracking_uri: str,
+                        registered_name: str, tags: dict[str, str]) -> str:
+    """Log the kept model on its trial's run and register it under ``registered_name``; return the new version."""
+    import mlflow
+    from mlflow import MlflowClient
+    from transformers import AutoTokenizer, pipeline
+
+    model = load_classifier(model_path, label_names, kept.params.get("dropout"))
+    checkpoint.apply_weights(model, checkpoint.load_best_model(kept.weights_file.parent))
+    model.eval()
+    classifier = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(model_path), device="cpu")
+    mlflow.set_tracking_uri(tracking_uri)
+    # MLflow prints run URLs to stdout, which belongs to `hpo run --json`
+    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(run_id=kept.run_id):  # the trial's run: it ends FINISHED again
+        info = mlflow.transformers.log_model(
+            classifier, name="model", task="text-classification", input_example=INPUT_EXAMPLE,
+            registered_model_name=registered_name, await_registration_for=60, pip_requirements=_requirements(),
+        )
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri)
+    for key, value in {**tags, "hpo.optuna_trial_number": str(kept.trial_number), "hpo.value": f"{kept.value:.6g}"}.items():
+        client.set_model_version_tag(registered_name, version, key, value)
+    return version
+
+
+def _requirements() -> list[str]:
+    """What serving the model needs. Given explicitly: MLflow's default list adds torchvision to
+    every torch model (an import error where it is absent) and infers the rest in a slow subprocess."""
+    import torch
+    import transformers
+
+    return [f"transformers=={transformers.__version__}", f"torch=={torch.__version__.split('+')[0]}"]
