@@ -15,7 +15,9 @@ own (the sweep's ``trial.function``) needs two calls::
                 save_state(state, folder)
                 report.epoch({"score": score}, checkpoint_dir=folder)
 
-Outside a sweep both calls do nothing, so the same function also runs on its own.
+A trial ends at ``trial.max_epochs`` reports or by early-stopping patience: ``report.should_stop()``
+then says so, and a further ``report.epoch()`` ends the function. Outside a sweep these calls do
+nothing, so the same function also runs on its own.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ _FINAL = "is_final"
 
 class TrialStopped(BaseException):
     """Raised by :func:`epoch` when the trial already reported its last epoch (``trial.max_epochs``
-    or early-stopping patience); the sweep ends the function there. A BaseException, like
-    KeyboardInterrupt, so that ``except Exception`` in a training loop lets it through."""
+    or early-stopping patience; see :func:`should_stop`); the sweep ends the function there. A
+    BaseException, like KeyboardInterrupt, so that ``except Exception`` in a training loop lets it through."""
 
 
 def epoch(metrics: Mapping[str, float], *, checkpoint_dir: str | os.PathLike | None = None, final: bool = False) -> None:
@@ -52,6 +54,12 @@ def epoch(metrics: Mapping[str, float], *, checkpoint_dir: str | os.PathLike | N
     if session is None:
         return
     session.report(metrics, checkpoint_dir, final)
+
+
+def should_stop() -> bool:
+    """True once this trial has reported its last epoch (``trial.max_epochs`` or early-stopping
+    patience): a training loop can stop there instead of training an epoch the sweep discards."""
+    return _session is not None and _session.ended
 
 
 @contextmanager
