@@ -196,6 +196,10 @@ class SweepConfig(_Section):
                 if key in self.model_fields_set:
                     raise ConfigError(key, getattr(self, key) if key != "data" else self.data.source,
                                       "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
+            built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed"})
+            if built_in:
+                raise ConfigError(f"trial.{built_in[0]}", getattr(self.trial, built_in[0]),
+                                  "it sets the built-in fine-tuning; trial.function evaluates, checkpoints and seeds itself (fixed search_space values reach it)")
             reserved = next((metric for metric in metrics if metric in _RESERVED_METRICS), None)
             if reserved is not None:
                 raise ConfigError(field, reserved, f"every report sets {' and '.join(_RESERVED_METRICS)}; report the metric under another name")

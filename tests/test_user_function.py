@@ -70,6 +70,7 @@ def test_a_bad_function_is_refused_before_anything_runs(tmp_path, function, fix)
     ({"task": "image-classification"}, "task", "remove this key"),
     ({"objective": {"metric": "epoch", "mode": "max"}}, "objective.metric", "another name"),
     ({"trial": {"function": None}}, "model", "set trial.function"),
+    ({"trial": {"checkpoint": False}}, "trial.checkpoint", "checkpoints and seeds itself"),
 ])
 def test_function_sweep_files_are_checked(tmp_path, change, field, fix):
     with pytest.raises(ConfigError) as raised:
