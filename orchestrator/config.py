@@ -213,9 +213,10 @@ class SweepConfig(_Section):
             if wrong:
                 raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{other_task} reads it, not {self.task}; remove it")
         _check_hyperparameters(self.search_space, task.hyperparameters)
-        for metric in metrics:
+        for index, metric in enumerate(metrics):
+            where = f"objectives.{index}.metric" if self.objectives else "objective.metric"
             if metric not in task.metrics:
-                raise ConfigError(field, metric, f"{self.task} trials never report it; choose one of {', '.join(task.metrics)}")
+                raise ConfigError(where, metric, f"trials never report it; {self.task} trials report {', '.join(task.metrics)}")
             if metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
                 raise ConfigError(field, metric, "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
         return self

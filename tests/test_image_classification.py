@@ -207,7 +207,7 @@ def test_bad_image_sweeps_fail_on_one_line_before_anything_is_written(write_swee
 
 
 @pytest.mark.parametrize("change, field, fix", [
-    ({"objective": {"metric": "val_noisy_accuracy", "mode": "max"}}, "objective.metric", "image-classification trials never report it"),
+    ({"objective": {"metric": "val_noisy_accuracy", "mode": "max"}}, "objective.metric", "trials never report it; image-classification trials report val_loss"),
     ({"data_extra": {"text_column": "text"}}, "data.text_column", "text-classification reads it"),
     ({"search_space": {**IMAGE_SPACE, "momentum": 0.9}}, "search_space", "unknown parameter 'momentum'"),
     ({"search_space": {**IMAGE_SPACE, "image_augment": {"type": "categorical", "choices": ["rotate"]}}}, "search_space", "image_augment takes flip, crop, flip_crop"),
