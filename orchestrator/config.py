@@ -189,37 +189,43 @@ class SweepConfig(_Section):
     def _fits_the_trainable(self) -> "SweepConfig":
         """A built-in task needs a model and data, and knows its hyperparameters and metrics; a
         training function of your own loads its own and may report metrics of any name."""
-        field = "objectives" if self.objectives else "objective.metric"
-        metrics = [objective.metric for objective in self.objective_list]
         if self.user_function:
-            for key in ("task", "model", "data"):
-                if key in self.model_fields_set:
-                    raise ConfigError(key, getattr(self, key) if key != "data" else self.data.source,
-                                      "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
-            built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed"})
-            if built_in:
-                raise ConfigError(f"trial.{built_in[0]}", getattr(self.trial, built_in[0]),
-                                  "it sets the built-in fine-tuning; trial.function evaluates, checkpoints and seeds itself (fixed search_space values reach it)")
-            reserved = next((metric for metric in metrics if metric in _RESERVED_METRICS), None)
-            if reserved is not None:
-                raise ConfigError(field, reserved, f"every report sets {' and '.join(_RESERVED_METRICS)}; report the metric under another name")
-            return self
+            self._check_user_function()
+        else:
+            self._check_task()
+        return self
+
+    def _check_user_function(self) -> None:
+        for key in ("task", "model", "data"):
+            if key in self.model_fields_set:
+                raise ConfigError(key, self.data.source if key == "data" else getattr(self, key),
+                                  "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
+        built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed"})
+        if built_in:
+            raise ConfigError(f"trial.{built_in[0]}", getattr(self.trial, built_in[0]),
+                              "it sets the built-in fine-tuning; trial.function evaluates, checkpoints and seeds itself (fixed search_space values reach it)")
+        reserved = next((o.metric for o in self.objective_list if o.metric in _RESERVED_METRICS), None)
+        if reserved is not None:
+            raise ConfigError("objectives" if self.objectives else "objective.metric", reserved,
+                              f"every report sets {' and '.join(_RESERVED_METRICS)}; report the metric under another name")
+
+    def _check_task(self) -> None:
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
+        read_by_another = {key: task for task, keys in _TASK_DATA_KEYS.items() if task != self.task for key in keys}
+        wrong = sorted(self.data.model_fields_set & set(read_by_another))
+        if wrong:
+            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
         task = TASKS[self.task]
-        for other_task, keys in _TASK_DATA_KEYS.items():
-            wrong = sorted(keys & self.data.model_fields_set) if other_task != self.task else []
-            if wrong:
-                raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{other_task} reads it, not {self.task}; remove it")
         _check_hyperparameters(self.search_space, task.hyperparameters)
-        for index, metric in enumerate(metrics):
-            where = f"objectives.{index}.metric" if self.objectives else "objective.metric"
-            if metric not in task.metrics:
-                raise ConfigError(where, metric, f"trials never report it; {self.task} trials report {', '.join(task.metrics)}")
-            if metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
-                raise ConfigError(field, metric, "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
-        return self
+        for index, objective in enumerate(self.objective_list):
+            field = f"objectives.{index}.metric" if self.objectives else "objective.metric"
+            if objective.metric not in task.metrics:
+                raise ConfigError(field, objective.metric, f"trials never report it; {self.task} trials report {', '.join(task.metrics)}")
+            if objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
+                raise ConfigError("objectives" if self.objectives else field, objective.metric,
+                                  "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
 
     @model_validator(mode="after")
     def _objectives_fit_the_search(self) -> "SweepConfig":
