@@ -12,7 +12,7 @@ CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constra
 $(BIN)/hpo: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,postgres,dashboard]'
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e '.[test,postgres,dashboard,trainer]'
 	touch $(BIN)/hpo
 
 install: $(BIN)/hpo

@@ -95,20 +95,23 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
         summary = {
             "ok": True,
             "study": config.name,
-            "model": prepared.model_path,
-            "labels": prepared.label_names,
-            "train_size": len(prepared.data.train),
-            "val_size": len(prepared.data.val),
             "search_space": sorted(config.search_space.params),
             "study_db": mask(config.storage.study_db),
             "mlflow": mask(config.storage.mlflow),
         }
+        if config.user_function:
+            summary["function"] = config.trial.function
+            trains = f"function {config.trial.function}"
+        else:
+            summary.update(task=config.task, model=prepared.model_path, labels=prepared.label_names,
+                           train_size=len(prepared.data.train), val_size=len(prepared.data.val))
+            trains = (f"{summary['train_size']} train / {summary['val_size']} val examples, "
+                      f"labels {', '.join(prepared.label_names)}")
         if as_json:
             print(json.dumps(summary))
             return
         out.print(
-            f"[green]ok[/green] {sweep}: study [bold]{config.name}[/bold], {summary['train_size']} train / "
-            f"{summary['val_size']} val examples, labels {', '.join(prepared.label_names)}, "
+            f"[green]ok[/green] {sweep}: study [bold]{config.name}[/bold], {trains}, "
             f"searching {', '.join(summary['search_space'])}",
             highlight=False,
         )

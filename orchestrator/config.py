@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
-from orchestrator.search_space import PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
-from trials.metrics import METRIC_NAMES
+from orchestrator.search_space import CategoricalParam, PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
+from trials.hyperparameters import CHOICES
+from trials.tasks import TASKS
+from trials.user_function import FunctionRef, UserFunctionError
+
+DEFAULT_TASK = "text-classification"
+# Data keys that only one task reads.
+_TASK_DATA_KEYS = {
+    "text-classification": {"text_column", "max_length", "noisy_val_rate"},
+    "image-classification": {"image_column"},
+}
+# Keys our trials add to every report; a metric of a training function of your own cannot use them.
+_RESERVED_METRICS = ("epoch", "is_final")
 
 
 class _Section(BaseModel):
@@ -23,20 +34,14 @@ class _Section(BaseModel):
 
 
 class Objective(_Section):
-    metric: str = "val_f1_macro"
+    metric: str = "val_f1_macro"  # checked against what the trials report in SweepConfig
     mode: Literal["max", "min"] = "max"
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, metric: str) -> str:
-        if metric not in METRIC_NAMES:
-            raise ValueError(f"trials never report it; choose one of {', '.join(METRIC_NAMES)}")
-        return metric
 
 
 class DataConfig(_Section):
-    source: str
+    source: str  # text: a table file or bundled:NAME; images: a folder with one subfolder per class, or a table of paths
     text_column: str | None = None  # default: the bundled dataset's, else "text"
+    image_column: str | None = None  # a table of images: the column of paths (relative to the table's folder); default "image"
     label_column: str | None = None  # default: the bundled dataset's, else "label"
     max_length: int = Field(128, ge=8, le=8192)
     train_size: int | None = Field(None, ge=2)
@@ -51,6 +56,19 @@ class TrialConfig(_Section):
     seed: int = 0
     checkpoint: bool = True  # save the training state every epoch, so a restarted trial continues
     max_failures: int = Field(1, ge=0)  # restarts of a trial whose worker failed (process died, node lost)
+    # A training function of your own instead of the built-in fine-tuning: "package.module:function"
+    # or "path/to/train.py:function" (relative to the sweep file). It loads its own model and data.
+    function: str | None = None
+
+    @field_validator("function")
+    @classmethod
+    def _function_reference(cls, function: str | None, info: ValidationInfo) -> str | None:
+        if function is None:
+            return None
+        try:
+            return str(FunctionRef.parse(function, (info.context or {}).get("base_dir", Path.cwd())))
+        except UserFunctionError as error:
+            raise ValueError(str(error)) from None
 
 
 class Budget(_Section):
@@ -109,10 +127,11 @@ class ClusterConfig(_Section):
 
 class SweepConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    task: str = DEFAULT_TASK  # which built-in trials run: a name in trials.tasks.TASKS
     objective: Objective = Objective()
     objectives: list[Objective] | None = None  # two or more: multi-objective search for the Pareto front
-    model: str
-    data: DataConfig
+    model: str | None = None  # required by the built-in tasks; trial.function loads its own
+    data: DataConfig | None = None  # likewise
     search_space: SearchSpace
     trial: TrialConfig = TrialConfig()
     budget: Budget = Budget()
@@ -124,6 +143,11 @@ class SweepConfig(_Section):
     seed_trials: list[dict[str, Any]] = []  # known-good points, run first (once per study); unnamed parameters are sampled
     registered_model: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^/:%]+$")
     # MLflow Model Registry name: an invocation that beats the study's best registers a new version of it
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        return check_known(TASKS, task, "task")
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -161,13 +185,64 @@ class SweepConfig(_Section):
     def multi_objective(self) -> bool:
         return len(self.objective_list) > 1
 
+    @property
+    def user_function(self) -> bool:
+        """True when trials run ``trial.function`` instead of the built-in fine-tuning of ``task``."""
+        return self.trial.function is not None
+
+    @model_validator(mode="after")
+    def _fits_the_trainable(self) -> "SweepConfig":
+        """A built-in task needs a model and data, and knows its hyperparameters and metrics; a
+        training function of your own loads its own and may report metrics of any name."""
+        if self.user_function:
+            self._check_user_function()
+        else:
+            self._check_task()
+        return self
+
+    @model_validator(mode="after")
+    def _registrable(self) -> "SweepConfig":
+        if self.registered_model is not None and (self.user_function or self.task != DEFAULT_TASK):
+            kind = "trial.function" if self.user_function else f"task {self.task}"
+            raise ConfigError("registered_model", self.registered_model,
+                              f"only text-classification models are registered for now, not {kind}; remove it and log the model from the trial")
+        return self
+
+    def _check_user_function(self) -> None:
+        for key in ("task", "model", "data"):
+            if key in self.model_fields_set:
+                raise ConfigError(key, self.data.source if key == "data" else getattr(self, key),
+                                  "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
+        built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed"})
+        if built_in:
+            raise ConfigError(f"trial.{built_in[0]}", getattr(self.trial, built_in[0]),
+                              "it sets the built-in fine-tuning; trial.function evaluates, checkpoints and seeds itself (fixed search_space values reach it)")
+        reserved = next((o.metric for o in self.objective_list if o.metric in _RESERVED_METRICS), None)
+        if reserved is not None:
+            raise ConfigError("objectives" if self.objectives else "objective.metric", reserved,
+                              f"every report sets {' and '.join(_RESERVED_METRICS)}; report the metric under another name")
+
+    def _check_task(self) -> None:
+        for key in ("model", "data"):
+            if getattr(self, key) is None:
+                raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
+        read_by_another = {key: task for task, keys in _TASK_DATA_KEYS.items() if task != self.task for key in keys}
+        wrong = sorted(self.data.model_fields_set & set(read_by_another))
+        if wrong:
+            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
+        task = TASKS[self.task]
+        _check_hyperparameters(self.search_space, task.hyperparameters)
+        for index, objective in enumerate(self.objective_list):
+            field = f"objectives.{index}.metric" if self.objectives else "objective.metric"
+            if objective.metric not in task.metrics:
+                raise ConfigError(field, objective.metric, f"trials never report it; {self.task} trials report {', '.join(task.metrics)}")
+            if objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
+                raise ConfigError("objectives" if self.objectives else field, objective.metric,
+                                  "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
+
     @model_validator(mode="after")
     def _objectives_fit_the_search(self) -> "SweepConfig":
         metrics = [objective.metric for objective in self.objective_list]
-        field = "objectives" if self.objectives else "objective.metric"
-        for metric in metrics:
-            if metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
-                raise ConfigError(field, metric, "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
         if len(set(metrics)) != len(metrics):
             raise ConfigError("objectives", metrics, "each metric may appear once")
         if self.multi_objective and self.scheduler.name != "fifo":
@@ -189,6 +264,21 @@ class SweepConfig(_Section):
                 value = self.search_space.params[error.name].model_dump() if error.name else "grid"
                 raise ConfigError(field, value, error.fix) from None
         return self
+
+
+def _check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
+    """Every parameter is one the built-in trials understand, with a value they know."""
+    for name in [*space.params, *space.fixed]:
+        if name not in valid:
+            raise ConfigError("search_space", name, f"unknown parameter {name!r}; valid names are {', '.join(valid)}")
+    for name, choices in CHOICES.items():
+        param = space.params.get(name)
+        if param is not None and not isinstance(param, CategoricalParam):
+            raise ConfigError("search_space", param.model_dump(exclude_none=True), f"{name} takes {', '.join(choices)}; make it type: categorical")
+        values = param.choices if param is not None else [space.fixed[name]] if name in space.fixed else []
+        unknown = [value for value in values if value not in choices]
+        if unknown:
+            raise ConfigError("search_space", values, f"{name} takes {', '.join(choices)}, got {unknown}")
 
 
 def check_points(space: SearchSpace, points: list, field: str) -> None:
@@ -255,9 +345,10 @@ def _valid_keys(section_path: str) -> str:
     model: Any = SweepConfig
     for part in filter(None, section_path.split(".")):
         annotation = model.model_fields.get(part).annotation if hasattr(model, "model_fields") and part in model.model_fields else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        sections = [t for t in (annotation, *get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel)]  # X or X | None
+        if not sections:
             return "see the README for valid keys"
-        model = annotation
+        model = sections[0]
     return "valid keys: " + ", ".join(model.model_fields)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 SHORT_NAMES = {
     "learning_rate": "lr", "batch_size": "bs", "unfreeze_depth": "unfreeze", "weight_decay": "wd",
     "label_smoothing": "ls", "warmup_ratio": "warmup", "layer_lr_decay": "lrdecay", "unfreeze_every": "gradual",
-    "class_balance": "balance", "augment_prob": "augment",
+    "class_balance": "balance", "augment_prob": "augment", "image_augment": "imgaug",
 }
 
 

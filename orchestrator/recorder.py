@@ -17,6 +17,7 @@ import cloudpickle
 import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
 from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
@@ -27,9 +28,20 @@ from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 from trials.checkpoint import BEST_MODEL_FILE
-from trials.metrics import METRIC_NAMES, PER_CLASS_F1
 
 TAG_PREFIX = "hpo."
+
+# Keys of a result that are not metrics: Ray Tune's bookkeeping, the epoch (the step) and the
+# trial's own flags (micro_batch_size is recorded as a tag).
+_NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "epoch", FINAL_FLAG, "micro_batch_size"})
+
+
+def reported_metrics(result: dict) -> dict[str, float]:
+    """The numbers a trial reported in one result, by name."""
+    return {
+        name: float(value) for name, value in result.items()
+        if name not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def error_summary(trial: Trial) -> str:
@@ -118,16 +130,19 @@ class TrialRecorder(Callback):
         )
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
-        metrics = {name: float(value) for name, value in result.items() if name in METRIC_NAMES or name.startswith(PER_CLASS_F1)}
+        metrics = reported_metrics(result)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self.history[trial.trial_id].append({**metrics, FINAL_FLAG: result.get(FINAL_FLAG, 0)})
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         value = metrics.get(self.metric)
         reported = self.reported_steps.setdefault(trial.trial_id, set())
-        if value is not None and step not in reported and not self.other_objectives:  # a restarted trial may repeat an epoch; keep the first
-            optuna_trial.report(value, step)
+        # A restarted trial may repeat an epoch, and a training function of your own repeats its
+        # last one to mark it final: keep the first report of each epoch in both stores.
+        if step not in reported:
             reported.add(step)
-        self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
+            if value is not None and not self.other_objectives:
+                optuna_trial.report(value, step)
+            self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
         micro = result.get("micro_batch_size")
         if micro is not None and micro != self.micro_batch.get(trial.trial_id, trial.config.get("batch_size")):
             self.micro_batch[trial.trial_id] = int(micro)  # out-of-memory retries shrank it

@@ -131,38 +131,59 @@ def _scheduler(config: SweepConfig):
 
 
 def _trainable(prepared: PreparedSweep, trial_function: Callable | None):
+    """What each trial runs: the built-in fine-tuning of the sweep's task, or a function of your own."""
     from ray import tune
 
-    from trials.entrypoint import run_trial
-    from trials.finetune import TrialSettings
-
     config = prepared.config
-    settings = TrialSettings(
-        model_path=prepared.model_path,
-        label_names=prepared.label_names,
-        pad_token_id=prepared.pad_token_id,
-        max_epochs=config.trial.max_epochs,
-        objective=config.objective.metric,
-        mode=config.objective.mode,
-        seed=config.trial.seed,
-        patience=config.trial.early_stopping_patience,
-        eval_batch_size=config.trial.eval_batch_size,
-        num_threads=max(1, int(config.resources.cpu)),
-        use_gpu=config.resources.gpu > 0,
-        checkpoint=config.trial.checkpoint,
-        keep_best_model=config.registered_model is not None,
-    )
-    trainable = tune.with_parameters(trial_function or run_trial, settings=settings, data=prepared.data)
+    if config.user_function:
+        from trials.user_function import UserFunctionSettings, run_user_function
+
+        default, settings = run_user_function, UserFunctionSettings(
+            function=prepared.function,
+            max_epochs=config.trial.max_epochs,
+            objectives=tuple(objective.metric for objective in config.objective_list),
+            mode=config.objective.mode,
+            patience=config.trial.early_stopping_patience,
+        )
+    else:
+        from trials.entrypoint import run_trial
+        from trials.finetune import TrialSettings
+
+        default, settings = run_trial, TrialSettings(
+            model_path=prepared.model_path,
+            label_names=prepared.label_names,
+            pad_token_id=prepared.pad_token_id,
+            max_epochs=config.trial.max_epochs,
+            objective=config.objective.metric,
+            mode=config.objective.mode,
+            seed=config.trial.seed,
+            patience=config.trial.early_stopping_patience,
+            eval_batch_size=config.trial.eval_batch_size,
+            num_threads=max(1, int(config.resources.cpu)),
+            use_gpu=config.resources.gpu > 0,
+            checkpoint=config.trial.checkpoint,
+            task=config.task,
+            keep_best_model=config.registered_model is not None,
+        )
+    trainable = tune.with_parameters(trial_function or default, settings=settings, data=prepared.data)
     return tune.with_resources(trainable, ray_request(config.resources))
 
 
 def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
+    if config.user_function:
+        inputs: dict[str, object] = {"trial.function": config.trial.function}
+    else:
+        inputs = {
+            "task": config.task,
+            "model": config.model,
+            "data.source": config.data.source,
+            "data.train_size": len(prepared.data.train),
+            "data.val_size": len(prepared.data.val),
+        }
+        if config.task == "text-classification":
+            inputs["data.max_length"] = config.data.max_length
     params = {
-        "model": config.model,
-        "data.source": config.data.source,
-        "data.train_size": len(prepared.data.train),
-        "data.val_size": len(prepared.data.val),
-        "data.max_length": config.data.max_length,
+        **inputs,
         "objective": ", ".join(f"{objective.mode} {objective.metric}" for objective in config.objective_list),
         "sampler": config.sampler.name,
         "sampler.seed": config.sampler.seed,

@@ -32,6 +32,9 @@ class LabelledTexts:
     labels: np.ndarray  # int64 class ids
     label_names: list[str]
 
+    def take(self, rows: np.ndarray) -> "LabelledTexts":
+        return LabelledTexts([self.texts[i] for i in rows], self.labels[rows], self.label_names)
+
 
 @dataclass(frozen=True)
 class EncodedSplit:
@@ -79,19 +82,16 @@ def labelled_texts(frame: pd.DataFrame, text_column: str, label_column: str) -> 
     return LabelledTexts(frame[text_column].astype(str).tolist(), labels, label_names)
 
 
-def split(data: LabelledTexts, train_size: int, val_size: int, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
-    """Shuffle with ``seed`` and take disjoint train and validation subsets of the given sizes."""
+def split(data, train_size: int, val_size: int, seed: int):
+    """Shuffle with ``seed`` and take disjoint train and validation subsets of the given sizes
+    (of :class:`LabelledTexts`, or anything with ``labels`` and ``take(rows)``)."""
     if train_size + val_size > len(data.labels):
         raise DataError(
             "data.train_size",
             f"train_size + val_size = {train_size + val_size} but the data has {len(data.labels)} usable rows",
         )
     order = np.random.default_rng(seed).permutation(len(data.labels))
-
-    def take(rows: np.ndarray) -> LabelledTexts:
-        return LabelledTexts([data.texts[i] for i in rows], data.labels[rows], data.label_names)
-
-    return take(order[:train_size]), take(order[train_size : train_size + val_size])
+    return data.take(order[:train_size]), data.take(order[train_size : train_size + val_size])
 
 
 def encode(tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int) -> EncodedSplit:

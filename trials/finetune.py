@@ -1,4 +1,9 @@
-"""The fine-tuning loop of one trial: train, evaluate every epoch, report, stop early."""
+"""The fine-tuning loop of one trial: train, evaluate every epoch, report, stop early.
+
+One loop for every task type: the task (:mod:`trials.tasks`) supplies the model and turns rows
+into batches; everything else (AdamW groups, warmup, label smoothing, class balance, early
+stopping, checkpoints, out-of-memory retries, metrics) is here.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,10 +24,13 @@ from transformers.utils import logging as transformers_logging
 
 from trials import checkpoint
 from trials.checkpoint import TrainingState
-from trials.augment import drop_and_swap_tokens
-from trials.data import EncodedSplit, balanced_rows, collate, eval_batches, train_batches
+from trials.data import EncodedSplit, balanced_rows
+from trials.hyperparameters import CLASS_BALANCE, HYPERPARAMETER_NAMES, Hyperparameters  # noqa: F401 (re-exported)
+from trials.images import ImageSplit
 from trials.metrics import classification_metrics, per_class_f1
-from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, load_classifier, pick_device
+from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
+from trials.stopping import EarlyStopping
+from trials.tasks import Task, task_for
 
 Report = Callable[..., None]
 """Receives one dict of metrics per epoch. The last dict of a trial that ran to its end has
@@ -35,40 +43,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the trial cannot continue."""
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """What a search can tune. Every field has a default, so a search space may name any subset."""
-
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    unfreeze_depth: int | None = None  # None trains every encoder layer
-    weight_decay: float = 0.0
-    dropout: float | None = None  # None keeps the model's own dropout
-    warmup_ratio: float = 0.0
-    label_smoothing: float = 0.0
-    max_grad_norm: float = 1.0
-    layer_lr_decay: float = 1.0  # each layer further down learns at this fraction of the one above (1.0: one rate)
-    unfreeze_every: int = 0  # gradual unfreezing: one more layer trains every this many epochs (0: all from the start)
-    class_balance: str = "none"  # "none", "weighted_loss" (inverse class frequency) or "oversample"
-    augment_prob: float = 0.0  # training texts: chance to drop each token, and to swap two neighbours
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> "Hyperparameters":
-        unknown = sorted(set(values) - set(HYPERPARAMETER_NAMES))
-        if unknown:
-            raise ValueError(f"unknown hyperparameters {unknown}; valid names are {list(HYPERPARAMETER_NAMES)}")
-        hyperparameters = cls(**values)  # type: ignore[arg-type]
-        if hyperparameters.class_balance not in CLASS_BALANCE:
-            raise ValueError(f"class_balance must be one of {', '.join(CLASS_BALANCE)}, got {hyperparameters.class_balance!r}")
-        return hyperparameters
-
-
-CLASS_BALANCE = ("none", "weighted_loss", "oversample")
-
-
-HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
 
 
 @dataclass(frozen=True)
@@ -87,31 +61,15 @@ class TrialSettings:
     num_threads: int | None = None
     use_gpu: bool = False
     checkpoint: bool = False  # hand the training state to ``report`` after every epoch but the last
+    task: str = "text-classification"  # a name in trials.tasks.TASKS
     keep_best_model: bool = False  # also hand over the best epoch's trained parameters, the last report included
 
 
 @dataclass(frozen=True)
 class TrialData:
-    train: EncodedSplit
-    val: EncodedSplit
+    train: EncodedSplit | ImageSplit
+    val: EncodedSplit | ImageSplit
     val_noisy: EncodedSplit | None = None  # the validation texts with typos, for the robustness metrics
-
-
-@dataclass
-class _EarlyStopping:
-    mode: str
-    patience: int | None
-    best: float = math.nan
-    stale_epochs: int = 0
-
-    def update(self, value: float) -> bool:
-        """Record one epoch's value; return True when training should stop."""
-        improved = math.isnan(self.best) or (value > self.best if self.mode == "max" else value < self.best)
-        if improved:
-            self.best, self.stale_epochs = value, 0
-        else:
-            self.stale_epochs += 1
-        return self.patience is not None and self.stale_epochs >= self.patience
 
 
 def seed_everything(seed: int) -> None:
@@ -133,8 +91,9 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     transformers_logging.disable_progress_bar()
     seed_everything(settings.seed)
     device = pick_device(settings.use_gpu)
+    task = task_for(settings)
 
-    model = load_classifier(settings.model_path, settings.label_names, hyperparameters.dropout)
+    model = task.load_model(hyperparameters)
     depth = hyperparameters.unfreeze_depth
     depth = len(encoder_layers(model)) if depth is None else depth
     apply_unfreeze_depth(model, depth)
@@ -153,7 +112,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     progress = TrainingState(epoch=0, best=math.nan, stale_epochs=0, micro_batch_size=hyperparameters.batch_size)
     if resume is not None:
         progress = checkpoint.restore(resume, model, optimizer, scheduler, rng)
-    stopping = _EarlyStopping(settings.mode, settings.patience, progress.best, progress.stale_epochs)
+    stopping = EarlyStopping(settings.mode, settings.patience, progress.best, progress.stale_epochs)
     best_model = resume.get("best_model") if resume is not None else None
     trainable = count_trainable(model)
 
@@ -163,7 +122,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
         train_loss, progress.micro_batch_size = _train_epoch(
-            model, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, settings.pad_token_id, device, epoch
+            model, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch
         )
         samples_per_s = len(data.train) / (time.perf_counter() - started)
         metrics = {
@@ -172,10 +131,10 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
             "samples_per_s": samples_per_s,
             "trainable_params": trainable,
             "micro_batch_size": progress.micro_batch_size,
-            **evaluate(model, data.val, settings.eval_batch_size, settings.pad_token_id, settings.label_names, device),
+            **evaluate(model, task, data.val, settings.eval_batch_size, settings.label_names, device),
         }
         if data.val_noisy is not None:
-            noisy = evaluate(model, data.val_noisy, settings.eval_batch_size, settings.pad_token_id, settings.label_names, device)
+            noisy = evaluate(model, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device)
             metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
         metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
@@ -234,18 +193,18 @@ def _class_weights(labels: np.ndarray, num_classes: int, device) -> torch.Tensor
 _FINITE_CHECK_EVERY = 25  # steps between loss checks: each check waits for the GPU, so not every step
 
 
-def _train_epoch(model, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, pad_id, device, epoch) -> tuple[float, int]:
+def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch) -> tuple[float, int]:
     """One pass over the training data; return the mean loss and the micro-batch size it ended with."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     count = 0
     step = 0
     rows = balanced_rows(split.labels, rng) if hyperparameters.class_balance == "oversample" else None
-    transform = (lambda ids: drop_and_swap_tokens(ids, hyperparameters.augment_prob, rng)) if hyperparameters.augment_prob > 0 else None
-    for step, batch_rows in enumerate(train_batches(split, hyperparameters.batch_size, rng, rows=rows), start=1):
+    transform = task.augmentation(hyperparameters, rng)
+    for step, batch_rows in enumerate(task.train_batches(split, hyperparameters.batch_size, rng, rows=rows), start=1):
         while True:
             try:
-                batch_loss = _accumulate_gradients(model, split, batch_rows, micro_batch_size, loss_fn, pad_id, device, optimizer, transform)
+                batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size, loss_fn, device, optimizer, transform)
                 break
             except torch.OutOfMemoryError:
                 if micro_batch_size == 1:
@@ -263,7 +222,7 @@ def _train_epoch(model, split, hyperparameters, micro_batch_size, optimizer, sch
     return loss_sum.item() / max(count, 1), micro_batch_size
 
 
-def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id, device, optimizer, transform=None) -> torch.Tensor:
+def _accumulate_gradients(model, task: Task, split, rows, micro_batch_size, loss_fn, device, optimizer, transform=None) -> torch.Tensor:
     """Forward and backward one batch in chunks of ``micro_batch_size`` rows. Each chunk's loss is
     weighted by its share of the batch, so the gradient equals the whole batch's and the effective
     batch size is unchanged. Returns the batch's mean loss."""
@@ -271,7 +230,7 @@ def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id,
     total = torch.zeros((), device=device)
     for start in range(0, len(rows), micro_batch_size):
         chunk = rows[start : start + micro_batch_size]
-        batch = {key: value.to(device, non_blocking=True) for key, value in collate(split, chunk, pad_id, transform).items()}
+        batch = {key: value.to(device, non_blocking=True) for key, value in task.collate(split, chunk, transform).items()}
         loss = forward_loss(model, batch, loss_fn) * (len(chunk) / len(rows))
         loss.backward()
         total += loss.detach()
@@ -279,8 +238,12 @@ def _accumulate_gradients(model, split, rows, micro_batch_size, loss_fn, pad_id,
 
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_fn) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return loss_fn(logits, batch["labels"])
+    return loss_fn(_logits(model, batch), batch["labels"])
+
+
+def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's outputs for a batch from any task: every input but the labels goes in."""
+    return model(**{key: value for key, value in batch.items() if key != "labels"}).logits
 
 
 def _halve_after_oom(micro_batch_size: int, device: torch.device) -> int:
@@ -301,14 +264,14 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: EncodedSplit, batch_size: int, pad_id: int, label_names: list[str], device) -> dict[str, float]:
+def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: list[str], device) -> dict[str, float]:
     """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1."""
     model.eval()
     loss_sum = 0.0
     predictions = np.empty(len(split), dtype=np.int64)
-    for rows in eval_batches(split, batch_size):
-        batch = {key: value.to(device) for key, value in collate(split, rows, pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    for rows in task.eval_batches(split, batch_size):
+        batch = {key: value.to(device) for key, value in task.collate(split, rows).items()}
+        logits = _logits(model, batch)
         loss_sum += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         predictions[rows] = logits.argmax(dim=-1).cpu().numpy()
     return {

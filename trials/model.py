@@ -1,4 +1,4 @@
-"""Load a pre-trained encoder with a fresh classification head, and choose which layers train."""
+"""Load a pre-trained encoder (text or vision) with a fresh classification head, and choose which layers train."""
 
 from __future__ import annotations
 
@@ -12,14 +12,30 @@ _DROPOUT_ATTRIBUTES = ("hidden_dropout_prob", "dropout", "hidden_dropout")
 _ATTENTION_DROPOUT_ATTRIBUTES = ("attention_probs_dropout_prob", "attention_dropout")
 
 
+# Parts of the base model that sit above the layer stack (pooler; ViT's and ConvNeXt's final
+# norm): they train with the head at every unfreeze depth.
+_ABOVE_THE_STACK = ("pooler", "layernorm")
+
+
 class LayerStackNotFoundError(ValueError):
     """The model has no recognisable stack of encoder layers, so unfreeze depth cannot apply."""
 
 
-def load_classifier(model_path: str, label_names: list[str], dropout: float | None = None) -> nn.Module:
+def layer_count(config) -> int | None:
+    """How many layers unfreeze depth counts: transformer blocks (``num_hidden_layers``: BERT,
+    ViT, ...) or, for convolutional networks, stages (``depths``: ResNet, ConvNeXt)."""
+    count = getattr(config, "num_hidden_layers", None)
+    if count is None and getattr(config, "depths", None):
+        count = len(config.depths)
+    return count
+
+
+def load_classifier(model_path: str, label_names: list[str], dropout: float | None = None, auto_class=AutoModelForSequenceClassification) -> nn.Module:
     """Load ``model_path`` (local folder or hub id) with a classification head for ``label_names``.
 
     ``dropout``, when given, replaces the hidden and attention dropout probabilities.
+    ``auto_class`` picks the head (``AutoModelForImageClassification`` for vision models); a
+    head the checkpoint has for other labels (ImageNet's 1,000) is replaced.
     """
     config = AutoConfig.from_pretrained(
         model_path,
@@ -31,18 +47,18 @@ def load_classifier(model_path: str, label_names: list[str], dropout: float | No
         for attribute in _DROPOUT_ATTRIBUTES + _ATTENTION_DROPOUT_ATTRIBUTES:
             if hasattr(config, attribute):
                 setattr(config, attribute, float(dropout))
-    return AutoModelForSequenceClassification.from_pretrained(model_path, config=config)
+    return auto_class.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True)
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The model's stack of encoder layers: the longest ``nn.ModuleList`` inside its base model.
 
-    Works for BERT-like models (``encoder.layer``), DistilBERT (``transformer.layer``),
-    and others that keep their blocks in one list.
+    Works for BERT-like models (``encoder.layer``), DistilBERT (``transformer.layer``), ViT,
+    ResNet and ConvNeXt (``encoder.stages``), and others that keep their blocks in one list.
     """
     base = getattr(model, "base_model", model)
     stacks = [module for module in base.modules() if isinstance(module, nn.ModuleList) and len(module) > 0]
-    expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    expected = layer_count(getattr(model, "config", None))
     if expected is not None:
         matching = [stack for stack in stacks if len(stack) == expected]
         stacks = matching or stacks
@@ -57,7 +73,7 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 def apply_unfreeze_depth(model: nn.Module, depth: int) -> None:
     """Train only the top ``depth`` encoder layers and everything outside the base model.
 
-    ``depth`` 0 trains the classification head alone (and the pooler, which belongs to it);
+    ``depth`` 0 trains the classification head alone (and the pooler or final norm, which belong to it);
     ``depth`` equal to the number of layers is full fine-tuning (embeddings included);
     below that, embeddings stay frozen.
     """
@@ -71,28 +87,29 @@ def apply_unfreeze_depth(model: nn.Module, depth: int) -> None:
     for layer in list(layers)[len(layers) - depth :] if depth else []:
         for parameter in layer.parameters():
             parameter.requires_grad = True
-    pooler = getattr(base, "pooler", None)
-    if isinstance(pooler, nn.Module):
-        for parameter in pooler.parameters():
-            parameter.requires_grad = True
+    for parameter in _above_the_stack(base):
+        parameter.requires_grad = True
 
 
 def layer_groups(model: nn.Module, depth: int) -> list[list[nn.Parameter]]:
     """The parameters that ``apply_unfreeze_depth(model, depth)`` trains, grouped from the top:
-    the head (with the pooler), then each of the top ``depth`` encoder layers, then, at full
+    the head (with the pooler or final norm), then each of the top ``depth`` encoder layers, then, at full
     depth, the rest of the base model (embeddings). Layer-wise learning-rate decay and gradual
     unfreezing walk this list."""
     layers = list(encoder_layers(model))
     base = getattr(model, "base_model", model)
     in_base = {id(p) for p in base.parameters()}
-    pooler = getattr(base, "pooler", None)
-    pooler_params = list(pooler.parameters()) if isinstance(pooler, nn.Module) else []
-    head = [p for p in model.parameters() if id(p) not in in_base] + pooler_params
+    head = [p for p in model.parameters() if id(p) not in in_base] + _above_the_stack(base)
     groups = [head] + [list(layer.parameters()) for layer in reversed(layers[len(layers) - depth :])] if depth else [head]
     if depth == len(layers):
         grouped = {id(p) for group in groups for p in group}
         groups.append([p for p in base.parameters() if id(p) not in grouped])
     return [group for group in groups if group]
+
+
+def _above_the_stack(base: nn.Module) -> list[nn.Parameter]:
+    parts = [getattr(base, name, None) for name in _ABOVE_THE_STACK]
+    return [p for part in parts if isinstance(part, nn.Module) for p in part.parameters()]
 
 
 def count_trainable(model: nn.Module) -> int:

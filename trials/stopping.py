@@ -1,0 +1,23 @@
+"""Early stopping on the objective: stop after ``patience`` epochs without improvement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class EarlyStopping:
+    mode: str  # "max" or "min"
+    patience: int | None  # None never stops
+    best: float = math.nan
+    stale_epochs: int = 0
+
+    def update(self, value: float) -> bool:
+        """Record one epoch's value; return True when training should stop."""
+        improved = math.isnan(self.best) or (value > self.best if self.mode == "max" else value < self.best)
+        if improved:
+            self.best, self.stale_epochs = value, 0
+        else:
+            self.stale_epochs += 1
+        return self.patience is not None and self.stale_epochs >= self.patience

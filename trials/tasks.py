@@ -1,0 +1,121 @@
+"""Task types. The fine-tuning loop (:mod:`trials.finetune`) is one for every task; a task
+supplies what differs: the model head, how rows become batches, and the augmentation.
+
+``TASKS`` maps the sweep file's ``task`` to its class; each class also says which
+hyperparameters it understands and which metrics its trials report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from trials import data as text_data, images
+from trials.augment import drop_and_swap_tokens
+from trials.hyperparameters import HYPERPARAMETER_NAMES, Hyperparameters
+from trials.metrics import METRIC_NAMES
+from trials.model import load_classifier
+
+
+class Task(Protocol):
+    hyperparameters: ClassVar[tuple[str, ...]]
+    metrics: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_settings(cls, settings) -> "Task": ...
+
+    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module: ...
+
+    def train_batches(self, split, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> Iterator[np.ndarray]: ...
+
+    def eval_batches(self, split, batch_size: int) -> Iterator[np.ndarray]: ...
+
+    def augmentation(self, hyperparameters: Hyperparameters, rng: np.random.Generator) -> Callable | None: ...
+
+    def collate(self, split, rows: np.ndarray, transform: Callable | None = None) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class TextClassification:
+    """Token ids in (tokenised once by the sweep), one label out; length-bucketed, dynamically
+    padded batches; token drop/swap augmentation."""
+
+    model_path: str
+    label_names: list[str]
+    pad_token_id: int
+
+    hyperparameters: ClassVar[tuple[str, ...]] = tuple(name for name in HYPERPARAMETER_NAMES if name != "image_augment")
+    metrics: ClassVar[tuple[str, ...]] = METRIC_NAMES
+
+    @classmethod
+    def from_settings(cls, settings) -> "TextClassification":
+        return cls(settings.model_path, settings.label_names, settings.pad_token_id)
+
+    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
+        return load_classifier(self.model_path, self.label_names, hyperparameters.dropout)
+
+    def train_batches(self, split, batch_size, rng, rows=None):
+        return text_data.train_batches(split, batch_size, rng, rows=rows)
+
+    def eval_batches(self, split, batch_size):
+        return text_data.eval_batches(split, batch_size)
+
+    def augmentation(self, hyperparameters, rng):
+        if hyperparameters.augment_prob <= 0:
+            return None
+        return lambda ids: drop_and_swap_tokens(ids, hyperparameters.augment_prob, rng)
+
+    def collate(self, split, rows, transform=None):
+        return text_data.collate(split, rows, self.pad_token_id, transform)
+
+
+@dataclass(frozen=True)
+class ImageClassification:
+    """Pixels in (resized and cropped once by the sweep), one label out; ``transformers`` vision
+    models (ViT, ResNet, ConvNeXt, ...); flip and random-crop augmentation."""
+
+    model_path: str
+    label_names: list[str]
+
+    hyperparameters: ClassVar[tuple[str, ...]] = HYPERPARAMETER_NAMES
+    metrics: ClassVar[tuple[str, ...]] = tuple(name for name in METRIC_NAMES if not name.startswith("val_noisy_"))
+
+    @classmethod
+    def from_settings(cls, settings) -> "ImageClassification":
+        return cls(settings.model_path, settings.label_names)
+
+    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
+        from transformers import AutoModelForImageClassification
+
+        return load_classifier(self.model_path, self.label_names, hyperparameters.dropout, AutoModelForImageClassification)
+
+    def train_batches(self, split, batch_size, rng, rows=None):
+        return images.shuffled_batches(len(split), batch_size, rng, rows)
+
+    def eval_batches(self, split, batch_size):
+        return images.ordered_batches(len(split), batch_size)
+
+    def augmentation(self, hyperparameters, rng):
+        if hyperparameters.augment_prob <= 0:
+            return None
+        return lambda image: images.flip_and_crop(image, hyperparameters.augment_prob, hyperparameters.image_augment, rng)
+
+    def collate(self, split, rows, transform=None):
+        return images.collate(split, rows, transform)
+
+
+TASKS: dict[str, type] = {
+    "text-classification": TextClassification,
+    "image-classification": ImageClassification,
+}
+
+
+def task_for(settings) -> Task:
+    """The task that :class:`trials.finetune.TrialSettings` names, ready to build models and batches."""
+    if settings.task not in TASKS:
+        raise ValueError(f"unknown task {settings.task!r}; valid names are {', '.join(TASKS)}")
+    return TASKS[settings.task].from_settings(settings)

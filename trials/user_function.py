@@ -1,0 +1,125 @@
+"""A training function of your own as the trial (the sweep's ``trial.function``).
+
+The function takes the sampled parameters as a dict and reports through :mod:`trials.report`::
+
+    trial: {function: "mypackage.train:main"}      # a module on the import path (or in the working directory)
+    trial: {function: "train.py:main"}             # a file, relative to the sweep file
+
+Both the driver (to check it before anything runs) and every worker load it with :class:`FunctionRef`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trials import report
+
+
+class UserFunctionError(ValueError):
+    """The function cannot be found or loaded; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """Where a training function lives: a module name or the absolute path of a ``.py`` file, and the function's name."""
+
+    module: str
+    attribute: str
+    search_path: tuple[str, ...] = ()  # folders to import from besides sys.path (the sweep's working directory)
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.attribute}"
+
+    @property
+    def is_file(self) -> bool:
+        return self.module.endswith(".py")
+
+    @classmethod
+    def parse(cls, reference: str, base_dir: Path, search_path: tuple[str, ...] = ()) -> "FunctionRef":
+        """Read ``module:function`` or ``path/to/file.py:function``; a relative file path starts at ``base_dir``."""
+        module, colon, attribute = reference.strip().rpartition(":")
+        if not colon or not module or not attribute.isidentifier():
+            raise UserFunctionError('give "package.module:function" or "path/to/train.py:function"')
+        if module.endswith(".py"):
+            path = next((candidate for candidate in (Path(base_dir) / module, Path(module)) if candidate.is_file()), None)
+            if path is None:
+                raise UserFunctionError(f"no such file {module} (relative paths start at the sweep file's folder, {base_dir}); fix the path")
+            return cls(str(path.resolve()), attribute, search_path)
+        if not all(part.isidentifier() for part in module.split(".")):
+            raise UserFunctionError(f"{module!r} is not a module name; give a dotted module name or a path ending in .py")
+        return cls(module, attribute, search_path)
+
+    def load(self) -> Callable:
+        """Import the module and return the function; raise :class:`UserFunctionError` saying what is wrong."""
+        for folder in reversed(self.search_path):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        try:
+            module = self._import_file() if self.is_file else importlib.import_module(self.module)
+        except ModuleNotFoundError as error:
+            if error.name and (self.module == error.name or self.module.startswith(error.name + ".")):
+                raise UserFunctionError(
+                    f"no module named {error.name!r}; install its package, run hpo from the folder that holds it, "
+                    f"or give a file path (path/to/{self.module.split('.')[-1]}.py:{self.attribute})"
+                ) from None
+            raise UserFunctionError(f"importing {self.module} failed (ModuleNotFoundError: {error}); install what it needs") from None
+        except Exception as error:  # noqa: BLE001 - anything the user's module raises while importing
+            raise UserFunctionError(f"importing {self.module} failed ({type(error).__name__}: {_one_line(error)}); fix the module") from None
+        function = getattr(module, self.attribute, None)
+        if function is None:
+            raise UserFunctionError(f"{self.module} has no {self.attribute!r}; name a function defined there")
+        if not callable(function):
+            raise UserFunctionError(f"{self.attribute} in {self.module} is a {type(function).__name__}, not a function; name a function def {self.attribute}(config)")
+        return function
+
+    def _import_file(self):
+        path = Path(self.module)
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))  # so the file can import its neighbours
+        name = path.stem
+        existing = sys.modules.get(name)
+        if existing is not None:
+            if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == path:
+                return existing
+            name = f"_hpo_user_{path.stem}"  # another module already has the plain name
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+
+
+@dataclass(frozen=True)
+class UserFunctionSettings:
+    """Fixed for every trial of a sweep that runs a function of your own."""
+
+    function: FunctionRef
+    max_epochs: int
+    objectives: tuple[str, ...]  # every report must include these; the first is the primary
+    mode: str  # of the primary objective: "max" or "min"
+    patience: int | None = None  # epochs without improvement before the trial ends; None never
+
+
+def run_user_function(config: dict, settings: UserFunctionSettings, data=None) -> None:
+    """The Ray Tune trainable: call the function with the sampled parameters while
+    :func:`trials.report.epoch` reports to this trial."""
+    function = settings.function.load()
+    with report.user_trial(settings.max_epochs, settings.objectives, settings.mode, settings.patience) as session:
+        try:
+            returned = function(dict(config))
+        except report.TrialStopped:
+            return
+        session.close(returned)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
