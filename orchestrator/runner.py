@@ -14,6 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,8 +269,12 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     with schema_lock(config.storage.mlflow):  # MLflow migrates a new store on first use
         enable_wal(config.storage.mlflow)
         tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
+    from optuna.exceptions import ExperimentalWarning
+
     if study.metric_names is None:
-        study.set_metric_names([objective.metric for objective in config.objective_list])  # plots and reports show them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names([objective.metric for objective in config.objective_list])  # plots and reports show them
     if study.user_attrs.get("mlflow_experiment_id") != tracker.experiment_id:
         study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)  # reports link to the runs
     reconciled = reconcile(study, storage, ledger, tracker)

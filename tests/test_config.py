@@ -39,6 +39,11 @@ CASES = [
     ("unknown hyperparameter", lambda s: s["search_space"].update(lr={"type": "float", "low": 0.1, "high": 0.2}), "search_space", "unknown parameter 'lr'"),
     ("missing search-space file", lambda s: s.update(search_space="nope.yaml"), "search_space", "no such file"),
     ("negative gpu", lambda s: s["resources"].update(gpu=-1), "resources.gpu", "greater than or equal to 0"),
+    ("zero memory", lambda s: s["resources"].update(memory_gb=0), "resources.memory_gb", "greater than 0"),
+    ("registry name with a slash", lambda s: s.update(registered_model="team/model"), "registered_model", "pattern"),
+    ("registered model with two objectives",
+     lambda s: s.pop("objective") and s.update(registered_model="m", objectives=[{"metric": "val_f1_macro", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}]),
+     "registered_model", "needs one best trial"),
     ("unset env var in db url", lambda s: s["storage"].update(study_db="postgresql://u:${HPO_NOT_SET_ANYWHERE}@h/db"), "storage.study_db", "export it"),
 ]
 
