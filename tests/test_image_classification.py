@@ -7,6 +7,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -149,8 +150,12 @@ def test_unfreeze_depth_counts_vit_blocks_and_cnn_stages(tiny_vit, tiny_resnet):
     assert count_trainable(resnet) == head + sum(p.numel() for p in resnet.resnet.encoder.stages[2].parameters())
 
 
+ON_CUDA = pytest.param(True, id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"))
+
+
+@pytest.mark.parametrize("use_gpu", [pytest.param(False, id="cpu"), ON_CUDA])
 @pytest.mark.parametrize("model", ["tiny_vit", "tiny_resnet"])
-def test_vision_models_train_in_the_shared_loop(digits_folder, model, request):
+def test_vision_models_train_in_the_shared_loop(digits_folder, model, use_gpu, request):
     from transformers import AutoImageProcessor
 
     from trials.data import split
@@ -161,7 +166,7 @@ def test_vision_models_train_in_the_shared_loop(digits_folder, model, request):
     processor = AutoImageProcessor.from_pretrained(folder)
     data = TrialData(preprocess(processor, train), preprocess(processor, val))
     settings = TrialSettings(str(folder), images.label_names, 0, max_epochs=2, objective="val_f1_macro", mode="max",
-                             num_threads=1, task="image-classification")
+                             num_threads=1, task="image-classification", use_gpu=use_gpu)
     reports = []
     fine_tune(settings, Hyperparameters(learning_rate=3e-3, batch_size=16, augment_prob=0.3, class_balance="oversample"), data, reports.append)
     assert [r["epoch"] for r in reports] == [1, 2] and reports[-1]["is_final"] == 1
