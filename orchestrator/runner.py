@@ -7,12 +7,15 @@ Data flow: config -> prepare (model, data, tokenise once) -> study (SQL) -> Stud
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import warnings
 from collections import Counter
@@ -98,19 +101,39 @@ def _start_ray(config: SweepConfig, debug: bool) -> bool:
     address = config.cluster.address
     if address not in (None, "auto"):
         _use_ray_auth_token_if_any()
-    ray.init(
-        address=address,
-        num_cpus=None if address else os.cpu_count(),
-        include_dashboard=False,
-        log_to_driver=debug,
-        logging_level="INFO" if debug else "ERROR",
-        configure_logging=True,
-    )
+    with _children_ignore_sigterm():
+        ray.init(
+            address=address,
+            num_cpus=None if address else os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=debug,
+            logging_level="INFO" if debug else "ERROR",
+            configure_logging=True,
+        )
     if not debug:
         # ray.init resets Ray's loggers; Tune's warnings about its disabled file loggers are noise here.
         for name in ("ray", "ray.tune", "ray.train"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     return True
+
+
+@contextlib.contextmanager
+def _children_ignore_sigterm():
+    """Block SIGTERM while Ray starts its local processes; they inherit the blocked signal.
+
+    A SIGTERM sent to the whole process group (systemd's default, ``kill -- -PGID``) would
+    otherwise kill Ray's GCS and raylet under the driver, which then waits a minute for them and
+    dies (exit 1) instead of stopping the sweep gracefully (exit 130). Ray already shields its
+    processes from the group's SIGINT (Ctrl-C) this way; they still die with the driver.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _use_ray_auth_token_if_any() -> None:

@@ -112,9 +112,15 @@ def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
         second = subprocess.run([HPO, "run", str(path)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
         assert second.returncode == 3, second.stderr[-2000:]
         assert "being run by another hpo invocation" in second.stderr
+        started = time.monotonic()
+        os.killpg(first.pid, signal.SIGTERM)  # the whole process group, as systemd stops a service: Ray's own processes too
+        _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 130, stderr[-2000:]  # a graceful stop: Ray's GCS and raylet ignored the group's SIGTERM
+        assert time.monotonic() - started < 40
     finally:
-        os.killpg(first.pid, signal.SIGTERM)
-        first.communicate(timeout=120)
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.communicate()
 
 
 @pytest.mark.parametrize("point", ["before-first-trial", "between-trials", "mlflow-summary"])
