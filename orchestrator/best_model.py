@@ -9,6 +9,7 @@ the trial's MLflow run, and registered as a new version: never overwriting an ea
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     import mlflow
     from mlflow import MlflowClient
     from transformers import AutoTokenizer, pipeline
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # e.g. "Unable to find license information"
 
     model = load_classifier(model_path, label_names, kept.params.get("dropout"))
     checkpoint.apply_weights(model, checkpoint.load_best_model(kept.weights_file.parent))

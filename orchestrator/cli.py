@@ -388,6 +388,7 @@ def _print_result(result) -> None:
     out.print(f"  mlflow ui --backend-store-uri {result.mlflow_uri}   # then open http://127.0.0.1:5000", highlight=False, soft_wrap=True)
     out.print(f"  optuna-dashboard {result.study_db}", highlight=False)
     out.print(f"  optuna trials --study-name {result.study_name} --storage {result.study_db}", highlight=False)
+    out.print(f"  hpo report {result.study_name} --db {result.study_db} --out report.html   # one page to share", highlight=False, soft_wrap=True)
 
 
 def _cell(value) -> str:

@@ -134,16 +134,19 @@ def test_the_best_model_is_registered_once_per_new_best_and_predicts(served_swee
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("HPO_REQUIRE_CHROMIUM"),
                     reason="Chromium is not installed (apt-get install chromium); .ci/run installs it")
-def test_the_parent_run_renders_in_the_mlflow_ui(served_sweep, tmp_path):
+def test_the_parent_run_page_lists_the_trials_in_the_mlflow_ui(served_sweep, tmp_path):
     url, first, _, folder = served_sweep
     assert CHROMIUM is not None, "HPO_REQUIRE_CHROMIUM is set but chromium is not installed"
     experiment, parents, children = _runs(url)
-    page = f"{url}/#/experiments/{experiment['experiment_id']}/runs?searchFilter=&isComparingRuns=false"
+    parent = parents[0]["info"]["run_id"]
+    page = f"{url}/#/experiments/{experiment['experiment_id']}/runs/{parent}"
     shots = Path(os.environ.get("HPO_TEST_ARTIFACTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1600,1000",
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1600,1100",
               "--virtual-time-budget=20000", f"--user-data-dir={tmp_path / 'chrome'}"]
     dom = subprocess.run([*common, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
-    subprocess.run([*common, f"--screenshot={shots / 'mlflow_experiment.png'}", page], capture_output=True, timeout=120)
-    assert parents[0]["info"]["run_name"] in dom  # the runs table lists the invocation
-    assert (shots / "mlflow_experiment.png").stat().st_size > 10_000
+    subprocess.run([*common, f"--screenshot={shots / 'mlflow_parent_run.png'}", page], capture_output=True, timeout=120)
+    its_trials = [c["info"]["run_name"] for c in children if {t["key"]: t["value"] for t in c["data"]["tags"]}["mlflow.parentRunId"] == parent]
+    assert len(its_trials) == 3 and all(name in dom for name in its_trials)  # the page's "Child runs" lists each trial
+    assert "hpo.registered_model" in dom
+    assert (shots / "mlflow_parent_run.png").stat().st_size > 10_000
