@@ -206,9 +206,9 @@ class TrialRecorder(Callback):
         """Keep the best-epoch parameters of a trial that beat the study's best; free the previous one's."""
         if not self.keep_best_model or outcome.state != optuna.trial.TrialState.COMPLETE or not self._beats_best(outcome.value):
             return False
-        weights = Path(self.checkpoint_dirs.get(trial_id, "")) / BEST_MODEL_FILE
-        run_id = self.run_ids.get(trial_id)
-        if not weights.is_file() or run_id is None:
+        folder, run_id = self.checkpoint_dirs.get(trial_id), self.run_ids.get(trial_id)
+        weights = Path(folder) / BEST_MODEL_FILE if folder is not None else None
+        if weights is None or not weights.is_file() or run_id is None:  # storage must be a file system (local, NFS)
             return False
         if self._kept_trial_path is not None:
             _remove_checkpoints(self._kept_trial_path)

@@ -7,15 +7,9 @@ Data flow: config -> prepare (model, data, tokenise once) -> study (SQL) -> Stud
 
 from __future__ import annotations
 
-import contextlib
 import getpass
-import logging
 import os
-import shutil
-import signal
 import socket
-import tempfile
-import threading
 import time
 import warnings
 from collections import Counter
@@ -32,10 +26,12 @@ from orchestrator.budget import Deadline
 from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
+from orchestrator.ray_session import start_ray
 from orchestrator.registries import SCHEDULERS
 from orchestrator.resources import check_some_node_fits, ray_request
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
+from orchestrator.summary import summarise
 from orchestrator.study import (
     check_reachable, check_space_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
 )
@@ -90,64 +86,6 @@ def _check_mlflow_reachable(uri: str) -> None:
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({reason}); start it or fix the URL") from None
-
-
-def _start_ray(config: SweepConfig, debug: bool) -> bool:
-    """Start or join Ray; return True when this call started it (and so must stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = config.cluster.address
-    if address not in (None, "auto"):
-        _use_ray_auth_token_if_any()
-    with _children_ignore_sigterm():
-        ray.init(
-            address=address,
-            num_cpus=None if address else os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=debug,
-            logging_level="INFO" if debug else "ERROR",
-            configure_logging=True,
-        )
-    if not debug:
-        # ray.init resets Ray's loggers; Tune's warnings about its disabled file loggers are noise here.
-        for name in ("ray", "ray.tune", "ray.train"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    return True
-
-
-@contextlib.contextmanager
-def _children_ignore_sigterm():
-    """Block SIGTERM while Ray starts its local processes; they inherit the blocked signal.
-
-    A SIGTERM sent to the whole process group (systemd's default, ``kill -- -PGID``) would
-    otherwise kill Ray's GCS and raylet under the driver, which then waits a minute for them and
-    dies (exit 1) instead of stopping the sweep gracefully (exit 130). Ray already shields its
-    processes from the group's SIGINT (Ctrl-C) this way; they still die with the driver.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _use_ray_auth_token_if_any() -> None:
-    """Send this machine's Ray auth token (~/.ray/auth_token, RAY_AUTH_TOKEN) when joining by address.
-
-    A cluster started with `ray start` requires the token when one exists, but Ray only turns
-    token mode on by itself for ``address="auto"``; a cluster without auth accepts it too.
-    An explicit ``RAY_AUTH_MODE`` is respected.
-    """
-    try:
-        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-    except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _scheduler(config: SweepConfig):
@@ -250,7 +188,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     if holder is not None and not options.wait_s:
         engine.dispose()
         raise StudyLockedError(config.name, holder)  # before starting Ray or writing anything
-    started_ray = _start_ray(config, options.debug)
+    started_ray = start_ray(config.cluster.address, options.debug)
     try:
         import ray
 
@@ -384,7 +322,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             exit_status = "budget"
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
         if exit_status != "failed":
-            notes += _summarise(config, prepared, study, tracker, parent_run_id, recorder, ledger.invocation_id)
+            notes += summarise(config, prepared, study, tracker, parent_run_id, recorder, ledger.invocation_id)
         result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
         failpoints.reached("mlflow-summary")
         tracker.finish(
@@ -403,38 +341,6 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
         raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
     return result
-
-
-def _summarise(config: SweepConfig, prepared: PreparedSweep, study, tracker: MlflowTracker, parent_run_id: str,
-               recorder: TrialRecorder, invocation_id: str) -> list[str]:
-    """What an ML lead reads in MLflow after the invocation: summary plots and tables on the parent
-    run, the study's story in the experiment's description, and a new registered model version when
-    this invocation found a better model. A failure here is reported, never fatal: the trials are recorded."""
-    from orchestrator.best_model import register_best_model
-    from orchestrator.report import write_summary
-    from orchestrator.tracking import mlflow_ui
-
-    notes = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="hpo-summary-") as folder:
-            write_summary(study, Path(folder), mlflow_ui(config.storage.mlflow))
-            tracker.log_artifacts(parent_run_id, Path(folder), "summary")
-    except Exception as error:  # noqa: BLE001 - plots are a courtesy; the study is already saved
-        notes.append(f"summary plots not logged: {type(error).__name__}: {error}")
-    if recorder.kept is not None and config.registered_model:
-        try:
-            version = register_best_model(
-                recorder.kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model,
-                tags={"hpo.study": config.name, "hpo.invocation_id": invocation_id},
-            )
-            tracker.set_tags(parent_run_id, {"hpo.registered_model": f"{config.registered_model}/{version}"})
-            notes.append(f"registered the best model as {config.registered_model} version {version} (trial {recorder.kept.trial_number})")
-        except Exception as error:  # noqa: BLE001
-            notes.append(f"best model not registered: {type(error).__name__}: {error}")
-        finally:
-            shutil.rmtree(recorder.kept.weights_file.parent, ignore_errors=True)
-    tracker.describe_study(study, config.objective.metric)
-    return notes
 
 
 def _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes) -> SweepResult:

@@ -1,0 +1,67 @@
+"""Starting or joining Ray for one sweep invocation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+
+
+def start_ray(address: str | None, debug: bool) -> bool:
+    """Start Ray here (``address`` None) or join a cluster; return True when this call started or
+    joined it (and so must shut it down), False when Ray was already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address not in (None, "auto"):
+        _use_ray_auth_token_if_any()
+    with _children_ignore_sigterm():
+        ray.init(
+            address=address,
+            num_cpus=None if address else os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=debug,
+            logging_level="INFO" if debug else "ERROR",
+            configure_logging=True,
+        )
+    if not debug:
+        # ray.init resets Ray's loggers; Tune's warnings about its disabled file loggers are noise here.
+        for name in ("ray", "ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    return True
+
+
+@contextlib.contextmanager
+def _children_ignore_sigterm():
+    """Block SIGTERM while Ray starts its local processes; they inherit the blocked signal.
+
+    A SIGTERM sent to the whole process group (systemd's default, ``kill -- -PGID``) would
+    otherwise kill Ray's GCS and raylet under the driver, which then waits a minute for them and
+    dies (exit 1) instead of stopping the sweep gracefully (exit 130). Ray already shields its
+    processes from the group's SIGINT (Ctrl-C) this way; they still die with the driver.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _use_ray_auth_token_if_any() -> None:
+    """Send this machine's Ray auth token (~/.ray/auth_token, RAY_AUTH_TOKEN) when joining by address.
+
+    A cluster started with `ray start` requires the token when one exists, but Ray only turns
+    token mode on by itself for ``address="auto"``; a cluster without auth accepts it too.
+    An explicit ``RAY_AUTH_MODE`` is respected.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
