@@ -162,7 +162,9 @@ class TrialRecorder(Callback):
         reasons = self.restarts.setdefault(trial.trial_id, [])
         reasons.append(error_summary(trial))
         self.ledger.trial_updated(optuna_trial.number, restarts=len(reasons))
-        self.tracker.set_tags(self.run_ids[trial.trial_id], {f"{TAG_PREFIX}restarts": len(reasons), f"{TAG_PREFIX}last_restart_reason": reasons[-1]})
+        run_id = self.run_ids.get(trial.trial_id)  # None when its worker failed to start: the trial never began
+        if run_id is not None:
+            self.tracker.set_tags(run_id, {f"{TAG_PREFIX}restarts": len(reasons), f"{TAG_PREFIX}last_restart_reason": reasons[-1]})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._finish(trial.trial_id, error=None)

@@ -183,3 +183,32 @@ def test_a_trial_on_a_lost_node_resumes_on_another(write_sweep):
     epochs = [m.step for m in MlflowClient(config.storage.mlflow).get_metric_history(child.info.run_id, "val_f1_macro")]
     assert len(epochs) <= 41  # continued from its checkpoint: at most the epoch in flight ran twice
     assert child.info.status == "FINISHED" and child.data.tags["hpo.restarts"] == "1"
+
+
+def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
+    """Ray Tune may cancel a trial's worker before it starts (seen with reused actors on a
+    multi-node cluster) and then restart the trial: the recorder has no MLflow run for it yet,
+    and must record the restart instead of crashing the sweep."""
+    from types import SimpleNamespace
+
+    from orchestrator import db
+    from orchestrator.config import Resources
+    from orchestrator.ledger import Ledger
+    from orchestrator.recorder import TrialRecorder
+    from orchestrator.searcher import StudySearcher
+    from orchestrator.tracking import MlflowTracker
+
+    config = load_sweep(write_sweep(name="never-started"))
+    engine = db.create_engine(config.storage.study_db)
+    db.upgrade(engine)
+    study = optuna.create_study(study_name=config.name, storage=config.storage.study_db, direction="maximize")
+    searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode)
+    recorder = TrialRecorder(searcher, MlflowTracker(config.storage.mlflow, config.name), "no-parent-run", config.objective.metric,
+                             config.objective.mode, Ledger(engine, config.name), Resources())
+    searcher.suggest("t1")
+    trial = SimpleNamespace(trial_id="t1", pickled_error_file=None, error_file=None)
+
+    recorder.on_trial_recover(iteration=0, trials=[], trial=trial)
+
+    assert recorder.restarts["t1"] == ["the trial's worker failed"]
+    engine.dispose()
