@@ -14,6 +14,12 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# ray.cluster_utils.Cluster (nodes started inside the test process) fails to create trial actors
+# ("actor creation cancelled") when this machine has a Ray auth token (~/.ray/auth_token, written
+# by `ray start`). Those tests are about scheduling and node loss; tests/test_cluster.py covers
+# token-authenticated clusters started with `ray start`.
+IN_PROCESS_CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}
+
 POSTGRES_ADMIN_URL = os.environ.get("HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 WORDS = {

@@ -20,7 +20,7 @@ import pytest
 from optuna.trial import TrialState
 
 from orchestrator.api import load_sweep
-from tests.conftest import free_port
+from tests.conftest import IN_PROCESS_CLUSTER_ENV, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +53,13 @@ gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]  # logi
 cluster.wait_for_nodes()
 config = load_sweep(sys.argv[1])
 config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": cluster.address})})
+result = run_sweep(config, RunOptions(trial_function=trial_noting_where_it_ran))
 two_gpus = config.model_copy(update={"resources": config.resources.model_copy(update={"gpu": 2.0})})
 try:
     run_sweep(two_gpus, RunOptions(trial_function=trial_noting_where_it_ran))
     refused = None
 except ConfigError as error:  # two nodes with one GPU each: no trial could ever start
     refused = str(error)
-result = run_sweep(config, RunOptions(trial_function=trial_noting_where_it_ran))
 print(json.dumps({"head": cluster.head_node.node_id, "gpu_nodes": [n.node_id for n in gpu_nodes], "states": result.trials_this_run,
                   "refused": refused}), flush=True)
 cluster.shutdown()
@@ -71,7 +71,7 @@ def test_fractional_gpu_trials_pack_two_per_gpu_on_gpu_nodes_only(write_sweep, t
                        budget={"n_trials": 8, "max_concurrent": 8})
     log = tmp_path / "placements.jsonl"
     done = subprocess.run([sys.executable, "-c", PACKING_SCRIPT, str(path), str(log)], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=600, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **IN_PROCESS_CLUSTER_ENV})
     assert done.returncode == 0, done.stderr[-3000:]
     cluster = json.loads(done.stdout.strip().splitlines()[-1])
     assert cluster["states"] == {"COMPLETE": 8}

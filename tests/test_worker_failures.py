@@ -19,7 +19,7 @@ from ray import cloudpickle
 import trials.finetune
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.runner import RunOptions
-from tests.conftest import mlflow_runs
+from tests.conftest import IN_PROCESS_CLUSTER_ENV, mlflow_runs
 from trials import checkpoint
 from trials.entrypoint import run_trial
 from trials.finetune import Hyperparameters, fine_tune
@@ -168,7 +168,7 @@ def test_a_trial_on_a_lost_node_resumes_on_another(write_sweep):
     config = load_sweep(path)
     nodes_file = path.parent / "nodes.txt"
     process = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(path), str(nodes_file)], capture_output=True, text=True,
-                             timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=Path(__file__).resolve().parent.parent)
+                             timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", **IN_PROCESS_CLUSTER_ENV}, cwd=Path(__file__).resolve().parent.parent)
     assert process.returncode == 0, process.stderr[-3000:]
     assert "node removed" in process.stdout, process.stdout
     assert '{"COMPLETE": 1}' in process.stdout, process.stdout[-2000:]
