@@ -33,6 +33,7 @@ import optuna  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.overhead import parameter_sets  # noqa: E402
 from orchestrator.config import parse_sweep  # noqa: E402
 from orchestrator.prepare import prepare  # noqa: E402
 from orchestrator.runner import RunOptions, run_sweep  # noqa: E402
@@ -103,12 +104,6 @@ def sweep_config(args, workdir: Path, fraction: float):
     if args.text_column:
         raw["data"].update(text_column=args.text_column, label_column=args.label_column)
     return parse_sweep(raw, Path.cwd())
-
-
-def parameter_sets(config, n: int) -> list[dict]:
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    distributions = config.search_space.distributions()
-    return [study.ask(distributions).params for _ in range(n)]
 
 
 def run_arm(config, params: list[dict], prepared, sampler: GpuSampler) -> dict:

@@ -6,6 +6,7 @@ from orchestrator.config import Resources
 from orchestrator.errors import ConfigError
 
 GIB = 2**30
+_NODE_NAMES = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}  # a trial's request -> a node's resources in ray.nodes()
 
 
 def ray_request(resources: Resources) -> dict[str, float]:
@@ -22,9 +23,7 @@ def check_some_node_fits(resources: Resources, nodes: list[dict]) -> None:
     Ray would otherwise leave such a trial PENDING for ever. Checked per node, not against the
     cluster's totals: two nodes with one GPU each cannot run a trial that asks for two.
     """
-    wanted = {"CPU": resources.cpu, "GPU": resources.gpu}
-    if resources.memory_gb is not None:
-        wanted["memory"] = resources.memory_gb * GIB
+    wanted = {_NODE_NAMES[name]: amount for name, amount in ray_request(resources).items()}
     alive = [node.get("Resources", {}) for node in nodes if node.get("Alive", True)]
     if any(all(have.get(name, 0.0) >= amount for name, amount in wanted.items()) for have in alive):
         return

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
