@@ -22,7 +22,7 @@ from rich.table import Table
 
 from orchestrator.errors import HpoError
 from orchestrator.naming import SHORT_NAMES
-from orchestrator.secrets import mask
+from orchestrator.secrets import mask, remember_url
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -65,20 +65,31 @@ def _errors(debug: bool, as_json: bool) -> Iterator[None]:
         raise
     except HpoError as error:
         if debug:
-            err.print_exception()
+            _print_traceback()
         _fail(mask(str(error)), error.exit_code, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED, as_json)
     except Exception as error:  # noqa: BLE001 - the last line of defence for the CLI
         if debug:
-            err.print_exception()
+            _print_traceback()
         hint = "" if debug else " (run again with --debug for the traceback)"
         _fail(mask(f"unexpected error: {type(error).__name__}: {error}") + hint, EXIT_FAILED, as_json)
 
 
+def _print_traceback() -> None:
+    import traceback
+
+    err.print(mask(traceback.format_exc()), highlight=False, markup=False, soft_wrap=True)
+
+
+def _print_json(document) -> None:
+    """Print one JSON document on stdout, secrets masked (in their JSON-escaped form too)."""
+    print(mask(json.dumps(document, default=str)))
+
+
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"ok": False, "error": message, "exit_code": code}))
+        _print_json({"ok": False, "error": message, "exit_code": code})
     err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -108,7 +119,7 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
             trains = (f"{summary['train_size']} train / {summary['val_size']} val examples, "
                       f"labels {', '.join(prepared.label_names)}")
         if as_json:
-            print(json.dumps(summary))
+            _print_json(summary)
             return
         out.print(
             f"[green]ok[/green] {sweep}: study [bold]{config.name}[/bold], {trains}, "
@@ -161,9 +172,9 @@ def run(
         finally:
             progress.close()
         if json_summary is not None:
-            json_summary.write_text(json.dumps(_summary(result), indent=2) + "\n")
+            json_summary.write_text(mask(json.dumps(_summary(result), indent=2)) + "\n")
         if as_json:
-            print(json.dumps({"ok": True, **result.to_dict()}))
+            _print_json({"ok": True, **result.to_dict()})
         else:
             for note in result.notes:
                 err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
@@ -187,7 +198,7 @@ def _read_points(path: Path, config) -> tuple[dict, ...]:
 
 
 DbOpt = typer.Option(
-    "sqlite:///hpo.db", "--db", envvar="HPO_STUDY_DB",
+    "sqlite:///hpo.db", "--db", envvar="HPO_STUDY_DB", callback=remember_url,
     help="Study database URL (a sweep's storage.study_db). Env: HPO_STUDY_DB.",
 )
 StudyArg = typer.Argument(..., help="Study name (the sweep file's name).")
@@ -195,7 +206,7 @@ StudyArg = typer.Argument(..., help="Study name (the sweep file's name).")
 
 def _json_or(rows, as_json: bool) -> bool:
     if as_json:
-        print(json.dumps(rows, default=str))
+        _print_json(rows)
     return as_json
 
 
@@ -301,7 +312,7 @@ def report(
     study: str = StudyArg,
     out_path: Path = typer.Option(..., "--out", help="HTML file to write, e.g. report.html (its folder must exist)."),
     db: str = DbOpt,
-    mlflow_ui: Optional[str] = typer.Option(None, "--mlflow-ui", help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
+    mlflow_ui: Optional[str] = typer.Option(None, "--mlflow-ui", callback=remember_url, help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
 from orchestrator.search_space import CategoricalParam, PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
+from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import CHOICES
 from trials.tasks import TASKS
 from trials.user_function import FunctionRef, UserFunctionError
@@ -114,10 +115,13 @@ class StorageConfig(_Section):
 
     @field_validator("study_db", "mlflow", "results_dir")
     @classmethod
-    def _expand_environment(cls, value: str) -> str:
+    def _expand_environment(cls, value: str, info: ValidationInfo) -> str:
         expanded = os.path.expandvars(value)
         if "${" in expanded:
             raise ValueError("it names an environment variable that is not set; export it first")
+        if info.field_name != "results_dir":
+            remember_url(expanded)  # masked in everything we print or record from now on
+            remember_substitutions(value, expanded)
         return expanded
 
 

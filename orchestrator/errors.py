@@ -55,5 +55,7 @@ class SweepFailedError(HpoError):
 
 
 def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    from orchestrator.secrets import mask
+
+    text = mask(repr(value))  # before cutting: a cut password no longer matches what masks it
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,7 +14,7 @@ import sqlalchemy
 from sqlalchemy import insert, select, update
 
 from orchestrator.db.models import Invocation, LedgerTrial, Sweep
-from orchestrator.secrets import mask
+from orchestrator.secrets import mask_tree
 
 
 def _now() -> datetime:
@@ -23,7 +23,7 @@ def _now() -> datetime:
 
 def config_snapshot(config) -> str:
     """The validated sweep config as JSON with every secret masked."""
-    return mask(json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    return json.dumps(mask_tree(config.model_dump(mode="json")), sort_keys=True)
 
 
 class Ledger:

@@ -75,8 +75,12 @@ def _check_mlflow_reachable(uri: str) -> None:
     import urllib.parse
     import urllib.request
 
-    parts = urllib.parse.urlsplit(uri)
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    except ValueError:  # its message may quote a piece of the password
+        raise ConfigError("storage.mlflow", mask(uri), "not a valid URL; "
+                          "percent-encode '/', '@', ':', '#' and '?' in a user name or password (e.g. %2F for '/')") from None
     health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     try:
         with urllib.request.urlopen(health, timeout=10) as response:

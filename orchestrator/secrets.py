@@ -1,16 +1,132 @@
-"""Keep credentials out of everything we print, log or record."""
+"""Keep credentials out of everything we print, log or record.
+
+Two layers:
+
+- Every URL the product is given (the sweep's storage URLs, ``--db``, ``--mlflow-ui``) goes
+  through :func:`remember_url`, which parses it with SQLAlchemy's ``make_url`` and
+  ``urllib.parse`` and remembers its password and secret query values. :func:`mask` then
+  replaces each remembered secret wherever it appears, in every form text can carry it
+  (as written, percent-encoded, JSON- or ``repr``-escaped, HTML-escaped), whatever
+  characters it holds.
+- A pattern catches ``scheme://user:password@`` and ``password=``/``token=`` values in text
+  that never came through such a field (a driver's error message, a URL typed elsewhere).
+"""
 
 from __future__ import annotations
 
+import html
+import json
+import os
 import re
-
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
-_QUERY_SECRET = re.compile(r"(?i)(?P<key>(?:password|passwd|pwd|token|secret|api_key)=)(?P<value>[^&\s]+)")
+import urllib.parse
+from typing import Any
 
 MASK = "***"
 
+# Text a URL in free text cannot contain unescaped: where the password of a URL in prose must end.
+_NOT_IN_URL = r"\s\"'<>`"
+# The password runs to the authority's last '@', so one written with '/', ':', '#', '?' or an
+# unencoded '@' is masked whole; over-masking a path that holds an '@' is the safe mistake.
+_URL_PASSWORD = re.compile(
+    rf"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@{_NOT_IN_URL}]*):(?P<password>[^{_NOT_IN_URL}]*)@"
+)
+_SECRET_KEY = r"(?:password|passwd|pwd|token|secret|api_key|apikey|access_key)"
+_QUERY_SECRET = re.compile(rf"(?i)(?P<key>{_SECRET_KEY}=)(?P<value>[^&{_NOT_IN_URL}]+)")
+_SECRET_NAME = re.compile(rf"(?i){_SECRET_KEY}|pass|credential")
+# Shorter remembered secrets are masked only by the patterns: replacing every "ab" would garble all output.
+_MIN_LENGTH = 3
+
+_remembered: set[str] = set()
+
 
 def mask(text: str) -> str:
-    """Return ``text`` with URL passwords and ``password=``/``token=`` query values replaced by ``***``."""
+    """Return ``text`` with every remembered secret, URL password and secret query value replaced by ``***``."""
+    for secret in sorted(_remembered, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     return _QUERY_SECRET.sub(lambda m: f"{m['key']}{MASK}", text)
+
+
+def mask_tree(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings) with :func:`mask` applied to every string in it."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {mask_tree(key): mask_tree(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_tree(item) for item in value]
+    return value
+
+
+def remember(secret: str) -> None:
+    """Mask ``secret`` from now on, in each form it can take in text."""
+    if len(secret) < _MIN_LENGTH:
+        return
+    _remembered.update(
+        form
+        for form in (
+            secret,
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret, safe=""),
+            urllib.parse.quote(secret),  # what a URL builder that keeps '/' writes
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            repr(secret)[1:-1],
+            html.escape(secret),
+        )
+        if len(form) >= _MIN_LENGTH
+    )
+
+
+def remember_url(url: str | None) -> str | None:
+    """Remember the secrets in ``url`` (its password, secret query values); return ``url`` unchanged."""
+    for secret in url_secrets(url) if url else ():
+        remember(secret)
+    return url
+
+
+def remember_substitutions(template: str, expanded_url: str) -> None:
+    """Remember the values of the environment variables ``template`` names that hold secrets:
+    those whose name says so (``${PGPASSWORD}``) and those that end up in the URL's password."""
+    secrets = url_secrets(expanded_url)
+    for name in re.findall(r"\$\{(\w+)\}|\$(\w+)", template):
+        name = name[0] or name[1]
+        value = os.environ.get(name)
+        if value and (_SECRET_NAME.search(name) or any(value in secret for secret in secrets)):
+            remember(value)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password and secret query values of ``url``, as each parser reads them (decoded and as written)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    found: list[str] = []
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        pass
+    else:
+        if parsed.password:
+            found.append(str(parsed.password))
+        found.extend(_secret_query_values(dict(parsed.query)))
+    try:
+        split = urllib.parse.urlsplit(url)
+        if split.password:
+            found.append(split.password)
+        found.extend(_secret_query_values(urllib.parse.parse_qs(split.query)))
+    except ValueError:
+        pass
+    written = _URL_PASSWORD.search(url)  # the userinfo as written, up to the last '@'
+    if written and written["password"]:
+        found.extend((written["password"], urllib.parse.unquote(written["password"])))
+    return [secret for secret in dict.fromkeys(found) if secret]
+
+
+def _secret_query_values(query: dict[str, Any]) -> list[str]:
+    values: list[str] = []
+    for key, value in query.items():
+        if re.fullmatch(rf"(?i){_SECRET_KEY}", key):
+            values.extend([value] if isinstance(value, str) else list(value))
+    return values

@@ -14,7 +14,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.registries import SAMPLERS, SamplerInputs
 from orchestrator.search_space import space_changes
-from orchestrator.secrets import mask
+from orchestrator.secrets import mask, remember_url
 
 SQLITE_BUSY_TIMEOUT_S = 60
 
@@ -28,10 +28,13 @@ def sqlite_file(url: str) -> Path | None:
 
 def check_reachable(url: str, field: str = "storage.study_db") -> None:
     """Raise :class:`ConfigError` unless ``url`` is a database we can connect to. Writes nothing."""
+    remember_url(url)
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
+    if parsed.host and "@" in parsed.host:
+        raise ConfigError(field, mask(url), "the password holds an unencoded '@'; write it as %40 (percent-encode the password)")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
