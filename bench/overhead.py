@@ -177,11 +177,7 @@ def _best_of(_final: dict) -> float:
 
 
 def _raw_texts(prepared, config):
-    from trials.data import split
-
-    from orchestrator.prepare import _read_texts
-
-    train, val = split(_read_texts(config), len(prepared.data.train), len(prepared.data.val), config.trial.seed)
+    train, val = prepared.splits.train, prepared.splits.validation
     return (train.texts, train.labels.tolist()), (val.texts, val.labels.tolist())
 
 

@@ -29,6 +29,7 @@ class KeptModel:
     run_id: str
     value: float
     params: dict
+    trial_path: str | None = None  # the Ray trial folder holding the file: freed with it
 
 
 def register_best_model(kept: KeptModel, model_path: str, label_names: list[str], tracking_uri: str,

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import HpoError
-from orchestrator.naming import SHORT_NAMES
+from orchestrator.naming import SHORT_NAMES, short_params
 from orchestrator.secrets import mask, remember_url
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -283,9 +283,16 @@ def best(
             return
         if len(rows[0]["values"]) > 1:
             print(f"# {study}: the Pareto front, {len(rows)} trial(s), best first by the primary objective")
+        from orchestrator.answer import Answer, score_lines
+
         for row in rows:
             shown = ", ".join(f"{value:.6g}" for value in row["values"])
-            print(f"# {study} trial {row['number']}: value{'s' * (len(row['values']) > 1)} {shown}")
+            if "answer" in row:
+                print(f"# {study} trial {row['number']}: the chosen configuration")
+                for what, score in score_lines(Answer.from_dict(row["answer"])):
+                    print(f"#   {what}: {score}")
+            else:
+                print(f"# {study} trial {row['number']}: value{'s' * (len(row['values']) > 1)} {shown}" + (f" ({row['measured_on']})" if "measured_on" in row else ""))
             print(yaml.safe_dump(row["params"], sort_keys=False), end="")
 
 
@@ -363,6 +370,8 @@ def _summary(result) -> dict:
         "duration_s": round(result.duration_s, 1),
         "notes": result.notes,
         "mlflow_parent_run_id": result.parent_run_id,
+        "answer": result.answer,
+        "splits": result.splits,
     }
 
 
@@ -378,7 +387,7 @@ def _print_result(result) -> None:
         out.print("[yellow]No trial has completed yet.[/yellow]")
     else:
         objectives = result.objectives or [result.metric]
-        title = f"Pareto front of {', '.join(objectives)}" if len(objectives) > 1 else f"Best trials by {result.metric} ({result.mode})"
+        title = f"Pareto front of {', '.join(objectives)}" if len(objectives) > 1 else f"Best trials by {result.metric} ({result.mode}): search scores on the validation split"
         table = Table(title=title, title_justify="left")
         table.add_column("trial", justify="right", no_wrap=True)
         for objective in objectives:
@@ -394,12 +403,28 @@ def _print_result(result) -> None:
         out.print(table)
         baseline = result.baseline.get(result.metric)
         if baseline is not None:
-            out.print(f"Best {result.metric} [bold]{result.best.value:.4f}[/bold] vs majority-class baseline {baseline:.4f}")
+            out.print(f"Best search {result.metric} (validation) {result.best.value:.4f} vs majority-class baseline {baseline:.4f}")
+        _print_answer(result)
     out.print("\nLook at the results:")
-    out.print(f"  mlflow ui --backend-store-uri {result.mlflow_uri}   # then open http://127.0.0.1:5000", highlight=False, soft_wrap=True)
+    runs = f"#/experiments/{result.mlflow_experiment_id}/runs" + (f"/{result.parent_run_id}" if result.parent_run_id else "")
+    out.print(f"  mlflow ui --backend-store-uri {result.mlflow_uri}   # then open http://127.0.0.1:5000/{runs}", highlight=False, soft_wrap=True)
     out.print(f"  optuna-dashboard {result.study_db}", highlight=False)
     out.print(f"  optuna trials --study-name {result.study_name} --storage {result.study_db}", highlight=False)
     out.print(f"  hpo report {result.study_name} --db {result.study_db} --out report.html   # one page to share", highlight=False, soft_wrap=True)
+
+
+def _print_answer(result) -> None:
+    """The chosen configuration and each of its scores, saying what it was measured on."""
+    from orchestrator.answer import Answer, score_lines
+
+    if result.answer is None:
+        return
+    answer = Answer.from_dict(result.answer)
+    out.print(f"\n[bold]The answer[/bold]: trial {answer.trial} ({short_params(answer.params)})", highlight=False, soft_wrap=True)
+    for what, score in score_lines(answer):
+        out.print(f"  {what:<54} [bold]{score}[/bold]", highlight=False, soft_wrap=True)
+    if answer.test is None:
+        out.print("  [yellow]no test score[/yellow]: every score above is a validation score; give data.test (or more rows) for one the search never saw", highlight=False, soft_wrap=True)
 
 
 def _cell(value) -> str:

@@ -45,9 +45,22 @@ class DataConfig(_Section):
     image_column: str | None = None  # a table of images: the column of paths (relative to the table's folder); default "image"
     label_column: str | None = None  # default: the bundled dataset's, else "label"
     max_length: int = Field(128, ge=8, le=8192)
-    train_size: int | None = Field(None, ge=2)
+    # Splits as you have them (see orchestrator/splits.py): files of the same format as source, or one
+    # file whose split_column says train/validation/test, or source: a saved datasets.DatasetDict folder.
+    validation: str | None = None
+    test: str | None = None  # never seen by the search: scores the chosen configuration once at the end
+    split_column: str | None = None
+    split_seed: int = 0  # draws validation and test from one file; fixed for the study, apart from trial.seed
+    train_size: int | None = Field(None, ge=2)  # rows drawn (split_seed) for training
     val_size: int | None = Field(None, ge=2)
+    test_size: int | None = Field(None, ge=0)  # one file: rows drawn for the test split (default: automatic; 0: none)
     noisy_val_rate: float = Field(0.0, ge=0.0, le=0.5)  # > 0: also score the validation texts with this rate of typos
+
+    @model_validator(mode="after")
+    def _one_way_to_split(self) -> "DataConfig":
+        if self.split_column is not None and (self.validation is not None or self.test is not None):
+            raise ConfigError("data.split_column", self.split_column, "give either a split column or validation/test files, not both")
+        return self
 
 
 class TrialConfig(_Section):
@@ -70,6 +83,14 @@ class TrialConfig(_Section):
             return str(FunctionRef.parse(function, (info.context or {}).get("base_dir", Path.cwd())))
         except UserFunctionError as error:
             raise ValueError(str(error)) from None
+
+
+class ConfirmConfig(_Section):
+    """After the search, train its ``top_k`` configurations again with ``seeds`` new training seeds
+    each; the winner is the best mean. ``top_k: 0`` turns confirmation off."""
+
+    top_k: int = Field(0, ge=0, le=50)
+    seeds: int = Field(3, ge=1, le=20)
 
 
 class Budget(_Section):
@@ -139,6 +160,7 @@ class SweepConfig(_Section):
     search_space: SearchSpace
     trial: TrialConfig = TrialConfig()
     budget: Budget = Budget()
+    confirm: ConfirmConfig = ConfirmConfig()
     sampler: SamplerConfig = SamplerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     resources: Resources = Resources()
@@ -217,6 +239,8 @@ class SweepConfig(_Section):
             if key in self.model_fields_set:
                 raise ConfigError(key, self.data.source if key == "data" else getattr(self, key),
                                   "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
+        if self.confirm.top_k:
+            raise ConfigError("confirm.top_k", self.confirm.top_k, "confirmation retrains with new seeds, which the built-in fine-tuning sets; trial.function seeds itself: remove confirm")
         built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed"})
         if built_in:
             raise ConfigError(f"trial.{built_in[0]}", getattr(self.trial, built_in[0]),
@@ -253,6 +277,8 @@ class SweepConfig(_Section):
             raise ConfigError("scheduler.name", self.scheduler.name, "schedulers stop trials on one metric; with several objectives use fifo")
         if self.multi_objective and self.registered_model is not None:
             raise ConfigError("registered_model", self.registered_model, "a registered model needs one best trial; with several objectives remove it")
+        if self.multi_objective and self.confirm.top_k:
+            raise ConfigError("confirm.top_k", self.confirm.top_k, "confirmation ranks configurations on one objective; with several remove confirm")
         if self.multi_objective and self.sampler.name == "cmaes":
             raise ConfigError("sampler.name", "cmaes", "CMA-ES optimises one objective; with several use nsga2, tpe, gp, qmc, random or grid")
         return self

@@ -21,3 +21,8 @@ def short_params(params: dict, limit: int | None = None) -> str:
 def run_name(number: int, params: dict) -> str:
     """The MLflow run name of a trial: ``t007 lr=3e-05 bs=32 unfreeze=4``."""
     return f"t{number:03d} {short_params(params, limit=4)}".rstrip()
+
+
+def confirmation_run_name(number: int, confirms: int, seed: int | None) -> str:
+    """The MLflow run name of a confirmation run: ``c003 confirms t007 seed 2``."""
+    return f"c{number:03d} confirms t{confirms:03d} seed {seed}"

@@ -14,9 +14,10 @@ from orchestrator.bundled import BundledNotFoundError, bundled_dataset, bundled_
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from trials.augment import noisy_copies
-from trials.data import DataError, encode, labelled_texts, read_table, split
+from orchestrator.splits import Splits, make_splits
+from trials.data import DataError, EncodedSplit, encode, labelled_texts, read_table
 from trials.finetune import TrialData
-from trials.images import images_in_folder, images_in_table, preprocess
+from trials.images import ImageSplit, images_in_folder, images_in_table, preprocess
 from trials.metrics import majority_baseline
 from trials.model import layer_count
 from trials.user_function import FunctionRef, UserFunctionError
@@ -31,6 +32,8 @@ class PreparedSweep:
     data: TrialData | None
     baseline: dict[str, float]
     function: FunctionRef | None = None
+    test: EncodedSplit | ImageSplit | None = None  # stays on the driver: no trial ever gets it
+    splits: Splits | None = None
 
 
 def resolve_model(reference: str) -> str:
@@ -78,82 +81,127 @@ def _check_unfreeze_depth(config: SweepConfig, model_path: str) -> None:
         )
 
 
-def _read_table(field_value: str, path: Path):
+def _read_table(field: str, source: str, path: Path):
     try:
         return read_table(path)
     except Exception as error:  # pandas raises many types for unreadable files
-        raise ConfigError("data.source", field_value, f"cannot be read as a table ({type(error).__name__}: {error})") from None
+        raise ConfigError(field, source, f"cannot be read as a table ({type(error).__name__}: {error})") from None
 
 
-def _read_texts(config: SweepConfig):
+def _columns(config: SweepConfig, *names: str) -> dict[str, str]:
+    """The data's column names: as set, else the bundled dataset's, else the defaults."""
     data = config.data
-    text_column, label_column = data.text_column or "text", data.label_column or "label"
+    defaults = {"text_column": "text", "image_column": "image", "label_column": "label"}
     if is_bundled(data.source):
         try:
-            path, dataset = bundled_dataset(data.source)
+            _, dataset = bundled_dataset(data.source)
         except BundledNotFoundError as error:
             raise ConfigError("data.source", data.source, str(error)) from None
-        text_column, label_column = data.text_column or dataset.text_column, data.label_column or dataset.label_column
+        defaults.update(text_column=dataset.text_column, label_column=dataset.label_column)
+    return {name: getattr(data, name) or defaults[name] for name in names}
+
+
+def _read_frame(field: str, source: str):
+    if field == "data.source" and is_bundled(source):
+        path, _ = bundled_dataset(source)
     else:
-        path = Path(data.source).expanduser()
+        path = Path(source).expanduser()
         if not path.is_file():
-            raise ConfigError("data.source", data.source, "no such file; give a CSV, TSV, JSONL or Parquet file, or bundled:tweets-sentiment")
-    frame = _read_table(data.source, path)
+            raise ConfigError(field, source, "no such file; give a CSV, TSV, JSONL or Parquet file" + (", or bundled:tweets-sentiment" if field == "data.source" else ""))
+    return _read_table(field, source, path)
+
+
+def _data_error(error: DataError, field: str, source: str, columns: dict[str, str]) -> ConfigError:
+    value = {f"data.{name}": column for name, column in columns.items()}.get(error.field, source)
+    return ConfigError(field if error.field == "data.source" else error.field, value, str(error))
+
+
+def _text_readers(config: SweepConfig) -> dict:
+    columns = _columns(config, "text_column", "label_column")
+
+    def from_frame(frame, field, source, min_classes):
+        try:
+            return labelled_texts(frame, columns["text_column"], columns["label_column"], min_classes)
+        except DataError as error:
+            raise _data_error(error, field, source, columns) from None
+
+    return {
+        "read_source": lambda field, source, min_classes: from_frame(_read_frame(field, source), field, source, min_classes),
+        "read_frame": _read_frame,
+        "from_frame": from_frame,
+        "read_dataset_dict": _read_dataset_dict,
+    }
+
+
+def _read_dataset_dict(source: str) -> dict:
+    """A ``datasets.DatasetDict`` saved with ``save_to_disk``: each split as a table, class ids as their names."""
+    from orchestrator.splits import SPLIT_VALUES
+
     try:
-        return labelled_texts(frame, text_column, label_column)
-    except DataError as error:
-        value = {"data.text_column": text_column, "data.label_column": label_column}.get(error.field, data.source)
-        raise ConfigError(error.field, value, str(error)) from None
+        import datasets
+    except ImportError:
+        raise ConfigError("data.source", source, "a saved DatasetDict needs the datasets package; pip install datasets") from None
+    loaded = datasets.load_from_disk(str(Path(source).expanduser()))
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise ConfigError("data.source", source, "a saved Dataset, not a DatasetDict; save a DatasetDict with train and validation splits")
+    unknown = sorted(set(loaded) - set(SPLIT_VALUES))
+    if unknown:
+        raise ConfigError("data.source", source, f"splits {unknown} name no split; name them train, validation and test")
+    frames = {}
+    for name, split in loaded.items():
+        frame = split.to_pandas()
+        for column, feature in split.features.items():
+            if isinstance(feature, datasets.ClassLabel):
+                frame[column] = [feature.int2str(int(value)) for value in frame[column]]
+        frames[SPLIT_VALUES[name]] = frame
+    return frames
 
 
-def _read_images(config: SweepConfig):
-    data = config.data
-    source = Path(data.source).expanduser()
-    image_column, label_column = data.image_column or "image", data.label_column or "label"
-    try:
-        if source.is_dir():
-            return images_in_folder(source)
-        if source.is_file():
-            return images_in_table(_read_table(data.source, source), image_column, label_column, source.parent)
-    except DataError as error:
-        value = {"data.image_column": image_column, "data.label_column": label_column}.get(error.field, data.source)
-        raise ConfigError(error.field, value, str(error)) from None
-    raise ConfigError("data.source", data.source, "no such folder or file; give a folder with one subfolder of images per class, or a CSV of image paths and labels")
+def _image_readers(config: SweepConfig) -> dict:
+    columns = _columns(config, "image_column", "label_column")
+
+    def from_frame(frame, field, source, min_classes):
+        base = Path(source.split(" (")[0]).expanduser().parent  # relative image paths start at the table's folder
+        try:
+            return images_in_table(frame, columns["image_column"], columns["label_column"], base, min_classes)
+        except DataError as error:
+            raise _data_error(error, field, source, columns) from None
+
+    def read_source(field, source, min_classes):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            try:
+                return images_in_folder(path, min_classes)
+            except DataError as error:
+                raise _data_error(error, field, source, columns) from None
+        if path.is_file():
+            return from_frame(_read_table(field, source, path), field, source, min_classes)
+        raise ConfigError(field, source, "no such folder or file; give a folder with one subfolder of images per class, or a CSV of image paths and labels")
+
+    return {"read_source": read_source, "read_frame": _read_frame, "from_frame": from_frame, "read_dataset_dict": None}
 
 
-def _split(config: SweepConfig, labelled):
-    available = len(labelled.labels)
-    val_size = config.data.val_size or max(2, available // 5)
-    train_size = config.data.train_size or available - val_size
-    try:
-        train, val = split(labelled, train_size, val_size, config.trial.seed)
-    except DataError as error:
-        raise ConfigError(error.field, train_size, f"{error}; lower train_size or val_size") from None
-    if len(set(train.labels.tolist())) < 2:
-        raise ConfigError("data.train_size", train_size, "the training split has a single class; use more rows")
-    return train, val
-
-
-def _text_data(config: SweepConfig, model_path: str) -> tuple[TrialData, list[str], int]:
-    """Texts tokenised once: (data, label names, pad token id)."""
+def _text_data(config: SweepConfig, model_path: str) -> tuple[TrialData, EncodedSplit | None, Splits, int]:
+    """Texts tokenised once: (the trials' data, the test split, the splits, pad token id)."""
     from transformers import AutoTokenizer
 
-    texts = _read_texts(config)
-    train, val = _split(config, texts)
+    splits = make_splits(config.data, **_text_readers(config))
+    train, val = splits.train, splits.validation
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     max_length = config.data.max_length
     data = TrialData(
         train=encode(tokenizer, train.texts, train.labels, max_length),
         val=encode(tokenizer, val.texts, val.labels, max_length),
-        val_noisy=encode(tokenizer, noisy_copies(val.texts, config.data.noisy_val_rate, config.trial.seed), val.labels, max_length)
+        val_noisy=encode(tokenizer, noisy_copies(val.texts, config.data.noisy_val_rate, config.data.split_seed), val.labels, max_length)
         if config.data.noisy_val_rate > 0 else None,
     )
+    test = encode(tokenizer, splits.test.texts, splits.test.labels, max_length) if splits.test is not None else None
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return data, texts.label_names, pad_token_id
+    return data, test, splits, pad_token_id
 
 
-def _image_data(config: SweepConfig, model_path: str) -> tuple[TrialData, list[str], int]:
-    """Images resized and cropped once by the model's image processor: (data, label names, 0)."""
+def _image_data(config: SweepConfig, model_path: str) -> tuple[TrialData, ImageSplit | None, Splits, int]:
+    """Images resized and cropped once by the model's image processor: (the trials' data, the test split, the splits, 0)."""
     from transformers import AutoConfig, AutoImageProcessor
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
@@ -164,14 +212,14 @@ def _image_data(config: SweepConfig, model_path: str) -> tuple[TrialData, list[s
         processor = AutoImageProcessor.from_pretrained(model_path)
     except (OSError, ValueError):
         raise ConfigError("model", config.model, "no image processor beside the model (preprocessor_config.json); save the model's AutoImageProcessor with it") from None
-    images = _read_images(config)
-    train, val = _split(config, images)
+    splits = make_splits(config.data, **_image_readers(config))
     channels = getattr(model_config, "num_channels", 3)
     try:
-        data = TrialData(train=preprocess(processor, train, channels), val=preprocess(processor, val, channels))
+        data = TrialData(train=preprocess(processor, splits.train, channels), val=preprocess(processor, splits.validation, channels))
+        test = preprocess(processor, splits.test, channels) if splits.test is not None else None
     except DataError as error:
         raise ConfigError(error.field, config.data.source, str(error)) from None
-    return data, images.label_names, 0
+    return data, test, splits, 0
 
 
 TASK_DATA = {"text-classification": _text_data, "image-classification": _image_data}
@@ -194,6 +242,6 @@ def prepare(config: SweepConfig) -> PreparedSweep:
         return PreparedSweep(config, None, [], 0, None, {}, function=_user_function(config))
     model_path = resolve_model(config.model)
     _check_unfreeze_depth(config, model_path)
-    data, label_names, pad_token_id = TASK_DATA[config.task](config, model_path)
-    baseline = majority_baseline(data.train.labels, data.val.labels, len(label_names))
-    return PreparedSweep(config, model_path, label_names, pad_token_id, data, baseline)
+    data, test, splits, pad_token_id = TASK_DATA[config.task](config, model_path)
+    baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names))
+    return PreparedSweep(config, model_path, splits.label_names, pad_token_id, data, baseline, test=test, splits=splits)

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from orchestrator.errors import ConfigError
+from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
 from orchestrator.secrets import mask
 
 SORT_KEYS = ("number", "value", "duration")
@@ -111,13 +112,23 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
 
 
 def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
-    """The ``top`` best completed trials; with several objectives, the whole Pareto front."""
+    """The ``top`` best completed trials, the sweep's chosen configuration first (its answer
+    attached); with several objectives, the whole Pareto front."""
     study = _load(storage, name)
     if len(study.directions) > 1:
         from orchestrator.result import rank
 
         return [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
-    return trials(storage, name, states=["COMPLETE"], sort="value")[:top]
+    ranked = trials(storage, name, states=["COMPLETE"], sort="value")
+    for row in ranked:
+        row["measured_on"] = SEARCH_SCORE
+    answer = study.user_attrs.get(ANSWER_ATTR)
+    if answer is None:
+        return ranked[:top]
+    chosen = [row for row in ranked if row["number"] == answer["trial"]]
+    for row in chosen:
+        row["answer"] = answer  # the chosen configuration: its confirmed and test scores
+    return (chosen + [row for row in ranked if row["number"] != answer["trial"]])[:top]
 
 
 EXPORT_FORMATS = ("csv", "json", "parquet")

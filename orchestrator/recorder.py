@@ -21,8 +21,9 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
 from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
+from orchestrator.confirm import CONFIRMS, SEED_PARAM
 from orchestrator.ledger import Ledger
-from orchestrator.naming import run_name
+from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
@@ -72,7 +73,7 @@ def _remove_checkpoints(trial_path: str | None) -> None:
 
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
-                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False) -> None:
+                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = "search") -> None:
         self.searcher = searcher
         self.best = best_before  # the study's best primary value so far, shown live on the parent run
         self.other_objectives = tuple(other_objectives)  # multi-objective: reported at the end, never per epoch
@@ -91,8 +92,10 @@ class TrialRecorder(Callback):
         self.trial_paths: dict[str, str] = {}
         self.checkpoint_dirs: dict[str, str] = {}  # Ray trial id -> its latest checkpoint
         self.keep_best_model = keep_best_model
-        self.kept: KeptModel | None = None  # the best model of a trial that beat the study's best
-        self._kept_trial_path: str | None = None
+        # The best model of each group of trials: the search's (key None: only a trial that beat the
+        # study's best) and each confirmed configuration's (key: the search trial it confirms).
+        self.kept_models: dict[int | None, KeptModel] = {}
+        self.role = role  # "search" or "confirm": the hpo.role tag of the trials' MLflow runs
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles callbacks into its experiment snapshot (tuner.pkl). The recorder holds
@@ -103,19 +106,27 @@ class TrialRecorder(Callback):
     def study(self) -> optuna.Study:
         return self.searcher.study
 
+    @property
+    def kept(self) -> KeptModel | None:
+        """The best model of a search trial that beat the study's best in this invocation."""
+        return self.kept_models.get(None)
+
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         if trial.trial_id in self.run_ids:
             return
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         number = optuna_trial.number
+        confirms = optuna_trial.user_attrs.get(CONFIRMS)
         run_id = self.tracker.start_run(
-            name=run_name(number, optuna_trial.params),
+            name=run_name(number, optuna_trial.params) if confirms is None else confirmation_run_name(number, confirms, trial.config.get(SEED_PARAM)),
             params=trial.config,
             tags={
                 f"{TAG_PREFIX}study": self.study.study_name,
+                f"{TAG_PREFIX}role": self.role,
                 f"{TAG_PREFIX}optuna_trial_number": number,
                 f"{TAG_PREFIX}ray_trial_id": trial.trial_id,
                 f"{TAG_PREFIX}state": "RUNNING",
+                **({f"{TAG_PREFIX}confirms": confirms, f"{TAG_PREFIX}training_seed": trial.config.get(SEED_PARAM)} if confirms is not None else {}),
             },
             parent_run_id=self.parent_run_id,
         )
@@ -205,21 +216,28 @@ class TrialRecorder(Callback):
         failpoints.reached("between-trials")
 
     def _keep_if_new_best(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> bool:
-        """Keep the best-epoch parameters of a trial that beat the study's best; free the previous one's."""
-        if not self.keep_best_model or outcome.state != optuna.trial.TrialState.COMPLETE or not self._beats_best(outcome.value):
+        """Keep the best-epoch parameters of a trial that is the best of its group (a search trial:
+        beat the study's best); free the previous best's."""
+        if not self.keep_best_model or outcome.state != optuna.trial.TrialState.COMPLETE:
+            return False
+        group = optuna_trial.user_attrs.get(CONFIRMS)
+        previous = self.kept_models.get(group)
+        if not self._better(outcome.value, previous.value if previous is not None else self.best if group is None else None):
             return False
         folder, run_id = self.checkpoint_dirs.get(trial_id), self.run_ids.get(trial_id)
         weights = Path(folder) / BEST_MODEL_FILE if folder is not None else None
         if weights is None or not weights.is_file() or run_id is None:  # storage must be a file system (local, NFS)
             return False
-        if self._kept_trial_path is not None:
-            _remove_checkpoints(self._kept_trial_path)
-        self.kept = KeptModel(weights, optuna_trial.number, run_id, outcome.value, dict(optuna_trial.params))
-        self._kept_trial_path = self.trial_paths.get(trial_id)
+        if previous is not None:
+            _remove_checkpoints(previous.trial_path)
+        self.kept_models[group] = KeptModel(weights, optuna_trial.number, run_id, outcome.value, dict(optuna_trial.params), self.trial_paths.get(trial_id))
         return True
 
     def _beats_best(self, value: float | None) -> bool:
-        return value is not None and (self.best is None or (value > self.best if self.mode == "max" else value < self.best))
+        return self._better(value, self.best)
+
+    def _better(self, value: float | None, than: float | None) -> bool:
+        return value is not None and (than is None or (value > than if self.mode == "max" else value < than))
 
     def _log_progress(self, outcome: Outcome) -> None:
         """The parent run's live story: best value so far and trials by state, step = trials finished."""
@@ -230,6 +248,13 @@ class TrialRecorder(Callback):
         if self.best is not None:
             metrics[f"best_{self.metric}"] = self.best
         self.tracker.log_metrics(self.parent_run_id, metrics, step=len(self.outcomes))
+
+    def release_kept(self) -> None:
+        """Free the disk of every kept model (once it has been scored and registered)."""
+        for kept in self.kept_models.values():
+            _remove_checkpoints(kept.trial_path)
+            shutil.rmtree(kept.weights_file.parent, ignore_errors=True)
+        self.kept_models.clear()
 
     def close_open_trials(self, reason: str) -> None:
         """Record every trial that never reached an end (the sweep stopped under it) and queue its

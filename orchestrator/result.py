@@ -57,6 +57,8 @@ class SweepResult:
     exit_status: str = "ok"  # ok | budget | interrupted | failed
     notes: list[str] = field(default_factory=list)
     objectives: list[str] = field(default_factory=list)  # metric names, primary first; two or more: ``top`` is the Pareto front
+    answer: dict | None = None  # orchestrator.answer.Answer: the chosen configuration's search, confirmed and test scores
+    splits: dict[str, int] = field(default_factory=dict)  # rows per split: train, validation, test
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,13 +27,12 @@ from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
-from orchestrator.registries import SCHEDULERS
-from orchestrator.resources import check_some_node_fits, ray_request
+from orchestrator.resources import check_some_node_fits
 from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.summary import summarise
 from orchestrator.study import (
-    check_reachable, check_space_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
+    check_reachable, check_space_unchanged, check_splits_unchanged, enable_wal, record_splits, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
 )
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
@@ -90,49 +89,6 @@ def _check_mlflow_reachable(uri: str) -> None:
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({reason}); start it or fix the URL") from None
-
-
-def _scheduler(config: SweepConfig):
-    return SCHEDULERS[config.scheduler.name](config.scheduler, config.trial.max_epochs)
-
-
-def _trainable(prepared: PreparedSweep, trial_function: Callable | None):
-    """What each trial runs: the built-in fine-tuning of the sweep's task, or a function of your own."""
-    from ray import tune
-
-    config = prepared.config
-    if config.user_function:
-        from trials.user_function import UserFunctionSettings, run_user_function
-
-        default, settings = run_user_function, UserFunctionSettings(
-            function=prepared.function,
-            max_epochs=config.trial.max_epochs,
-            objectives=tuple(objective.metric for objective in config.objective_list),
-            mode=config.objective.mode,
-            patience=config.trial.early_stopping_patience,
-        )
-    else:
-        from trials.entrypoint import run_trial
-        from trials.finetune import TrialSettings
-
-        default, settings = run_trial, TrialSettings(
-            model_path=prepared.model_path,
-            label_names=prepared.label_names,
-            pad_token_id=prepared.pad_token_id,
-            max_epochs=config.trial.max_epochs,
-            objective=config.objective.metric,
-            mode=config.objective.mode,
-            seed=config.trial.seed,
-            patience=config.trial.early_stopping_patience,
-            eval_batch_size=config.trial.eval_batch_size,
-            num_threads=max(1, int(config.resources.cpu)),
-            use_gpu=config.resources.gpu > 0,
-            checkpoint=config.trial.checkpoint,
-            task=config.task,
-            keep_best_model=config.registered_model is not None,
-        )
-    trainable = tune.with_parameters(trial_function or default, settings=settings, data=prepared.data)
-    return tune.with_resources(trainable, ray_request(config.resources))
 
 
 def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
@@ -217,19 +173,21 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
 
 def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
     from optuna.trial import TrialState
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.stopper import CombinedStopper
 
+    from orchestrator.answer import settle_answer
+    from orchestrator.confirmation_run import Confirmation
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
     from orchestrator.ledger import config_snapshot
     from orchestrator.tracking import MlflowTracker, code_version
+    from orchestrator.tuning import fit
 
     study = open_study(config, storage)
     check_space_unchanged(study, config)
+    check_splits_unchanged(study, prepared.splits)
     ledger.start_invocation(config)
+    record_splits(study, prepared.splits)
     results_dir = Path(config.storage.results_dir).resolve()
     with schema_lock(config.storage.mlflow):  # MLflow migrates a new store on first use
         enable_wal(config.storage.mlflow)
@@ -270,47 +228,28 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     ledger.set_parent_run(parent_run_id)
     tracker.log_text(parent_run_id, config_snapshot(config), "sweep.json")  # secrets masked
     tracker.log_text(parent_run_id, yaml.safe_dump(config.search_space.model_dump(mode="json", exclude_none=True), sort_keys=False), "search_space.yaml")
-    searcher = StudySearcher(
-        study, config.search_space,
-        config.objective.metric, config.objective.mode, deadline,
-    )
+    searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode, deadline)
+    # Trials hand over their best epoch's parameters when their model may be registered or scored on the test split.
+    keep_search_model = config.registered_model is not None or (prepared.test is not None and not config.confirm.top_k)
     recorder = TrialRecorder(
         searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
         other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
         best_before=best_before.value if best_before else None,
-        keep_best_model=config.registered_model is not None,
+        keep_best_model=keep_search_model,
     )
     for callback in options.callbacks:
         if hasattr(callback, "attach"):
             callback.attach(recorder, n_trials, prepared)
     stop = GracefulStop()
-    tuner = tune.Tuner(
-        _trainable(prepared, options.trial_function),
-        tune_config=tune.TuneConfig(
-            metric=config.objective.metric,
-            mode=config.objective.mode,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.budget.max_concurrent),
-            scheduler=_scheduler(config),
-            num_samples=n_trials,
-            reuse_actors=True,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-        ),
-        run_config=tune.RunConfig(
-            name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(results_dir / "ray"),
-            callbacks=[recorder, *options.callbacks],
-            stop=CombinedStopper(stop, deadline),
-            failure_config=tune.FailureConfig(max_failures=config.trial.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=0,
-            log_to_file=False,
-        ),
-    )
+    confirmation: Confirmation | None = None
     exit_status, mlflow_status, reason = "failed", "FAILED", None
     failpoints.reached("before-first-trial")
     try:
         with stop.installed():
-            tuner.fit()
+            fit(prepared, searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function, keep_search_model, results_dir)
+            if config.confirm.top_k and not stop.signal_name and not deadline.passed:
+                confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline)
+                notes += confirmation.run(options, stop, results_dir)
         if stop.signal_name:
             exit_status, mlflow_status, reason = "interrupted", "KILLED", f"stopped by {stop.signal_name}"
         else:
@@ -321,13 +260,21 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         reason = f"{type(error).__name__}: {error}"
         raise
     finally:
-        recorder.close_open_trials(f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished")
+        closing = f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished"
+        recorder.close_open_trials(closing)
+        if confirmation is not None:
+            confirmation.close(closing, exit_status)
         if exit_status == "ok" and deadline.passed:
             exit_status = "budget"
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
+        answer = None
         if exit_status != "failed":
-            notes += summarise(config, prepared, study, tracker, parent_run_id, recorder, ledger.invocation_id)
-        result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
+            answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
+            notes += answer_notes + summarise(config, study, tracker, parent_run_id)
+        recorder.release_kept()
+        if confirmation is not None:
+            confirmation.recorder.release_kept()
+        result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes, answer)
         failpoints.reached("mlflow-summary")
         tracker.finish(
             parent_run_id,
@@ -347,7 +294,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     return result
 
 
-def _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes) -> SweepResult:
+def _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes, answer=None) -> SweepResult:
     study_counts, best, top = summarize_study(study)
     improved = best is not None and (best_before is None or best.number != best_before.number)
     return SweepResult(
@@ -371,4 +318,6 @@ def _result(config, prepared, study, this_run, best_before, started, tracker, pa
         exit_status=exit_status,
         notes=notes,
         objectives=[objective.metric for objective in config.objective_list],
+        answer=answer.to_dict() if answer is not None else None,
+        splits=prepared.splits.sizes() if prepared.splits is not None else {},
     )

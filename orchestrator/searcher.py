@@ -14,10 +14,11 @@ from orchestrator.search_space import SearchSpace
 
 
 class StudySearcher(Searcher):
-    def __init__(self, study: optuna.Study, space: SearchSpace, metric: str, mode: str, deadline=None) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, metric: str, mode: str, deadline=None, seed_param: str | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study = study
         self.deadline = deadline
+        self.seed_param = seed_param  # confirmation runs: their queued training seed travels in the config under this key
         self._space = space
         self._distributions = space.distributions()
         self.open_trials: dict[str, optuna.Trial] = {}
@@ -40,6 +41,8 @@ class StudySearcher(Searcher):
         else:
             trial = self.study.ask(self._distributions)
             config = {**self._space.fixed, **trial.params}
+        if self.seed_param is not None:
+            config[self.seed_param] = trial.suggest_int(self.seed_param, 0, 2**31 - 1)
         self.open_trials[trial_id] = trial
         return config
 

@@ -14,6 +14,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.registries import SAMPLERS, SamplerInputs
 from orchestrator.search_space import space_changes
+from orchestrator.confirm import CONFIRMS
 from orchestrator.secrets import mask, remember_url
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -144,7 +145,44 @@ def enqueue_points(study: optuna.Study, points: list[dict]) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) - before
 
 
+CARRIED_USER_ATTRS = (CONFIRMS,)
+"""What a queued retry keeps of the trial it repeats (a confirmation run: the search trial it confirms)."""
+
+
 def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
     """Queue an unfinished trial's parameters so the next trial runs them again (``retry_of`` links the two)."""
     if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        carried = {key: trial.user_attrs[key] for key in CARRIED_USER_ATTRS if key in trial.user_attrs}
+        study.enqueue_trial(trial.params, user_attrs={**carried, "retry_of": trial.number}, skip_if_exists=False)
+
+
+SPLITS_ATTR = "hpo_data_splits"
+"""Study user attribute: how the data was split, rows per split and each split's digest."""
+
+
+def check_splits_unchanged(study: optuna.Study, splits) -> None:
+    """Refuse data whose training or validation rows differ from those the study's trials used (nothing is written)."""
+    recorded = (study.user_attrs.get(SPLITS_ATTR) or {}).get("digests", {})
+    current = splits.digests() if splits is not None else {}
+    changed = [name for name in ("train", "validation") if recorded.get(name) and current.get(name) and recorded[name] != current[name]]
+    if changed:
+        raise ConfigError(
+            "data", {"changed splits": changed, "now": splits.origin},
+            f"study {study.study_name!r}'s trials were trained and scored on other {' and '.join(changed)} rows; keep data "
+            "(source, sizes, split_seed) as it was, or pass --new-study to continue in a new versioned study",
+        )
+
+
+def record_splits(study: optuna.Study, splits) -> None:
+    """Remember the splits in the study; a test score measured on other test rows is dropped from the stored answer."""
+    from orchestrator.answer import ANSWER_ATTR
+
+    if splits is None:
+        return
+    digests = splits.digests()
+    recorded = study.user_attrs.get(SPLITS_ATTR) or {}
+    answer = study.user_attrs.get(ANSWER_ATTR)
+    if answer and answer.get("test") and recorded.get("digests", {}).get("test") != digests.get("test"):
+        study.set_user_attr(ANSWER_ATTR, {**answer, "test": None})
+    if recorded.get("digests") != digests:
+        study.set_user_attr(SPLITS_ATTR, {"origin": splits.origin, "rows": splits.sizes(), "digests": digests})

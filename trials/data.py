@@ -65,8 +65,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep=separator, encoding_errors="replace")
 
 
-def labelled_texts(frame: pd.DataFrame, text_column: str, label_column: str) -> LabelledTexts:
-    """Pick the text and label columns, drop rows where either is missing, and number the labels."""
+def labelled_texts(frame: pd.DataFrame, text_column: str, label_column: str, min_classes: int = 2) -> LabelledTexts:
+    """Pick the text and label columns, drop rows where either is missing, and number the labels
+    (a training set needs ``min_classes`` 2; a validation or test set may hold one class)."""
     for field, column in (("data.text_column", text_column), ("data.label_column", label_column)):
         if column not in frame.columns:
             raise DataError(field, f"column {column!r} is not in the data; its columns are {list(frame.columns)}")
@@ -75,7 +76,7 @@ def labelled_texts(frame: pd.DataFrame, text_column: str, label_column: str) -> 
     if frame.empty:
         raise DataError("data.source", "no rows with both a text and a label")
     label_names = sorted(frame[label_column].astype(str).unique())
-    if len(label_names) < 2:
+    if len(label_names) < min_classes:
         raise DataError("data.label_column", f"only one class ({label_names[0]!r}); classification needs at least 2")
     index = {name: i for i, name in enumerate(label_names)}
     labels = frame[label_column].astype(str).map(index).to_numpy(dtype=np.int64)

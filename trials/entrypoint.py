@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 
 import torch
 
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
+from trials.hyperparameters import SEED_KEY
 from trials.report import ray_tune_report, restored_checkpoint
 
 
@@ -16,6 +18,9 @@ def run_trial(config: dict, settings: TrialSettings, data: TrialData) -> None:
 
     A trial that Ray restarts (its worker died) continues from its last checkpoint.
     """
+    config = dict(config)
+    if SEED_KEY in config:
+        settings = replace(settings, seed=int(config.pop(SEED_KEY)))
     try:
         with restored_checkpoint() as folder:
             resume = checkpoint.load(folder) if folder is not None else None

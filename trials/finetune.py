@@ -263,9 +263,19 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
         )
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: list[str], device) -> dict[str, float]:
     """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1."""
+    loss, predictions = predict(model, task, split, batch_size, device)
+    return {
+        "val_loss": loss,
+        **classification_metrics(split.labels, predictions, len(label_names)),
+        **per_class_f1(split.labels, predictions, label_names),
+    }
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, task: Task, split, batch_size: int, device) -> tuple[float, np.ndarray]:
+    """The mean cross-entropy over ``split`` and the predicted class of each row."""
     model.eval()
     loss_sum = 0.0
     predictions = np.empty(len(split), dtype=np.int64)
@@ -274,8 +284,4 @@ def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: 
         logits = _logits(model, batch)
         loss_sum += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         predictions[rows] = logits.argmax(dim=-1).cpu().numpy()
-    return {
-        "val_loss": loss_sum / max(len(split), 1),
-        **classification_metrics(split.labels, predictions, len(label_names)),
-        **per_class_f1(split.labels, predictions, label_names),
-    }
+    return loss_sum / max(len(split), 1), predictions

@@ -43,3 +43,6 @@ HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
 
 CHOICES: dict[str, tuple[str, ...]] = {"class_balance": CLASS_BALANCE, "image_augment": IMAGE_AUGMENT}
 """Hyperparameters that take one of a few names."""
+
+SEED_KEY = "training_seed"
+"""A trial config key that overrides the sweep's training seed for one trial (a confirmation run)."""

@@ -45,7 +45,7 @@ class ImageSplit:
         return len(self.labels)
 
 
-def images_in_folder(folder: Path) -> LabelledImages:
+def images_in_folder(folder: Path, min_classes: int = 2) -> LabelledImages:
     """Images laid out one folder per class (``folder/cat/001.png``); the folder names are the labels."""
     classes = sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
     if not classes:
@@ -58,12 +58,12 @@ def images_in_folder(folder: Path) -> LabelledImages:
             raise DataError("data.source", f"class folder {class_folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); add some or remove it")
         paths += found
         labels += [index] * len(found)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError("data.source", f"only one class folder ({classes[0].name!r}); classification needs at least 2")
     return LabelledImages(paths, np.asarray(labels, dtype=np.int64), [path.name for path in classes])
 
 
-def images_in_table(frame: pd.DataFrame, image_column: str, label_column: str, base_dir: Path) -> LabelledImages:
+def images_in_table(frame: pd.DataFrame, image_column: str, label_column: str, base_dir: Path, min_classes: int = 2) -> LabelledImages:
     """Image paths and labels from two columns of a table; relative paths start at ``base_dir``."""
     for field, column in (("data.image_column", image_column), ("data.label_column", label_column)):
         if column not in frame.columns:
@@ -76,7 +76,7 @@ def images_in_table(frame: pd.DataFrame, image_column: str, label_column: str, b
     if missing is not None:
         raise DataError("data.image_column", f"image {missing} does not exist; relative paths are read from {base_dir}")
     label_names = sorted(frame[label_column].astype(str).unique())
-    if len(label_names) < 2:
+    if len(label_names) < min_classes:
         raise DataError("data.label_column", f"only one class ({label_names[0]!r}); classification needs at least 2")
     index = {name: i for i, name in enumerate(label_names)}
     return LabelledImages(paths, frame[label_column].astype(str).map(index).to_numpy(dtype=np.int64), label_names)
