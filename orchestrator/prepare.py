@@ -33,8 +33,15 @@ class PreparedSweep:
     function: FunctionRef | None = None
 
 
+_RELATIVE = "relative paths start at the sweep file's folder"  # config.py made them absolute
+
+
 def resolve_model(reference: str) -> str:
-    """A loadable model location: a bundled model's folder, a local folder, or a cached hub id."""
+    """A loadable model location: a bundled model's folder, a local folder, or a cached hub id.
+
+    The sweep file's validation made a local folder's path absolute (relative to the sweep file):
+    any other value is a hub id, whatever the working directory holds.
+    """
     from transformers import AutoConfig
 
     if is_bundled(reference):
@@ -43,8 +50,10 @@ def resolve_model(reference: str) -> str:
         except BundledNotFoundError as error:
             raise ConfigError("model", reference, str(error)) from None
         return str(path)
-    if Path(reference).expanduser().exists():
-        path = Path(reference).expanduser()
+    path = Path(reference)
+    if path.is_absolute():
+        if not path.exists():
+            raise ConfigError("model", reference, f"not a local folder ({_RELATIVE}); give the path of a saved transformers model folder, or a hub id")
         if not (path / "config.json").is_file():
             raise ConfigError("model", reference, "the folder has no config.json; point at a saved transformers model folder")
         return str(path)
@@ -97,7 +106,7 @@ def _read_texts(config: SweepConfig):
     else:
         path = Path(data.source).expanduser()
         if not path.is_file():
-            raise ConfigError("data.source", data.source, "no such file; give a CSV, TSV, JSONL or Parquet file, or bundled:tweets-sentiment")
+            raise ConfigError("data.source", data.source, f"no such file ({_RELATIVE}); give a CSV, TSV, JSONL or Parquet file, or bundled:tweets-sentiment")
     frame = _read_table(data.source, path)
     try:
         return labelled_texts(frame, text_column, label_column)
@@ -118,7 +127,7 @@ def _read_images(config: SweepConfig):
     except DataError as error:
         value = {"data.image_column": image_column, "data.label_column": label_column}.get(error.field, data.source)
         raise ConfigError(error.field, value, str(error)) from None
-    raise ConfigError("data.source", data.source, "no such folder or file; give a folder with one subfolder of images per class, or a CSV of image paths and labels")
+    raise ConfigError("data.source", data.source, f"no such folder or file ({_RELATIVE}); give a folder with one subfolder of images per class, or a CSV of image paths and labels")
 
 
 def _split(config: SweepConfig, labelled):
