@@ -57,6 +57,9 @@ def resolve_model(reference: str) -> str:
         if not (path / "config.json").is_file():
             raise ConfigError("model", reference, "the folder has no config.json; point at a saved transformers model folder")
         return str(path)
+    if path.exists():  # transformers would load it here, and look on the hub in each trial's own folder
+        raise ConfigError("model", reference, f"a hub id, but the working directory has a folder of that name ({_RELATIVE}); "
+                          "write the folder's path relative to the sweep file (./NAME or ../NAME), or absolute")
     try:
         AutoConfig.from_pretrained(reference)
     except (OSError, ValueError):
