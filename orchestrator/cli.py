@@ -405,12 +405,27 @@ def _print_result(result) -> None:
         if baseline is not None:
             out.print(f"Best search {result.metric} (validation) {result.best.value:.4f} vs majority-class baseline {baseline:.4f}")
         _print_answer(result)
+    mlflow_uri, study_db = _from_here(result.mlflow_uri), _from_here(result.study_db)
     out.print("\nLook at the results:")
     runs = f"#/experiments/{result.mlflow_experiment_id}/runs" + (f"/{result.parent_run_id}" if result.parent_run_id else "")
-    out.print(f"  mlflow ui --backend-store-uri {result.mlflow_uri}   # then open http://127.0.0.1:5000/{runs}", highlight=False, soft_wrap=True)
-    out.print(f"  optuna-dashboard {result.study_db}", highlight=False)
-    out.print(f"  optuna trials --study-name {result.study_name} --storage {result.study_db}", highlight=False)
-    out.print(f"  hpo report {result.study_name} --db {result.study_db} --out report.html   # one page to share", highlight=False, soft_wrap=True)
+    out.print(f"  mlflow ui --backend-store-uri {mlflow_uri}   # then open http://127.0.0.1:5000/{runs}", highlight=False, soft_wrap=True)
+    out.print(f"  optuna-dashboard {study_db}", highlight=False)
+    out.print(f"  optuna trials --study-name {result.study_name} --storage {study_db}", highlight=False)
+    out.print(f"  hpo report {result.study_name} --db {study_db} --out report.html   # one page to share", highlight=False, soft_wrap=True)
+
+
+def _from_here(url: str) -> str:
+    """A SQLite URL as typed in the working directory: sqlite:///hpo.db for a file below it (the
+    sweep file made it absolute); any other URL as it is."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        relative = Path(parsed.database).relative_to(Path.cwd()) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    except (ArgumentError, ValueError):  # not a URL (an MLflow server), or a file elsewhere
+        return url
+    return parsed.set(database=str(relative)).render_as_string(hide_password=False) if relative is not None else url
 
 
 def _print_answer(result) -> None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from orchestrator.bundled import is_bundled
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
 from orchestrator.search_space import CategoricalParam, PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
@@ -30,6 +33,62 @@ _TASK_DATA_KEYS = {
 _RESERVED_METRICS = ("epoch", "is_final")
 
 
+# Paths in a sweep file. Ray Tune runs each trial in a working directory of its own, so a relative
+# path would mean something else on a worker than on the driver: every path-bearing field is
+# resolved once, here, against the sweep file's folder (parse_sweep's base_dir), and everything
+# downstream sees absolute paths. A new field opts in with one of the annotations below.
+
+def _base_dir(info: ValidationInfo) -> Path:
+    """The folder relative paths start at: the sweep file's; the working directory when none was given."""
+    return Path((info.context or {}).get("base_dir") or Path.cwd())
+
+
+def absolute_path(path: str, base_dir: Path) -> str:
+    """``path`` with ``~`` expanded and, when relative, joined to ``base_dir`` (``..`` folded, symlinks kept)."""
+    return os.path.normpath(Path(base_dir) / Path(path).expanduser())
+
+
+def _local_path(value: str, info: ValidationInfo) -> str:
+    if is_bundled(value) or "://" in value:
+        return value  # bundled:NAME, s3://bucket/... : not a local path
+    return absolute_path(value, _base_dir(info))
+
+
+_PATH_PREFIXES = ("./", "../", "/", "~")
+
+
+def _model_reference(value: str, info: ValidationInfo) -> str:
+    """A local folder when the value looks like a path or such a folder exists relative to the sweep
+    file; otherwise a hub id (org/name) or bundled:NAME, kept as it is."""
+    if is_bundled(value):
+        return value
+    base_dir = _base_dir(info)
+    if value in (".", "..") or value.startswith(_PATH_PREFIXES) or os.path.exists(base_dir / value):
+        return absolute_path(value, base_dir)
+    return value
+
+
+def _database_url(value: str, info: ValidationInfo) -> str:
+    """``sqlite:///relative.db`` reads the file from the sweep file's folder; ``sqlite:////abs.db``,
+    ``sqlite://`` (in memory) and other databases or servers stay as they are."""
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        return value  # not a database URL (an MLflow server, ...); the preflight checks say what is wrong
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:") or os.path.isabs(database):
+        return value
+    return url.set(database=absolute_path(database, _base_dir(info))).render_as_string(hide_password=False)
+
+
+LocalPath = Annotated[str, AfterValidator(_local_path)]
+"""A file or folder; relative to the sweep file's folder. ``bundled:NAME`` and ``scheme://`` values stay."""
+ModelReference = Annotated[str, AfterValidator(_model_reference)]
+"""A local model folder (relative to the sweep file's folder), a hub id or ``bundled:NAME``."""
+DatabaseURL = Annotated[str, AfterValidator(_database_url)]
+"""A SQLAlchemy URL (or an MLflow tracking URI); a relative SQLite file is relative to the sweep file's folder."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,15 +99,15 @@ class Objective(_Section):
 
 
 class DataConfig(_Section):
-    source: str  # text: a table file or bundled:NAME; images: a folder with one subfolder per class, or a table of paths
+    source: LocalPath  # text: a table file or bundled:NAME; images: a folder with one subfolder per class, or a table of paths
     text_column: str | None = None  # default: the bundled dataset's, else "text"
     image_column: str | None = None  # a table of images: the column of paths (relative to the table's folder); default "image"
     label_column: str | None = None  # default: the bundled dataset's, else "label"
     max_length: int = Field(128, ge=8, le=8192)
     # Splits as you have them (see orchestrator/splits.py): files of the same format as source, or one
     # file whose split_column says train/validation/test, or source: a saved datasets.DatasetDict folder.
-    validation: str | None = None
-    test: str | None = None  # never seen by the search: scores the chosen configuration once at the end
+    validation: LocalPath | None = None
+    test: LocalPath | None = None  # never seen by the search: scores the chosen configuration once at the end
     split_column: str | None = None
     split_seed: int = 0  # draws validation and test from one file; fixed for the study, apart from trial.seed
     train_size: int | None = Field(None, ge=2)  # rows drawn (split_seed) for training
@@ -80,7 +139,7 @@ class TrialConfig(_Section):
         if function is None:
             return None
         try:
-            return str(FunctionRef.parse(function, (info.context or {}).get("base_dir", Path.cwd())))
+            return str(FunctionRef.parse(function, _base_dir(info)))
         except UserFunctionError as error:
             raise ValueError(str(error)) from None
 
@@ -130,13 +189,18 @@ class Resources(_Section):
 
 
 class StorageConfig(_Section):
-    study_db: str = "sqlite:///hpo.db"
-    mlflow: str = "sqlite:///mlruns.db"
-    results_dir: str = "hpo_runs"
+    model_config = ConfigDict(validate_default=True)  # the default files, too, lie beside the sweep file
 
-    @field_validator("study_db", "mlflow", "results_dir")
+    study_db: DatabaseURL = "sqlite:///hpo.db"
+    mlflow: DatabaseURL = "sqlite:///mlruns.db"
+    results_dir: LocalPath = "hpo_runs"
+
+    @field_validator("study_db", "mlflow", "results_dir", mode="before")
     @classmethod
-    def _expand_environment(cls, value: str, info: ValidationInfo) -> str:
+    def _expand_environment(cls, value: Any, info: ValidationInfo) -> Any:
+        """Before the paths are resolved: ``${VAR}`` may hold an absolute path."""
+        if not isinstance(value, str):
+            return value
         expanded = os.path.expandvars(value)
         if "${" in expanded:
             raise ValueError("it names an environment variable that is not set; export it first")
@@ -155,7 +219,7 @@ class SweepConfig(_Section):
     task: str = DEFAULT_TASK  # which built-in trials run: a name in trials.tasks.TASKS
     objective: Objective = Objective()
     objectives: list[Objective] | None = None  # two or more: multi-objective search for the Pareto front
-    model: str | None = None  # required by the built-in tasks; trial.function loads its own
+    model: ModelReference | None = None  # required by the built-in tasks; trial.function loads its own
     data: DataConfig | None = None  # likewise
     search_space: SearchSpace
     trial: TrialConfig = TrialConfig()
@@ -164,7 +228,7 @@ class SweepConfig(_Section):
     sampler: SamplerConfig = SamplerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     resources: Resources = Resources()
-    storage: StorageConfig = StorageConfig()
+    storage: StorageConfig = Field(default_factory=dict, validate_default=True)  # validated: its paths need base_dir
     cluster: ClusterConfig = ClusterConfig()
     seed_trials: list[dict[str, Any]] = []  # known-good points, run first (once per study); unnamed parameters are sampled
     registered_model: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^/:%]+$")
@@ -180,8 +244,7 @@ class SweepConfig(_Section):
     def _load_reference(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
             return value
-        base_dir = (info.context or {}).get("base_dir", Path.cwd())
-        path = resolve_reference(value, base_dir)
+        path = resolve_reference(value, _base_dir(info))
         if path is None:
             raise ValueError(f"no such file; give a path relative to the sweep file or a preset ({', '.join(presets())})")
         try:

@@ -36,8 +36,15 @@ class PreparedSweep:
     splits: Splits | None = None
 
 
+_RELATIVE = "relative paths start at the sweep file's folder"  # config.py made them absolute
+
+
 def resolve_model(reference: str) -> str:
-    """A loadable model location: a bundled model's folder, a local folder, or a cached hub id."""
+    """A loadable model location: a bundled model's folder, a local folder, or a cached hub id.
+
+    The sweep file's validation made a local folder's path absolute (relative to the sweep file):
+    any other value is a hub id, whatever the working directory holds.
+    """
     from transformers import AutoConfig
 
     if is_bundled(reference):
@@ -46,11 +53,16 @@ def resolve_model(reference: str) -> str:
         except BundledNotFoundError as error:
             raise ConfigError("model", reference, str(error)) from None
         return str(path)
-    if Path(reference).expanduser().exists():
-        path = Path(reference).expanduser()
+    path = Path(reference)
+    if path.is_absolute():
+        if not path.exists():
+            raise ConfigError("model", reference, f"not a local folder ({_RELATIVE}); give the path of a saved transformers model folder, or a hub id")
         if not (path / "config.json").is_file():
             raise ConfigError("model", reference, "the folder has no config.json; point at a saved transformers model folder")
         return str(path)
+    if path.exists():  # transformers would load it here, and look on the hub in each trial's own folder
+        raise ConfigError("model", reference, f"a hub id, but the working directory has a folder of that name ({_RELATIVE}); "
+                          "write the folder's path relative to the sweep file (./NAME or ../NAME), or absolute")
     try:
         AutoConfig.from_pretrained(reference)
     except (OSError, ValueError):
@@ -107,7 +119,7 @@ def _read_frame(field: str, source: str):
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise ConfigError(field, source, "no such file; give a CSV, TSV, JSONL or Parquet file" + (", or bundled:tweets-sentiment" if field == "data.source" else ""))
+            raise ConfigError(field, source, f"no such file ({_RELATIVE}); give a CSV, TSV, JSONL or Parquet file" + (", or bundled:tweets-sentiment" if field == "data.source" else ""))
     return _read_table(field, source, path)
 
 
@@ -176,7 +188,7 @@ def _image_readers(config: SweepConfig) -> dict:
                 raise _data_error(error, field, source, columns) from None
         if path.is_file():
             return from_frame(_read_table(field, source, path), field, source, min_classes)
-        raise ConfigError(field, source, "no such folder or file; give a folder with one subfolder of images per class, or a CSV of image paths and labels")
+        raise ConfigError(field, source, f"no such folder or file ({_RELATIVE}); give a folder with one subfolder of images per class, or a CSV of image paths and labels")
 
     return {"read_source": read_source, "read_frame": _read_frame, "from_frame": from_frame, "read_dataset_dict": None}
 

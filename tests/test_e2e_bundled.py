@@ -24,6 +24,7 @@ def test_hpo_run_on_bundled_model_and_tweets(tmp_path):
     sweep["data"].update(train_size=96, val_size=48, max_length=32)
     sweep["trial"] = {"max_epochs": 1}
     sweep["budget"] = {"n_trials": 2, "max_concurrent": 2}
+    sweep["storage"] = {"study_db": "sqlite:///hpo.db", "mlflow": "sqlite:///mlruns.db", "results_dir": "hpo_runs"}  # beside the copy, not in ../
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     hpo = shutil.which("hpo", path=str(Path(sys.executable).parent)) or "hpo"
 
