@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
-from orchestrator.search_space import CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
+from orchestrator.search_space import (
+    CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference,
+    yaml_reads_as_text,
+)
 from trials.hyperparameters import CHOICES, DOMAINS, Domain, Hyperparameters
 from trials.tasks import TASKS
 from trials.user_function import FunctionRef, UserFunctionError
@@ -193,6 +196,19 @@ class SweepConfig(_Section):
         return self.trial.function is not None
 
     @model_validator(mode="after")
+    def _numbers_are_numbers(self) -> "SweepConfig":
+        """A number YAML read as text (``1e-4``: no dot, no signed exponent) is refused as a fixed
+        value or a choice of any parameter, whatever the trials run: nobody means it as a word."""
+        for name, param in self.search_space.params.items():
+            text = next((c for c in param.choices if yaml_reads_as_text(c)), None) if isinstance(param, CategoricalParam) else None
+            if text is not None:
+                raise ConfigError(f"search_space.{name}", text, numeric_text(text))
+        for name, value in self.search_space.fixed.items():
+            if yaml_reads_as_text(value):
+                raise ConfigError(f"search_space.{name}", value, numeric_text(value))
+        return self
+
+    @model_validator(mode="after")
     def _fits_the_trainable(self) -> "SweepConfig":
         """A built-in task needs a model and data, and knows its hyperparameters and metrics; a
         training function of your own loads its own and may report metrics of any name."""
@@ -326,6 +342,9 @@ def _value_problem(name: str, value: object, domain: Domain, in_choices: bool) -
     """Why ``value`` (a choice, or the fixed value) cannot be ``name``, with the fix; None if it can."""
     if value is None and domain.nullable:
         return None
+    text = numeric_text(value)
+    if text is not None:
+        return text
     if domain.integer and isinstance(value, float) and value.is_integer() and int(value) in domain:
         return f"{name} must be {domain}; write {int(value)}, not {value}"
     if value in domain:
@@ -393,6 +412,8 @@ def config_error_from(error: ValidationError) -> ConfigError:
         fix = f"unknown key; remove it or check its spelling ({_valid_keys(parent)})"
     elif kind == "missing":
         fix, value = "this key is required; add it", MISSING
+    elif kind == "int_parsing" and yaml_reads_as_text(value) and float(value).is_integer():
+        fix = f"YAML reads {value} as text; write {int(float(value))}"  # pydantic takes 1.0e+3 for an int, but not '1e3'
     else:
         fix = first["msg"].removeprefix("Value error, ")
     more = len(error.errors()) - 1
