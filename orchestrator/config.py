@@ -199,13 +199,16 @@ class SweepConfig(_Section):
     def _numbers_are_numbers(self) -> "SweepConfig":
         """A number YAML read as text (``1e-4``: no dot, no signed exponent) is refused as a fixed
         value or a choice of any parameter, whatever the trials run: nobody means it as a word."""
+        def whole(name: str) -> bool:  # a built-in hyperparameter that takes whole numbers: 3e1 is written 30
+            return not self.user_function and name in DOMAINS and DOMAINS[name].integer
+
         for name, param in self.search_space.params.items():
             text = next((c for c in param.choices if yaml_reads_as_text(c)), None) if isinstance(param, CategoricalParam) else None
             if text is not None:
-                raise ConfigError(f"search_space.{name}", text, numeric_text(text))
+                raise ConfigError(f"search_space.{name}", text, numeric_text(text, whole(name)))
         for name, value in self.search_space.fixed.items():
             if yaml_reads_as_text(value):
-                raise ConfigError(f"search_space.{name}", value, numeric_text(value))
+                raise ConfigError(f"search_space.{name}", value, numeric_text(value, whole(name)))
         return self
 
     @model_validator(mode="after")
@@ -342,7 +345,7 @@ def _value_problem(name: str, value: object, domain: Domain, in_choices: bool) -
     """Why ``value`` (a choice, or the fixed value) cannot be ``name``, with the fix; None if it can."""
     if value is None and domain.nullable:
         return None
-    text = numeric_text(value)
+    text = numeric_text(value, whole=domain.integer)
     if text is not None:
         return text
     if domain.integer and isinstance(value, float) and value.is_integer() and int(value) in domain:
@@ -413,7 +416,7 @@ def config_error_from(error: ValidationError) -> ConfigError:
     elif kind == "missing":
         fix, value = "this key is required; add it", MISSING
     elif kind == "int_parsing" and yaml_reads_as_text(value) and float(value).is_integer():
-        fix = f"YAML reads {value} as text; write {int(float(value))}"  # pydantic takes 1.0e+3 for an int, but not '1e3'
+        fix = numeric_text(value, whole=True)  # pydantic reads '1000' or 1.0e+3 as an int, but not '1e3'
     else:
         fix = first["msg"].removeprefix("Value error, ")
     more = len(error.errors()) - 1

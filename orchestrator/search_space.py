@@ -27,16 +27,18 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _EXPONENT = re.compile(r"([-+]?)(\d*)\.?(\d*)([eE])([-+]?)(\d+)")
 
 
-def numeric_text(value: object) -> str | None:
+def numeric_text(value: object, whole: bool = False) -> str | None:
     """How to write a number that reached the search space as text, or None if ``value`` is no
     such text. YAML 1.1 (PyYAML) reads ``1e-4`` as a string: a float needs a dot and a signed
-    exponent (``1.0e-4``); a number in quotes (``'0.1'``) is a string too."""
+    exponent (``1.0e-4``); a number in quotes (``'0.1'``) is a string too. ``whole``: the field
+    takes whole numbers, so ``1e3`` is better written ``1000``."""
     if not isinstance(value, str) or not _NUMBER.fullmatch(value.strip()):
         return None
     text = value.strip()
     if not isinstance(yaml.safe_load(text), str):
         return f"the number is quoted, so it is text; write {text} without quotes"
-    return f"YAML reads {text} as text; write {_as_yaml_float(text)}"
+    number = float(text)
+    return f"YAML reads {text} as text; write {int(number) if whole and number.is_integer() else _as_yaml_float(text)}"
 
 
 def yaml_reads_as_text(value: object) -> bool:
@@ -56,13 +58,17 @@ def _as_yaml_float(text: str) -> str:
     return repr(float(text))
 
 
-def _refuse_numeric_text(value: Any) -> Any:
+def _refuse_numeric_text(value: Any, whole: bool = False) -> Any:
     """A numeric field's before-validator: pydantic would turn ``'1e-4'`` into a number quietly,
     where a value of the same spelling elsewhere in the space stays text; say how to write it."""
-    fix = numeric_text(value)
+    fix = numeric_text(value, whole)
     if fix is not None:
         raise ValueError(fix)
     return value
+
+
+def _refuse_whole_numeric_text(value: Any) -> Any:
+    return _refuse_numeric_text(value, whole=True)
 
 
 class ValueRange(BaseModel):
@@ -131,7 +137,7 @@ class IntParam(_Param):
     log: bool = False
     step: int = 1
 
-    _numbers = field_validator("low", "high", "step", mode="before")(_refuse_numeric_text)
+    _numbers = field_validator("low", "high", "step", mode="before")(_refuse_whole_numeric_text)
 
     @model_validator(mode="after")
     def _check(self) -> "IntParam":
@@ -250,7 +256,7 @@ class SearchSpace(BaseModel):
                 where = "it is fixed in the search space" if name in self.fixed else "not a searched parameter"
                 raise PointError(name, value, f"{where}; searched parameters are {', '.join(distributions)}")
             distribution = distributions[name]
-            text = numeric_text(value)
+            text = numeric_text(value, whole=isinstance(distribution, od.IntDistribution))
             if text is not None and (not isinstance(distribution, od.CategoricalDistribution) or value not in distribution.choices):
                 raise PointError(name, value, text)  # Optuna would take '1e-4' as 0.0001 for a float and enqueue the text
             try:
