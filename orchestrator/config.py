@@ -5,7 +5,9 @@ Unknown keys are rejected; every error names the field path, the value and the f
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -17,9 +19,12 @@ from sqlalchemy.exc import ArgumentError
 from orchestrator.bundled import is_bundled
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
-from orchestrator.search_space import CategoricalParam, PointError, SearchSpace, presets, read_yaml_mapping, resolve_reference
+from orchestrator.search_space import (
+    CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference,
+    yaml_reads_as_text,
+)
 from orchestrator.secrets import remember_substitutions, remember_url
-from trials.hyperparameters import CHOICES
+from trials.hyperparameters import CHOICES, DOMAINS, Domain, Hyperparameters
 from trials.tasks import TASKS
 from trials.user_function import FunctionRef, UserFunctionError
 
@@ -280,6 +285,22 @@ class SweepConfig(_Section):
         return self.trial.function is not None
 
     @model_validator(mode="after")
+    def _numbers_are_numbers(self) -> "SweepConfig":
+        """A number YAML read as text (``1e-4``: no dot, no signed exponent) is refused as a fixed
+        value or a choice of any parameter, whatever the trials run: nobody means it as a word."""
+        def whole(name: str) -> bool:  # a built-in hyperparameter that takes whole numbers: 3e1 is written 30
+            return not self.user_function and name in DOMAINS and DOMAINS[name].integer
+
+        for name, param in self.search_space.params.items():
+            text = next((c for c in param.choices if yaml_reads_as_text(c)), None) if isinstance(param, CategoricalParam) else None
+            if text is not None:
+                raise ConfigError(f"search_space.{name}", text, numeric_text(text, whole(name)))
+        for name, value in self.search_space.fixed.items():
+            if yaml_reads_as_text(value):
+                raise ConfigError(f"search_space.{name}", value, numeric_text(value, whole(name)))
+        return self
+
+    @model_validator(mode="after")
     def _fits_the_trainable(self) -> "SweepConfig":
         """A built-in task needs a model and data, and knows its hyperparameters and metrics; a
         training function of your own loads its own and may report metrics of any name."""
@@ -372,6 +393,67 @@ def _check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
         unknown = [value for value in values if value not in choices]
         if unknown:
             raise ConfigError("search_space", values, f"{name} takes {', '.join(choices)}, got {unknown}")
+    for name, domain in DOMAINS.items():
+        if name in valid:
+            _check_domain(space, name, domain)
+
+
+def _check_domain(space: SearchSpace, name: str, domain: Domain) -> None:
+    """Every value the search space can give ``name`` (the ends of a range, as its step reaches
+    them; each choice; the fixed value) lies in the hyperparameter's domain."""
+    field = f"search_space.{name}"
+    param = space.params.get(name)
+    if isinstance(param, (FloatParam, IntParam)):
+        shown = param.model_dump(exclude_defaults=True)
+        if domain.integer and isinstance(param, FloatParam):
+            raise ConfigError(field, shown, f"{name} must be {domain}; make it type: int")
+        with warnings.catch_warnings():  # Optuna warns when it lowers high to the last value the step reaches
+            warnings.simplefilter("ignore")
+            distribution = param.distribution()
+        low, high = distribution.low, distribution.high
+        fixes = [fix for end, value in (("low", low), ("high", high)) for fix in _range_end_fixes(end, value, domain)]
+        if fixes:
+            reach = f" (with step {param.step:g} the highest value is {high:g})" if high != param.high else ""
+            raise ConfigError(field, shown, f"{name} must be {domain}{reach}; {' and '.join(fixes)}")
+        return
+    in_choices = isinstance(param, CategoricalParam)
+    for value in param.choices if in_choices else [space.fixed[name]] if name in space.fixed else []:
+        problem = _value_problem(name, value, domain, in_choices)
+        if problem is not None:
+            raise ConfigError(field, value, problem)
+
+
+def _range_end_fixes(end: str, value: float, domain: Domain) -> list[str]:
+    if not math.isfinite(value):
+        return [f"make {end} a finite number"]
+    fixes = []
+    if not domain.above_low(value):
+        fixes.append(f"raise {end} {'above' if domain.low_open else 'to'} {domain.low:g}")
+    if not domain.below_high(value):
+        fixes.append(f"lower {end} {'below' if domain.high_open else 'to'} {domain.high:g}")
+    return fixes
+
+
+def _value_problem(name: str, value: object, domain: Domain, in_choices: bool) -> str | None:
+    """Why ``value`` (a choice, or the fixed value) cannot be ``name``, with the fix; None if it can."""
+    if value is None and domain.nullable:
+        return None
+    text = numeric_text(value, whole=domain.integer)
+    if text is not None:
+        return text
+    if domain.integer and isinstance(value, float) and value.is_integer() and int(value) in domain:
+        return f"{name} must be {domain}; write {int(value)}, not {value}"
+    if value in domain:
+        return None
+    default = getattr(Hyperparameters(), name)
+    fix = f"drop {_yaml(value)} from choices" if in_choices else "change it, or remove it to use the default" + ("" if default is None else f" ({default:g})")
+    kind = "null" if value is None else "true/false" if isinstance(value, bool) else "text" if isinstance(value, str) else None
+    return f"{name} must be {domain}{f', not {kind}' if kind else ''}; {fix}"
+
+
+def _yaml(value: object) -> str:
+    """A value as the sweep file writes it: ``null``, ``true``, ``0.5``, ``abc``."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
 def check_points(space: SearchSpace, points: list, field: str) -> None:
@@ -426,6 +508,8 @@ def config_error_from(error: ValidationError) -> ConfigError:
         fix = f"unknown key; remove it or check its spelling ({_valid_keys(parent)})"
     elif kind == "missing":
         fix, value = "this key is required; add it", MISSING
+    elif kind == "int_parsing" and yaml_reads_as_text(value) and float(value).is_integer():
+        fix = numeric_text(value, whole=True)  # pydantic reads '1000' or 1.0e+3 as an int, but not '1e3'
     else:
         fix = first["msg"].removeprefix("Value error, ")
     more = len(error.errors()) - 1

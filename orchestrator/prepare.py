@@ -7,6 +7,7 @@ function of your own, checks that it can be loaded. Every problem is a :class:`C
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def resolve_model(reference: str) -> str:
             raise ConfigError("model", reference, f"not a local folder ({_RELATIVE}); give the path of a saved transformers model folder, or a hub id")
         if not (path / "config.json").is_file():
             raise ConfigError("model", reference, "the folder has no config.json; point at a saved transformers model folder")
+        _check_model_folder(reference, path)
         return str(path)
     if path.exists():  # transformers would load it here, and look on the hub in each trial's own folder
         raise ConfigError("model", reference, f"a hub id, but the working directory has a folder of that name ({_RELATIVE}); "
@@ -73,6 +75,45 @@ def resolve_model(reference: str) -> str:
             "give a local model folder, or download it first with `hf download ID`",
         ) from None
     return reference
+
+
+# Weight files that from_pretrained finds in a folder by itself (the sharded ones through their index).
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_OTHER_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".ckpt", ".pt", ".pth", ".gguf")
+
+
+def _check_model_folder(reference: str, path: Path) -> None:
+    """The folder is what every trial's ``from_pretrained`` will load: a config.json that is a JSON
+    object of a model type this transformers knows, and weights it finds beside it. Without this
+    check each trial fails on its own, blaming the file or the hub (weights it then looks for online)."""
+    import transformers
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    config_file = path / "config.json"
+    try:
+        settings = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError("model", reference, f"{config_file} is not valid JSON ({error}); save the model again with save_pretrained") from None
+    if not isinstance(settings, dict):
+        raise ConfigError("model", reference, f"{config_file} holds no JSON object of settings; save the model again with save_pretrained")
+    model_type = settings.get("model_type")
+    if model_type is not None and model_type not in CONFIG_MAPPING:
+        raise ConfigError("model", reference, f"its config.json names model_type {model_type!r}, which transformers {transformers.__version__} "
+                                              "does not know; upgrade transformers, or give a model of a type it supports")
+    try:
+        AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as error:
+        raise ConfigError("model", reference, f"transformers cannot read its config.json ({_first_line(error)}); save the model again with save_pretrained") from None
+    explicit = settings.get("transformers_weights")  # a config may name its weight file
+    if any((path / name).is_file() for name in ([explicit] if isinstance(explicit, str) else _WEIGHT_FILES)):
+        return
+    others = sorted(item.name for item in path.iterdir() if item.suffix in _OTHER_WEIGHT_SUFFIXES and item.name not in _WEIGHT_FILES)
+    found = f"; from_pretrained does not load {', '.join(others)}" if others else ""
+    raise ConfigError("model", reference, f"the folder has config.json but no weights (model.safetensors or pytorch_model.bin){found}; save the model with save_pretrained")
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def _check_unfreeze_depth(config: SweepConfig, model_path: str) -> None:

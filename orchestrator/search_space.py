@@ -12,14 +12,63 @@ Each entry converts to an Optuna distribution; fixed values pass straight to eve
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import optuna.distributions as od
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_EXPONENT = re.compile(r"([-+]?)(\d*)\.?(\d*)([eE])([-+]?)(\d+)")
+
+
+def numeric_text(value: object, whole: bool = False) -> str | None:
+    """How to write a number that reached the search space as text, or None if ``value`` is no
+    such text. YAML 1.1 (PyYAML) reads ``1e-4`` as a string: a float needs a dot and a signed
+    exponent (``1.0e-4``); a number in quotes (``'0.1'``) is a string too. ``whole``: the field
+    takes whole numbers, so ``1e3`` is better written ``1000``."""
+    if not isinstance(value, str) or not _NUMBER.fullmatch(value.strip()):
+        return None
+    text = value.strip()
+    if not isinstance(yaml.safe_load(text), str):
+        return f"the number is quoted, so it is text; write {text} without quotes"
+    number = float(text)
+    return f"YAML reads {text} as text; write {int(number) if whole and number.is_integer() else _as_yaml_float(text)}"
+
+
+def yaml_reads_as_text(value: object) -> bool:
+    """``value`` is a number that YAML read as text because of how it is written (``1e-4``), not
+    because it was quoted: nobody means it as a word."""
+    return numeric_text(value) is not None and isinstance(yaml.safe_load(value.strip()), str)
+
+
+def _as_yaml_float(text: str) -> str:
+    """``1e-4`` as YAML 1.1 reads a float: ``1.0e-4`` (``2e3``: ``2.0e+3``)."""
+    match = _EXPONENT.fullmatch(text)
+    if match:
+        sign, whole, fraction, e, exponent_sign, exponent = match.groups()
+        written = f"{sign}{whole or '0'}.{fraction or '0'}{e}{exponent_sign or '+'}{exponent}"
+        if yaml.safe_load(written) == float(text):
+            return written
+    return repr(float(text))
+
+
+def _refuse_numeric_text(value: Any, whole: bool = False) -> Any:
+    """A numeric field's before-validator: pydantic would turn ``'1e-4'`` into a number quietly,
+    where a value of the same spelling elsewhere in the space stays text; say how to write it."""
+    fix = numeric_text(value, whole)
+    if fix is not None:
+        raise ValueError(fix)
+    return value
+
+
+def _refuse_whole_numeric_text(value: Any) -> Any:
+    return _refuse_numeric_text(value, whole=True)
 
 
 class ValueRange(BaseModel):
@@ -48,6 +97,20 @@ class _Param(BaseModel):
     # Searched only when every named parameter's value matches: a list of values or {min, max}.
     when: dict[str, Condition] | None = None
 
+    @field_validator("when", mode="before")
+    @classmethod
+    def _numbers_in_conditions(cls, when: Any) -> Any:
+        """``{min: 1e-4}`` or ``[1e-4]``: a number YAML read as text never matches a value."""
+        for condition in (when.values() if isinstance(when, dict) else ()):
+            if isinstance(condition, dict):
+                values = [condition.get("min"), condition.get("max")]
+                text = next((fix for fix in map(numeric_text, values) if fix is not None), None)
+            else:
+                text = next((numeric_text(value) for value in condition if yaml_reads_as_text(value)), None) if isinstance(condition, list) else None
+            if text is not None:
+                raise ValueError(text)
+        return when
+
 
 class FloatParam(_Param):
     type: Literal["float"]
@@ -55,6 +118,8 @@ class FloatParam(_Param):
     high: float
     log: bool = False
     step: float | None = None
+
+    _numbers = field_validator("low", "high", "step", mode="before")(_refuse_numeric_text)
 
     @model_validator(mode="after")
     def _check(self) -> "FloatParam":
@@ -71,6 +136,8 @@ class IntParam(_Param):
     high: int
     log: bool = False
     step: int = 1
+
+    _numbers = field_validator("low", "high", "step", mode="before")(_refuse_whole_numeric_text)
 
     @model_validator(mode="after")
     def _check(self) -> "IntParam":
@@ -189,6 +256,9 @@ class SearchSpace(BaseModel):
                 where = "it is fixed in the search space" if name in self.fixed else "not a searched parameter"
                 raise PointError(name, value, f"{where}; searched parameters are {', '.join(distributions)}")
             distribution = distributions[name]
+            text = numeric_text(value, whole=isinstance(distribution, od.IntDistribution))
+            if text is not None and (not isinstance(distribution, od.CategoricalDistribution) or value not in distribution.choices):
+                raise PointError(name, value, text)  # Optuna would take '1e-4' as 0.0001 for a float and enqueue the text
             try:
                 inside = distribution._contains(distribution.to_internal_repr(value))
             except (ValueError, TypeError):

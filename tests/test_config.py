@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.config import load_sweep
+from orchestrator.config import load_sweep, parse_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
+from trials.hyperparameters import CHOICES, DOMAINS, HYPERPARAMETER_NAMES, Hyperparameters
 
 runner = CliRunner()
 
@@ -45,6 +50,60 @@ CASES = [
      lambda s: s.pop("objective") and s.update(registered_model="m", objectives=[{"metric": "val_f1_macro", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}]),
      "registered_model", "needs one best trial"),
     ("unset env var in db url", lambda s: s["storage"].update(study_db="postgresql://u:${HPO_NOT_SET_ANYWHERE}@h/db"), "storage.study_db", "export it"),
+    # Values that would fail every trial: each built-in hyperparameter's domain (trials.hyperparameters.DOMAINS)
+    ("dropout range above 1", lambda s: s["search_space"].update(dropout={"type": "float", "low": 0.0, "high": 1.5}),
+     "search_space.dropout", "dropout must be in [0, 1); lower high below 1"),
+    ("dropout step reaching 1", lambda s: s["search_space"].update(dropout={"type": "float", "low": 0.0, "high": 1.1, "step": 0.25}),
+     "search_space.dropout", "(with step 0.25 the highest value is 1); lower high below 1"),
+    ("negative dropout choice", lambda s: s["search_space"].update(dropout={"type": "categorical", "choices": [None, -0.1]}),
+     "search_space.dropout", "dropout must be in [0, 1); drop -0.1 from choices"),
+    ("zero batch size", lambda s: s["search_space"].update(batch_size=0), "search_space.batch_size", "batch_size must be a whole number >= 1; change it"),
+    ("zero batch size among choices", lambda s: s["search_space"].update(batch_size={"type": "categorical", "choices": [0, 8]}),
+     "search_space.batch_size", "drop 0 from choices"),
+    ("batch size range from 0", lambda s: s["search_space"].update(batch_size={"type": "int", "low": 0, "high": 16, "step": 8}),
+     "search_space.batch_size", "raise low to 1"),
+    ("batch size as a float range", lambda s: s["search_space"].update(batch_size={"type": "float", "low": 8, "high": 32}),
+     "search_space.batch_size", "make it type: int"),
+    ("batch size 16.0", lambda s: s["search_space"].update(batch_size=16.0), "search_space.batch_size", "write 16, not 16.0"),
+    ("learning rate range from 0", lambda s: s["search_space"].update(learning_rate={"type": "float", "low": 0.0, "high": 1.0e-3}),
+     "search_space.learning_rate", "learning_rate must be > 0; raise low above 0"),
+    ("null learning rate", lambda s: s["search_space"].update(learning_rate=None), "search_space.learning_rate", "not null; change it, or remove it to use the default"),
+    ("learning rate as a word", lambda s: s["search_space"].update(learning_rate="fast"), "search_space.learning_rate", "learning_rate must be > 0, not text"),
+    ("negative weight decay", lambda s: s["search_space"].update(weight_decay=-0.01), "search_space.weight_decay", "weight_decay must be >= 0"),
+    ("warmup ratio 1 among choices", lambda s: s["search_space"].update(warmup_ratio={"type": "categorical", "choices": [0.0, 1.0]}),
+     "search_space.warmup_ratio", "warmup_ratio must be in [0, 1); drop 1.0 from choices"),
+    ("label smoothing 1", lambda s: s["search_space"].update(label_smoothing=1.0), "search_space.label_smoothing", "in [0, 1)"),
+    ("negative max_grad_norm", lambda s: s["search_space"].update(max_grad_norm={"type": "float", "low": -1.0, "high": 1.0}),
+     "search_space.max_grad_norm", "max_grad_norm must be >= 0; raise low to 0"),
+    ("layer_lr_decay above 1", lambda s: s["search_space"].update(layer_lr_decay={"type": "float", "low": 0.8, "high": 1.2}),
+     "search_space.layer_lr_decay", "layer_lr_decay must be in (0, 1]; lower high to 1"),
+    ("layer_lr_decay 0", lambda s: s["search_space"].update(layer_lr_decay=0), "search_space.layer_lr_decay", "in (0, 1]"),
+    ("negative unfreeze_every", lambda s: s["search_space"].update(unfreeze_every={"type": "int", "low": -1, "high": 2}),
+     "search_space.unfreeze_every", "unfreeze_every must be a whole number >= 0; raise low to 0"),
+    ("fractional unfreeze_every", lambda s: s["search_space"].update(unfreeze_every=1.5), "search_space.unfreeze_every", "whole number"),
+    ("negative unfreeze depth", lambda s: s["search_space"].update(unfreeze_depth={"type": "int", "low": -1, "high": 2}),
+     "search_space.unfreeze_depth", "raise low to 0"),
+    ("augment_prob above 1", lambda s: s["search_space"].update(augment_prob=1.5), "search_space.augment_prob", "augment_prob must be in [0, 1]"),
+    ("infinite learning rate", lambda s: s["search_space"].update(learning_rate={"type": "float", "low": 1.0e-4, "high": float("inf")}),
+     "search_space.learning_rate", "make high a finite number"),
+    # Numbers that YAML read as text (1e-4 has no dot): each place a number goes, with how to write it
+    ("fixed number as text", lambda s: s["search_space"].update(label_smoothing="1e-1"),
+     "search_space.label_smoothing", "YAML reads 1e-1 as text; write 1.0e-1"),
+    ("range low as text", lambda s: s["search_space"].update(learning_rate={"type": "float", "low": "1e-5", "high": 1.0e-3, "log": True}),
+     "search_space.learning_rate.low", "YAML reads 1e-5 as text; write 1.0e-5"),
+    ("int range high as text", lambda s: s["search_space"].update(unfreeze_depth={"type": "int", "low": 0, "high": "2e0"}),
+     "search_space.unfreeze_depth.high", "YAML reads 2e0 as text; write 2"),
+    ("choice as text", lambda s: s["search_space"].update(learning_rate={"type": "categorical", "choices": [3.0e-5, "1e-4"]}),
+     "search_space.learning_rate", "YAML reads 1e-4 as text; write 1.0e-4"),
+    ("whole-number choice as text", lambda s: s["search_space"].update(batch_size={"type": "categorical", "choices": [8, "1.6e1"]}),
+     "search_space.batch_size", "YAML reads 1.6e1 as text; write 16"),
+    ("quoted number", lambda s: s["search_space"].update(weight_decay="0.01"), "search_space.weight_decay", "write 0.01 without quotes"),
+    ("condition bound as text", lambda s: s["search_space"].update(layer_lr_decay={"type": "float", "low": 0.5, "high": 1.0, "when": {"learning_rate": {"min": "1e-3"}}}),
+     "search_space.layer_lr_decay.when", "YAML reads 1e-3 as text; write 1.0e-3"),
+    ("seed point as text", lambda s: s.update(seed_trials=[{"learning_rate": 3.0e-3}, {"learning_rate": "3e-3"}]),
+     "seed_trials[1].learning_rate", "YAML reads 3e-3 as text; write 3.0e-3"),
+    ("seed point choice as text", lambda s: s.update(seed_trials=[{"batch_size": "8"}]), "seed_trials[0].batch_size", "write 8 without quotes"),
+    ("integer setting as text", lambda s: s["budget"].update(n_trials="1e2"), "budget.n_trials", "YAML reads 1e2 as text; write 100"),
 ]
 
 
@@ -84,6 +143,142 @@ def test_preflight_errors_before_anything_is_written(write_sweep, tmp_path, chan
     assert message.startswith(f"{field}:"), message
     assert fix in message
     assert "s3cret" not in message
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def _model_folder(tiny_model, tmp_path, change):
+    """A copy of the tiny model, changed by ``change(folder)``."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    change(folder)
+    return folder
+
+
+def _no_weights(folder):
+    (folder / "model.safetensors").unlink()
+
+
+def _tf_weights_only(folder):
+    (folder / "model.safetensors").rename(folder / "tf_model.h5")
+
+
+def _set_model_type(model_type):
+    def change(folder):
+        settings = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**settings, "model_type": model_type}))
+    return change
+
+
+MODEL_FOLDER_CASES = [
+    ("config.json not JSON", lambda folder: (folder / "config.json").write_text("{'hidden_size': 32,"), "config.json is not valid JSON"),
+    ("config.json not an object", lambda folder: (folder / "config.json").write_text("[1, 2]"), "holds no JSON object"),
+    ("config without weights", _no_weights,
+     "the folder has config.json but no weights (model.safetensors or pytorch_model.bin); save the model with save_pretrained"),
+    ("TensorFlow weights only", _tf_weights_only, "no weights (model.safetensors or pytorch_model.bin); from_pretrained does not load tf_model.h5"),
+    ("unknown model type", _set_model_type("bertoid"), "model_type 'bertoid', which transformers"),
+]
+
+
+@pytest.mark.parametrize("change, fix", [c[1:] for c in MODEL_FOLDER_CASES], ids=[c[0] for c in MODEL_FOLDER_CASES])
+def test_a_model_folder_trials_cannot_load_is_refused(write_sweep, tiny_model, tmp_path, change, fix):
+    folder = _model_folder(tiny_model, tmp_path, change)
+    with pytest.raises(ConfigError) as raised:
+        validate(load_sweep(write_sweep(model=str(folder))))
+    message = str(raised.value)
+    assert message.startswith(f"model: {str(folder)!r} is invalid: "), message
+    assert fix in message and "\n" not in message
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_sharded_weights_are_weights(write_sweep, tiny_model, tmp_path):
+    def shard(folder):
+        (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+        (folder / "model.safetensors.index.json").write_text('{"metadata": {}, "weight_map": {}}')
+
+    validate(load_sweep(write_sweep(model=str(_model_folder(tiny_model, tmp_path, shard)))))
+
+
+def test_every_built_in_hyperparameter_has_a_domain_or_choices():
+    assert set(DOMAINS) | set(CHOICES) == set(HYPERPARAMETER_NAMES) and not set(DOMAINS) & set(CHOICES)
+    defaults = Hyperparameters()
+    for name, domain in DOMAINS.items():
+        value = getattr(defaults, name)
+        assert value in domain or value is None and domain.nullable, name
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+    ({"learning_rate": "1e-4"}, "learning_rate must be > 0, got '1e-4'"),
+    ({"unfreeze_depth": 2.0}, "unfreeze_depth must be a whole number >= 0, got 2.0"),
+])
+def test_a_trial_refuses_a_value_outside_the_domain(values, problem):
+    """The same rule on the worker, should a value reach a trial some other way (an old queued trial)."""
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        Hyperparameters.from_mapping(values)
+    assert Hyperparameters.from_mapping({"dropout": None, "unfreeze_depth": None, "max_grad_norm": 0.0}).max_grad_norm == 0.0
+
+
+def test_the_unquoted_yaml_1_1_number_is_refused(write_sweep):
+    """The real file: PyYAML reads 1e-4 (no dot) as a string, 1.0e-4 as a number."""
+    path = write_sweep()
+    text = path.read_text().replace("weight_decay: 0.01", "weight_decay: 1e-2")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape("search_space.weight_decay: '1e-2' is invalid: YAML reads 1e-2 as text; write 1.0e-2")):
+        load_sweep(path)
+    path.write_text(text.replace("1e-2", "1.0e-2"))
+    assert load_sweep(path).search_space.fixed["weight_decay"] == 0.01
+
+
+def test_a_training_function_of_your_own_gets_the_text_check_but_not_the_domains(tmp_path):
+    """Its parameters mean what the function makes of them; only numbers YAML read as text are refused."""
+    def sweep(**space):
+        return {"name": "own", "objective": {"metric": "score"}, "trial": {"function": "json:loads"},
+                "search_space": {"x": {"type": "float", "low": -2.0, "high": 2.0}, **space}}
+
+    config = parse_sweep(sweep(batch_size=0, dropout=1.5, tag="0.1"), tmp_path)
+    assert config.search_space.fixed == {"batch_size": 0, "dropout": 1.5, "tag": "0.1"}
+    for space, field in (({"lr": "1e-4"}, "search_space.lr"), ({"lr": {"type": "categorical", "choices": ["3e-5", "1e-4"]}}, "search_space.lr"),
+                         ({"lr": {"type": "float", "low": "1e-5", "high": 1.0}}, "search_space.lr.low")):
+        with pytest.raises(ConfigError) as raised:
+            parse_sweep(sweep(**space), tmp_path)
+        assert str(raised.value).startswith(f"{field}: ") and "as text; write " in str(raised.value)
+
+
+CLI_REFUSED = [
+    ("number as text", lambda path, folder: path.write_text(path.read_text().replace("weight_decay: 0.01", "weight_decay: 1e-2")),
+     "error: search_space.weight_decay: '1e-2' is invalid: YAML reads 1e-2 as text; write 1.0e-2"),
+    ("dropout above 1", lambda path, folder: _edit(path, lambda s: s["search_space"].update(dropout={"type": "float", "low": 0.0, "high": 1.5})),
+     "error: search_space.dropout: {'type': 'float', 'low': 0.0, 'high': 1.5} is invalid: dropout must be in [0, 1); lower high below 1"),
+    ("zero batch size", lambda path, folder: _edit(path, lambda s: s["search_space"].update(batch_size=0)),
+     "error: search_space.batch_size: 0 is invalid: batch_size must be a whole number >= 1; change it, or remove it to use the default (32)"),
+    ("seed point as text", lambda path, folder: _edit(path, lambda s: s.update(seed_trials=[{"learning_rate": "5e-3"}])),
+     "error: seed_trials[0].learning_rate: '5e-3' is invalid: YAML reads 5e-3 as text; write 5.0e-3"),
+    ("model without weights", lambda path, folder: _no_weights(folder),
+     "the folder has config.json but no weights (model.safetensors or pytorch_model.bin); save the model with save_pretrained"),
+    ("config.json not JSON", lambda path, folder: (folder / "config.json").write_text("not json"), "config.json is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("change, line", [c[1:] for c in CLI_REFUSED], ids=[c[0] for c in CLI_REFUSED])
+def test_validate_and_run_refuse_alike_and_write_nothing(write_sweep, tiny_model, tmp_path, command, change, line):
+    folder = _model_folder(tiny_model, tmp_path, lambda folder: None)
+    path = write_sweep(model=str(folder))
+    change(path, folder)
+    result = runner.invoke(app, [command, str(path)])
+    lines = [text for text in result.output.splitlines() if text.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and line in lines[0], result.output
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_enqueued_number_as_text_is_refused(write_sweep, tmp_path):
+    points = tmp_path / "points.yaml"
+    points.write_text("- {learning_rate: 5.0e-3}\n- {learning_rate: 5e-3, batch_size: 8}\n")
+    result = runner.invoke(app, ["run", str(write_sweep()), "--enqueue", str(points)])
+    assert result.exit_code == 2, result.output
+    assert "error: --enqueue[1].learning_rate: '5e-3' is invalid: YAML reads 5e-3 as text; write 5.0e-3" in result.output
     assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
 
 

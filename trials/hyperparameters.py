@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Mapping
 
@@ -36,6 +38,10 @@ class Hyperparameters:
         for name, choices in CHOICES.items():
             if getattr(hyperparameters, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(hyperparameters, name)!r}")
+        for name, domain in DOMAINS.items():
+            value = getattr(hyperparameters, name)
+            if not (value is None and domain.nullable) and value not in domain:
+                raise ValueError(f"{name} must be {domain}, got {value!r}")
         return hyperparameters
 
 
@@ -43,6 +49,66 @@ HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
 
 CHOICES: dict[str, tuple[str, ...]] = {"class_balance": CLASS_BALANCE, "image_augment": IMAGE_AUGMENT}
 """Hyperparameters that take one of a few names."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values of a numeric hyperparameter with which a trial can run: an interval of real or
+    whole numbers, each end closed (the bound itself is valid), open (it is not) or absent.
+    Like an Optuna distribution, but the limits of what is valid rather than of what is searched:
+    the sweep file's check (:mod:`orchestrator.config`) holds every value a search space can
+    produce to it, so a trial never starts with a value that cannot run."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    nullable: bool = False  # None is valid too (the field's default behaviour: see Hyperparameters)
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return False
+        if self.integer and not isinstance(value, numbers.Integral):
+            return False
+        return self.above_low(value) and self.below_high(value)
+
+    def above_low(self, value: float) -> bool:
+        return self.low is None or (value > self.low if self.low_open else value >= self.low)
+
+    def below_high(self, value: float) -> bool:
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def interval(self) -> str:
+        """``in [0, 1)``, ``> 0``, ``>= 1``; empty without bounds."""
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return ""
+
+    def __str__(self) -> str:
+        """What a value must be: ``in [0, 1)``, ``> 0``, ``a whole number >= 1``."""
+        return f"a whole number {self.interval()}".strip() if self.integer else self.interval() or "a number"
+
+
+DOMAINS: dict[str, Domain] = {
+    "learning_rate": Domain(low=0, low_open=True),
+    "batch_size": Domain(low=1, integer=True),
+    "unfreeze_depth": Domain(low=0, integer=True, nullable=True),  # its upper bound is the model's depth (checked per model)
+    "weight_decay": Domain(low=0),
+    "dropout": Domain(low=0, high=1, high_open=True, nullable=True),
+    "warmup_ratio": Domain(low=0, high=1, high_open=True),
+    "label_smoothing": Domain(low=0, high=1, high_open=True),
+    "max_grad_norm": Domain(low=0),  # 0 turns gradient clipping off
+    "layer_lr_decay": Domain(low=0, high=1, low_open=True),
+    "unfreeze_every": Domain(low=0, integer=True),  # 0: every layer trains from the start
+    "augment_prob": Domain(low=0, high=1),
+}
+"""The valid values of each numeric hyperparameter, the one place they are declared."""
+
 
 SEED_KEY = "training_seed"
 """A trial config key that overrides the sweep's training seed for one trial (a confirmation run)."""
