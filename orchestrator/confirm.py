@@ -43,15 +43,29 @@ def confirmation_seeds(base_seed: int, seeds: int) -> list[int]:
     return [base_seed + offset for offset in range(1, seeds + 1)]
 
 
+def _missing(search: optuna.Study, confirmation_trials: list, top_k: int, seeds: list[int]) -> list[tuple[optuna.trial.FrozenTrial, int]]:
+    """(top-k search trial, seed) pairs with no confirmation run yet, in any state."""
+    top = rank(search, search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))[:top_k]
+    covered = {(trial.user_attrs.get(CONFIRMS), trial.params.get(SEED_PARAM)) for trial in confirmation_trials}
+    return [(trial, seed) for trial in top for seed in seeds if (trial.number, seed) not in covered]
+
+
 def queue_confirmations(search: optuna.Study, confirmation: optuna.Study, top_k: int, seeds: list[int]) -> int:
     """Queue a run for every (top-k search trial, seed) pair that has none yet; return how many runs wait."""
-    top = rank(search, search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))[:top_k]
-    covered = {(trial.user_attrs.get(CONFIRMS), trial.params.get(SEED_PARAM)) for trial in confirmation.get_trials(deepcopy=False)}
-    for trial in top:
-        for seed in seeds:
-            if (trial.number, seed) not in covered:
-                confirmation.enqueue_trial({**trial.params, SEED_PARAM: seed}, user_attrs={CONFIRMS: trial.number}, skip_if_exists=False)
+    for trial, seed in _missing(search, confirmation.get_trials(deepcopy=False), top_k, seeds):
+        confirmation.enqueue_trial({**trial.params, SEED_PARAM: seed}, user_attrs={CONFIRMS: trial.number}, skip_if_exists=False)
     return len(confirmation.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def confirmations_pending(search: optuna.Study, config) -> bool:
+    """Whether the study still owes confirmation runs: pairs never run, queued, or left running by a killed invocation."""
+    try:
+        confirmation = optuna.load_study(study_name=confirmation_study_name(search.study_name), storage=search._storage)
+        trials = confirmation.get_trials(deepcopy=False)
+    except KeyError:  # no confirmation study yet
+        trials = []
+    unfinished = any(trial.state in (TrialState.WAITING, TrialState.RUNNING) for trial in trials)
+    return unfinished or bool(_missing(search, trials, config.confirm.top_k, confirmation_seeds(config.trial.seed, config.confirm.seeds)))
 
 
 @dataclass(frozen=True)

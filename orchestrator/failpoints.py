@@ -13,6 +13,7 @@ import signal
 POINTS = (
     "before-first-trial",  # the invocation, its lease and its MLflow parent run exist; no trial yet
     "between-trials",  # a trial was recorded in all three stores; the next has not started
+    "between-confirmation-runs",  # a confirmation run was recorded; the next has not started
     "mlflow-summary",  # every trial is recorded; the parent run's summary is not
 )
 

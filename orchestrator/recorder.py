@@ -212,8 +212,9 @@ class TrialRecorder(Callback):
                 metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values)) if outcome.values else None,
                 step=len(self.history.get(trial_id, [])),
             )
-        self._log_progress(outcome)
-        failpoints.reached("between-trials")
+        if self.role == "search":  # the parent run's live story is the search's
+            self._log_progress(outcome)
+        failpoints.reached("between-trials" if self.role == "search" else "between-confirmation-runs")
 
     def _keep_if_new_best(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> bool:
         """Keep the best-epoch parameters of a trial that is the best of its group (a search trial:

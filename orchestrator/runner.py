@@ -175,6 +175,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from optuna.trial import TrialState
 
     from orchestrator.answer import settle_answer
+    from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
@@ -212,8 +213,11 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         n_trials = min(n_trials, options.total_trials - finished) if options.n_trials else options.total_trials - finished
         if n_trials <= 0:
             reason = f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
-            ledger.end_invocation("ok", reason)
-            return _result(config, prepared, study, {}, best_before, started, tracker, None, ledger, "ok", [*notes, reason])
+            if not (config.confirm.top_k and confirmations_pending(study, config)):
+                ledger.end_invocation("ok", reason)
+                return _result(config, prepared, study, {}, best_before, started, tracker, None, ledger, "ok", [*notes, reason])
+            notes.append(f"{reason}: only the confirmation runs it still owes run now")
+            n_trials = 0
     parent_run_id = tracker.start_run(
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=_sweep_params(config, prepared, n_trials),
@@ -246,7 +250,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     failpoints.reached("before-first-trial")
     try:
         with stop.installed():
-            fit(prepared, searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function, keep_search_model, results_dir)
+            if n_trials > 0:
+                fit(prepared, searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function, keep_search_model, results_dir)
             if config.confirm.top_k and not stop.signal_name and not deadline.passed:
                 confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline)
                 notes += confirmation.run(options, stop, results_dir)
