@@ -58,8 +58,9 @@ def stored_answer(study: optuna.Study) -> Answer | None:
     return Answer.from_dict(stored) if stored else None
 
 
-def choose(search: optuna.Study, confirmation: optuna.Study | None, metric: str) -> tuple[Answer | None, Confirmed | None]:
-    """The configuration to answer with: the best confirmed mean when there are confirmation runs, else the search's best."""
+def choose(search: optuna.Study, confirmation: optuna.Study | None, metric: str, prefer: int | None = None) -> tuple[Answer | None, Confirmed | None]:
+    """The configuration to answer with: the best confirmed mean when there are confirmation runs, else the
+    search's best (on a tie, trial ``prefer``: the one whose model this invocation kept)."""
     complete = rank(search, search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if not complete:
         return None, None
@@ -67,6 +68,8 @@ def choose(search: optuna.Study, confirmation: optuna.Study | None, metric: str)
     results = confirmed(search, confirmation) if confirmation is not None else []
     chosen = results[0] if results else None
     trial = by_number[chosen.trial] if chosen is not None else complete[0]
+    if chosen is None and prefer in by_number and by_number[prefer].values == trial.values:
+        trial = by_number[prefer]
     answer = Answer(trial.number, dict(trial.params), metric, trial.values[0], len(complete),
                     confirmed=chosen.to_dict() if chosen is not None else None)
     return answer, chosen
@@ -103,7 +106,7 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
         return None, []
     confirmation_study = confirmation.study if confirmation is not None else (
         open_confirmation_study(study, config.sampler.seed) if config.confirm.top_k else None)
-    answer, _ = choose(study, confirmation_study, config.objective.metric)
+    answer, _ = choose(study, confirmation_study, config.objective.metric, prefer=recorder.kept.trial_number if recorder.kept else None)
     if answer is None:
         return None, []
     previous = stored_answer(study)
