@@ -11,7 +11,7 @@ from orchestrator.confirm import SEED_PARAM, confirmation_seeds, confirmation_st
 
 
 class Confirmation:
-    def __init__(self, config, prepared, study, ledger, tracker, parent_run_id: str, deadline) -> None:
+    def __init__(self, config, prepared, study, ledger, tracker, parent_run_id: str, deadline, dataset_inputs: tuple = ()) -> None:
         from orchestrator.ledger import Ledger
         from orchestrator.reconcile import reconcile
         from orchestrator.recorder import TrialRecorder
@@ -26,7 +26,8 @@ class Confirmation:
         self.searcher = StudySearcher(self.study, config.search_space, config.objective.metric, config.objective.mode, deadline, seed_param=SEED_PARAM)
         self.keep_models = prepared.test is not None or config.registered_model is not None
         self.recorder = TrialRecorder(self.searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, self.ledger,
-                                      config.resources, keep_best_model=self.keep_models, role="confirm")
+                                      config.resources, keep_best_model=self.keep_models, role="confirm",
+                                      dataset_inputs=dataset_inputs)
 
     def run(self, options, stop, results_dir: Path) -> list[str]:
         """Run every queued confirmation run; return notes for the user."""

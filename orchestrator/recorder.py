@@ -22,6 +22,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, SEED_PARAM
+from orchestrator.dataset_inputs import log_dataset_inputs
 from orchestrator.ledger import Ledger
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
@@ -73,7 +74,8 @@ def _remove_checkpoints(trial_path: str | None) -> None:
 
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
-                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = "search") -> None:
+                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = "search",
+                 dataset_inputs: tuple = ()) -> None:
         self.searcher = searcher
         self.best = best_before  # the study's best primary value so far, shown live on the parent run
         self.other_objectives = tuple(other_objectives)  # multi-objective: reported at the end, never per epoch
@@ -96,6 +98,8 @@ class TrialRecorder(Callback):
         # study's best) and each confirmed configuration's (key: the search trial it confirms).
         self.kept_models: dict[int | None, KeptModel] = {}
         self.role = role  # "search" or "confirm": the hpo.role tag of the trials' MLflow runs
+        self.dataset_inputs = tuple(dataset_inputs)  # train and validation (orchestrator.dataset_inputs), on each trial's run
+        self.notes: list[str] = []  # for the user: what could not be logged
 
     def __getstate__(self) -> dict:
         # Ray Tune pickles callbacks into its experiment snapshot (tuner.pkl). The recorder holds
@@ -131,6 +135,9 @@ class TrialRecorder(Callback):
             parent_run_id=self.parent_run_id,
         )
         self.run_ids[trial.trial_id] = run_id
+        for note in log_dataset_inputs(self.tracker, run_id, self.dataset_inputs, "trial runs"):
+            if note not in self.notes:
+                self.notes.append(note)
         self.history[trial.trial_id] = []
         self.trial_paths[trial.trial_id] = trial.path
         optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)

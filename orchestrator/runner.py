@@ -177,6 +177,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.answer import settle_answer
     from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
+    from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
@@ -232,6 +233,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     ledger.set_parent_run(parent_run_id)
     tracker.log_text(parent_run_id, config_snapshot(config), "sweep.json")  # secrets masked
     tracker.log_text(parent_run_id, yaml.safe_dump(config.search_space.model_dump(mode="json", exclude_none=True), sort_keys=False), "search_space.yaml")
+    inputs = dataset_inputs(prepared)  # every split on the parent run; train and validation on each trial's run
+    notes += log_dataset_inputs(tracker, parent_run_id, inputs.values(), "the parent run")
+    trial_inputs = tuple(inputs[name] for name in TRIAL_SPLITS if name in inputs)
     searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode, deadline)
     # Trials hand over their best epoch's parameters when their model may be registered or scored on the test split.
     keep_search_model = config.registered_model is not None or (prepared.test is not None and not config.confirm.top_k)
@@ -239,7 +243,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
         other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
         best_before=best_before.value if best_before else None,
-        keep_best_model=keep_search_model,
+        keep_best_model=keep_search_model, dataset_inputs=trial_inputs,
     )
     for callback in options.callbacks:
         if hasattr(callback, "attach"):
@@ -253,7 +257,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             if n_trials > 0:
                 fit(prepared, searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function, keep_search_model, results_dir)
             if config.confirm.top_k and not stop.signal_name and not deadline.passed:
-                confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline)
+                confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
                 notes += confirmation.run(options, stop, results_dir)
         if stop.signal_name:
             exit_status, mlflow_status, reason = "interrupted", "KILLED", f"stopped by {stop.signal_name}"
@@ -276,6 +280,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         if exit_status != "failed":
             answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
             notes += answer_notes + summarise(config, study, tracker, parent_run_id)
+        notes += recorder.notes + (confirmation.recorder.notes if confirmation is not None else [])
         recorder.release_kept()
         if confirmation is not None:
             confirmation.recorder.release_kept()

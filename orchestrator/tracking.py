@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from orchestrator.secrets import mask
@@ -61,6 +61,10 @@ class MlflowTracker:
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, mask(text), artifact_file)
+
+    def log_inputs(self, run_id: str, datasets: Sequence[DatasetInput]) -> None:
+        """Record the datasets a run read (see :mod:`orchestrator.dataset_inputs`): the UI's Dataset column."""
+        self.client.log_inputs(run_id, datasets=list(datasets))
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, mask(str(value))) for key, value in tags.items()])
