@@ -73,7 +73,7 @@ def render_report(study: optuna.Study, mlflow_ui: str | None = None) -> str:
         f'{figure.to_html(full_html=False, include_plotlyjs=False, default_height="480px", config={"displaylogo": False})}</section>\n'
         for name, figure in summary_figures(study).items()
     )
-    title = "Pareto front" if len(study.directions) > 1 else f"Best trials (top {TOP_TRIALS})"
+    title = "Pareto front" if len(study.directions) > 1 else f"Best trials (top {TOP_TRIALS}; search scores on the validation split)"
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Study {html.escape(study.study_name)}</title>
@@ -89,6 +89,7 @@ th {{ background: #f3f3f3; }}
 </head><body>
 <h1>Study {html.escape(study.study_name)}</h1>
 <p>Objective: {html.escape(_objective_text(study))}. <span class="muted">Report written {generated} by hpo report.</span></p>
+{_answer_html(study)}
 <h2>Trials</h2>
 {_counts_table(trials)}
 <p>{html.escape(_time_text(trials))}</p>
@@ -98,6 +99,30 @@ th {{ background: #f3f3f3; }}
 {plots or '<p class="muted">No plot yet: the study needs completed trials.</p>'}
 </body></html>
 """
+
+
+def _answer_html(study: optuna.Study) -> str:
+    """The chosen configuration and each of its scores, with what it was measured on."""
+    from orchestrator.answer import score_lines, stored_answer
+    from orchestrator.naming import short_params
+
+    answer = stored_answer(study)
+    if answer is None:
+        return ""
+    rows = "".join(f"<tr><th>{html.escape(what)}</th><td>{html.escape(score)}</td></tr>" for what, score in score_lines(answer))
+    if answer.test is None:
+        rows += '<tr><th>test</th><td class="muted">none: every score here is a validation score</td></tr>'
+    confusion = ""
+    if answer.test is not None:
+        labels = [name.removeprefix("test_f1_class.") for name in answer.test["metrics"] if name.startswith("test_f1_class.")]
+        header = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+        body = "".join(f"<tr><th>{html.escape(label)}</th>{''.join(f'<td>{count}</td>' for count in counts)}</tr>"
+                       for label, counts in zip(labels, answer.test["confusion"]))
+        per_class = ", ".join(f"{label} {answer.test['metrics']['test_f1_class.' + label]:.3f}" for label in labels)
+        confusion = (f"<p>Test F1 per class: {html.escape(per_class)}.</p>"
+                     f"<table><tr><th>true \\ predicted</th>{header}</tr>{body}</table>")
+    return (f"<h2>The answer: trial {answer.trial}</h2><p>{html.escape(short_params(answer.params))}</p>"
+            f"<table>{rows}</table>{confusion}")
 
 
 def plot_names(study: optuna.Study) -> list[str]:

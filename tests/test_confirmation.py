@@ -110,6 +110,11 @@ def test_confirmation_chooses_by_mean_and_scores_on_a_test_split_no_trial_saw(ra
     assert f"trial {answer.trial}: the chosen configuration" in shown.stdout
     for what in ("search score (validation", "confirmed (validation, mean ± std over new seeds)", "test (rows the search never saw): ", "optimism"):
         assert what in shown.stdout
+    page = tmp_path / "report.html"
+    reported = subprocess.run([HPO, "report", config.name, "--db", config.storage.study_db, "--out", str(page)], capture_output=True, text=True, timeout=120)
+    assert reported.returncode == 0, reported.stderr
+    text = page.read_text()
+    assert f"The answer: trial {answer.trial}" in text and "test (rows the search never saw)" in text and "true \\ predicted" in text
 
 
 def test_without_confirmation_the_search_best_is_scored_on_test(ray_session, write_sweep, tmp_path):
