@@ -115,9 +115,11 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
             trains = f"function {config.trial.function}"
         else:
             summary.update(task=config.task, model=prepared.model_path, labels=prepared.label_names,
-                           train_size=len(prepared.data.train), val_size=len(prepared.data.val))
-            trains = (f"{summary['train_size']} train / {summary['val_size']} val examples, "
-                      f"labels {', '.join(prepared.label_names)}")
+                           train_size=len(prepared.data.train), val_size=len(prepared.data.val),
+                           test_size=len(prepared.test) if prepared.test is not None else 0,
+                           splits=prepared.splits.origin, notes=list(prepared.splits.notes))
+            trains = (f"{summary['train_size']} train / {summary['val_size']} val / {summary['test_size']} test examples "
+                      f"({prepared.splits.origin}), labels {', '.join(prepared.label_names)}")
         if as_json:
             _print_json(summary)
             return
@@ -126,6 +128,8 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
             f"searching {', '.join(summary['search_space'])}",
             highlight=False,
         )
+        for note in summary.get("notes", []):
+            err.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()

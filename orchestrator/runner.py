@@ -101,6 +101,9 @@ def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -
             "data.source": config.data.source,
             "data.train_size": len(prepared.data.train),
             "data.val_size": len(prepared.data.val),
+            "data.test_size": len(prepared.test) if prepared.test is not None else 0,
+            "data.splits": prepared.splits.origin,
+            "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
         }
         if config.task == "text-classification":
             inputs["data.max_length"] = config.data.max_length
@@ -204,6 +207,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)  # reports link to the runs
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
+    notes += list(prepared.splits.notes) if prepared.splits is not None else []
     queued = enqueue_points(study, [*config.seed_trials, *options.enqueue])
     if queued:
         notes.append(f"queued {queued} seed point(s) to run first")
@@ -256,7 +260,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         with stop.installed():
             if n_trials > 0:
                 fit(prepared, searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function, keep_search_model, results_dir)
-            if config.confirm.top_k and not stop.signal_name and not deadline.passed:
+            if config.confirm.top_k and not stop.signal_name and deadline.passed:
+                notes.append("confirmation not run: the --timeout budget is spent; the next run of this sweep does it")
+            elif config.confirm.top_k and not stop.signal_name:
                 confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
                 notes += confirmation.run(options, stop, results_dir)
         if stop.signal_name:

@@ -298,7 +298,7 @@ def test_single_class_data_is_refused(write_sweep, tmp_path):
 def test_cli_validate_ok(write_sweep):
     result = runner.invoke(app, ["validate", str(write_sweep())])
     assert result.exit_code == 0, result.output
-    assert "ok" in result.output and "400 train / 100 val" in result.output
+    assert "ok" in result.output and "400 train / 100 val / 100 test" in result.output
 
 
 def test_cli_config_error_is_one_line_exit_2_without_traceback(write_sweep, tmp_path):
