@@ -101,7 +101,8 @@ def _given(parts: dict[str, Labelled], data, origin: str, field_name: str) -> Sp
     if data.test_size is not None:
         raise ConfigError("data.test_size", data.test_size, f"the data brings its own splits ({origin}); remove test_size")
     train_names = parts["train"].label_names
-    aligned = {name: part if name == "train" else _relabel(part, train_names, name) for name, part in parts.items()}
+    aligned = {name: part if name == "train" else _relabel(part, train_names, name, f"data.{name}" if origin == "files" else field_name)
+               for name, part in parts.items()}
     rng = np.random.default_rng(data.split_seed)
     for name, size_field in (("train", "train_size"), ("validation", "val_size")):
         size = getattr(data, size_field)
@@ -110,11 +111,11 @@ def _given(parts: dict[str, Labelled], data, origin: str, field_name: str) -> Sp
     return Splits(aligned["train"], aligned["validation"], aligned.get("test"), origin)
 
 
-def _relabel(part: Labelled, names: list[str], split: str) -> Labelled:
+def _relabel(part: Labelled, names: list[str], split: str, field_name: str) -> Labelled:
     """Number ``part``'s labels as the training split does; a label training never saw is an error."""
     unknown = sorted(set(part.label_names) - set(names))
     if unknown:
-        raise ConfigError(f"data.{split}" if split != "validation" else "data.validation", unknown,
+        raise ConfigError(field_name, unknown,
                           f"labels in the {split} split that the training split lacks; a model cannot learn them: add training rows or drop those rows")
     index = np.asarray([names.index(name) for name in part.label_names], dtype=np.int64)
     return replace(part, labels=index[part.labels], label_names=list(names))
