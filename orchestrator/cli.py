@@ -46,6 +46,10 @@ err = Console(stderr=True)
 SweepArg = typer.Argument(..., help="Sweep file (YAML). See the README for its keys.", exists=False)
 DebugOpt = typer.Option(False, "--debug", help="Show full tracebacks and Ray worker logs.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+RayAddressOpt = typer.Option(
+    None, "--ray-address", envvar="RAY_ADDRESS",
+    help="Run on this Ray cluster instead of cluster.address: auto, HOST:6379 from a cluster node, or ray://HOST:10001. Env: RAY_ADDRESS.",
+)
 
 
 def _quiet_libraries(debug: bool) -> None:
@@ -83,14 +87,30 @@ def _fail(message: str, code: int, as_json: bool) -> None:
     raise typer.Exit(code)
 
 
+def _on_ray_address(config, ray_address: Optional[str], context: typer.Context):
+    """The sweep with ``--ray-address`` (or ``RAY_ADDRESS``) as its cluster.address, once its form is checked."""
+    from orchestrator.ray_session import check_ray_address
+
+    if not ray_address:
+        return config
+    source = context.get_parameter_source("ray_address")
+    check_ray_address(ray_address, "RAY_ADDRESS" if getattr(source, "name", None) == "ENVIRONMENT" else "--ray-address")
+    return config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": ray_address})})
+
+
 @app.command()
-def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = JsonOpt) -> None:
-    """Check a sweep file, its model, data and database without running anything or writing anything."""
+def validate(
+    context: typer.Context, sweep: Path = SweepArg, ray_address: Optional[str] = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Check a sweep file and all it names (model, data, databases, MLflow, results folder, Ray address); run and write nothing.
+
+    With a local Ray (cluster.address null) it also checks that one trial's resources fit this machine; a cluster's nodes are checked by hpo run when it joins, before it writes anything.
+    """
     from orchestrator.api import load_sweep, validate_sweep
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
-        config = load_sweep(sweep)
+        config = _on_ray_address(load_sweep(sweep), ray_address, context)
         prepared = validate_sweep(config)
         summary = {
             "ok": True,
@@ -119,6 +139,7 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
 
 @app.command()
 def run(
+    context: typer.Context,
     sweep: Path = SweepArg,
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
     total_trials: Optional[int] = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
@@ -126,7 +147,7 @@ def run(
     json_summary: Optional[Path] = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
     enqueue: Optional[Path] = typer.Option(None, "--enqueue", help="YAML list of points ({learning_rate: 3.0e-5, batch_size: 32}, ...) to run first; a point the study already ran is skipped."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Run on this Ray cluster instead of cluster.address: auto, HOST:6379 from a cluster node, or ray://HOST:10001. Env: RAY_ADDRESS."),
+    ray_address: Optional[str] = RayAddressOpt,
     new_study: bool = typer.Option(False, "--new-study", help="Start the next versioned study (NAME-v2, NAME-v3, ...) instead of continuing NAME, e.g. after an incompatible search-space change."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
@@ -140,6 +161,7 @@ def run(
     from orchestrator.errors import ConfigError
     from orchestrator.progress import SweepProgress
     from orchestrator.runner import RunOptions
+    from orchestrator.targets import check_output_file
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
@@ -147,9 +169,9 @@ def run(
             timeout_s = parse_duration(timeout) if timeout is not None else None
         except ValueError as error:
             raise ConfigError("--timeout", timeout, str(error).split(" is not a duration; ")[-1]) from None
-        config = load_sweep(sweep)
-        if ray_address:
-            config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": ray_address})})
+        if json_summary is not None:
+            check_output_file(json_summary, "--json-summary")
+        config = _on_ray_address(load_sweep(sweep), ray_address, context)
         points = _read_points(enqueue, config) if enqueue is not None else ()
         progress = SweepProgress(err)
         options = RunOptions(
@@ -288,10 +310,12 @@ def export(
 ) -> None:
     """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
     from orchestrator import queries
+    from orchestrator.targets import check_output_file
 
     with _errors(debug, False):
         _quiet_libraries(debug)
         path = out_path or Path(f"{study}.{fmt}")
+        check_output_file(path, "--out")
         count = queries.export(queries.open_for_reading(db), study, fmt, path)
         out.print(f"wrote {count} trials of {study} to {path}", highlight=False)
 
@@ -312,13 +336,13 @@ def report(
     from orchestrator import queries
     from orchestrator.errors import ConfigError
     from orchestrator.report import plot_names, render_report
+    from orchestrator.targets import check_output_file
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
             raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
-        if not out_path.resolve().parent.is_dir():
-            raise ConfigError("--out", str(out_path), f"folder {out_path.parent} does not exist; create it or change the path")
+        check_output_file(out_path, "--out")
         loaded = queries._load(queries.open_for_reading(db), study)
         page = render_report(loaded, mlflow_ui)
         out_path.write_text(page, encoding="utf-8")

@@ -33,8 +33,9 @@ from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.summary import summarise
 from orchestrator.study import (
-    check_reachable, check_space_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
+    check_space_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
 )
+from orchestrator.targets import check_targets
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -60,32 +61,11 @@ class RunOptions:
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
-    """Every check that needs no compute: model, data, database. Writes nothing."""
+    """Every check that needs no compute: model, data, and everything the run writes to
+    (:func:`orchestrator.targets.check_targets`). Writes nothing."""
     prepared = prepare(config)
-    check_reachable(config.storage.study_db)
-    _check_mlflow_reachable(config.storage.mlflow)
+    check_targets(config)
     return prepared
-
-
-def _check_mlflow_reachable(uri: str) -> None:
-    """An MLflow server must answer its health check (quickly: MLflow's own client retries for minutes)."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(uri)
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
-    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
-    try:
-        with urllib.request.urlopen(health, timeout=10) as response:
-            response.read()
-    except urllib.error.HTTPError:
-        return  # it answered (perhaps 401 without credentials): reachable
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({reason}); start it or fix the URL") from None
 
 
 def _scheduler(config: SweepConfig):
@@ -174,7 +154,10 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
 
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
-    prepared = prepared or validate(config)
+    if prepared is None:
+        prepared = validate(config)
+    else:
+        check_targets(config)  # a prepared sweep's model and data were checked; where it writes may have changed
     if options.new_study:
         with schema_lock(config.storage.study_db):
             config = config.model_copy(update={"name": next_version_name(config.storage.study_db, config.name)})

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.config import load_sweep
 from orchestrator.errors import ConfigError
+from orchestrator.ray_session import check_ray_address
 from orchestrator.runner import validate
 
 runner = CliRunner()
@@ -72,6 +73,22 @@ PREFLIGHT_CASES = [
     ("unreachable postgres", lambda s: s["storage"].update(study_db="postgresql+psycopg://hpo:s3cret@127.0.0.1:1/hpo"), "storage.study_db", "cannot connect"),
     ("not a database url", lambda s: s["storage"].update(study_db="hpo.db"), "storage.study_db", "not a database URL"),
     ("unreachable mlflow server", lambda s: s["storage"].update(mlflow="http://user:s3cret@127.0.0.1:1"), "storage.mlflow", "MLflow server not reachable"),
+    ("unsupported db scheme", lambda s: s["storage"].update(study_db="mongodb://hpo:s3cret@h/db"), "storage.study_db", "unsupported database 'mongodb'"),
+    ("missing mlflow db folder", lambda s: s["storage"].update(mlflow="sqlite:////nonexistent/dir/mlruns.db"), "storage.mlflow", "folder /nonexistent/dir does not exist"),
+    ("mlflow db is a folder", lambda s: s["storage"].update(mlflow="sqlite:///" + s["storage"]["mlflow"][len("sqlite:///"):].rsplit("/", 1)[0]), "storage.mlflow", "is a folder"),
+    ("unsupported mlflow scheme", lambda s: s["storage"].update(mlflow="ftp://u:s3cret@host/x"), "storage.mlflow", "unsupported scheme 'ftp'; MLflow tracking here is sqlite, postgresql"),
+    ("mlflow file store", lambda s: s["storage"].update(mlflow="file:///tmp/mlruns"), "storage.mlflow", "file store is not supported"),
+    ("mlflow plain path", lambda s: s["storage"].update(mlflow="mlruns"), "storage.mlflow", "use a database or a server"),
+    ("unreachable mlflow database", lambda s: s["storage"].update(mlflow="postgresql+psycopg://hpo:s3cret@127.0.0.1:1/mlflow"), "storage.mlflow", "cannot connect"),
+    ("results_dir is a file", lambda s: s["storage"].update(results_dir=s["data"]["source"]), "storage.results_dir", "it is a file, not a folder"),
+    ("results_dir under a file", lambda s: s["storage"].update(results_dir=s["data"]["source"] + "/runs"), "storage.results_dir", "is a file, not a folder"),
+    ("malformed cluster address", lambda s: s.update(cluster={"address": "head node:6379"}), "cluster.address", "not a Ray address; give auto"),
+    ("cluster address without port", lambda s: s.update(cluster={"address": "head"}), "cluster.address", "HOST:6379"),
+    ("dashboard url as cluster address", lambda s: s.update(cluster={"address": "http://head:8265"}), "cluster.address", "web address"),
+    ("unknown cluster address scheme", lambda s: s.update(cluster={"address": "grpc://head:10001"}), "cluster.address", "unsupported scheme 'grpc'"),
+    ("more cpus than this machine", lambda s: s["resources"].update(cpu=4096), "resources.cpu", "this machine has"),
+    ("more gpus than this machine", lambda s: s["resources"].update(gpu=64), "resources.gpu", "this machine has"),
+    ("more memory than this machine", lambda s: s["resources"].update(memory_gb=10**7), "resources.memory_gb", "GiB of memory"),
 ]
 
 
@@ -83,8 +100,26 @@ def test_preflight_errors_before_anything_is_written(write_sweep, tmp_path, chan
     message = str(raised.value)
     assert message.startswith(f"{field}:"), message
     assert fix in message
-    assert "s3cret" not in message
-    assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
+    assert "s3cret" not in message and "\n" not in message
+    assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("address", [None, "auto", "local", "10.0.0.5:6379", "head.internal:6379", "[::1]:6379", "ray://head:10001", "ray://head"])
+def test_ray_addresses_that_ray_accepts(address):
+    check_ray_address(address, "cluster.address")
+
+
+@pytest.mark.parametrize("address", ["", "head", "head:", "head:99999", "head:port", "head node:6379", "ray://", "ray://:10001",
+                                     "http://head:8265", "https://head", "grpc://head:1", "head:6379/path"])
+def test_malformed_ray_addresses(address):
+    with pytest.raises(ConfigError, match="^--ray-address: .* is invalid: .*ray://HOST:10001"):
+        check_ray_address(address, "--ray-address")
+
+
+def test_a_cluster_is_checked_when_joined_not_by_validate(write_sweep, tmp_path):
+    """With cluster.address set, the nodes are unknown until `hpo run` joins: validate leaves resources to it."""
+    validate(load_sweep(write_sweep(cluster={"address": "127.0.0.1:1"}, resources={"cpu": 4096, "gpu": 64})))
+    assert not (tmp_path / "study.db").exists()
 
 
 def test_empty_data_file_is_refused(write_sweep, tmp_path):
