@@ -94,3 +94,52 @@ def test_out_into_a_missing_folder_is_refused(workdir, command):
 def test_out_that_is_a_folder_is_refused(workdir):
     result = runner.invoke(app, ["export", "nightly", "--db", f"sqlite:///{workdir / 'hpo.db'}", "--out", str(workdir)])
     assert result.exit_code == 2 and "--out: " in result.stderr and "it is a folder" in result.stderr
+
+
+USAGE_ERRORS = [
+    (["run", "sweep.yaml", "--n-trials", "-3"], "--n-trials: -3 is invalid: give a whole number of trials, 1 or more, e.g. --n-trials 8"),
+    (["run", "sweep.yaml", "--n-trials=many"], "--n-trials: 'many' is invalid: give a whole number"),
+    (["run", "sweep.yaml", "--total-trials", "0"], "--total-trials: 0 is invalid: "),
+    (["run", "sweep.yaml", "--wait", "-1"], "--wait: -1 is invalid: give seconds, 0 or more"),
+    (["best", "nightly", "--top", "0"], "--top: 0 is invalid: give a whole number, 1 or more, e.g. --top 3"),
+    (["run", "sweep.yaml", "--n-trial", "3"], "--n-trial: no such option of hpo run; did you mean --n-trials"),
+    (["run", "sweep.yaml", "--n-trials"], "--n-trials: "),
+    (["run"], "SWEEP: is missing: give the sweep file"),
+    (["best"], "STUDY: is missing: "),
+    (["report", "nightly"], "--out: is missing: give the file to write"),
+    (["rnu", "sweep.yaml"], "hpo: no such command 'rnu'"),
+    (["run", "a.yaml", "b.yaml"], "hpo run: got unexpected extra argument"),
+]
+
+
+@pytest.mark.parametrize("args, line", USAGE_ERRORS, ids=[" ".join(case[0]) for case in USAGE_ERRORS])
+def test_usage_errors_are_one_line_naming_the_option(args, line, workdir):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr  # one line, no usage box
+    assert result.stderr.startswith(f"error: {line}"), result.stderr
+    assert result.stdout == ""
+    _nothing_written(workdir)
+
+
+def test_usage_error_with_json_is_one_json_document():
+    result = runner.invoke(app, ["run", "sweep.yaml", "--json", "--n-trials", "-3"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"ok": False, "error": "--n-trials: -3 is invalid: give a whole number of trials, 1 or more, e.g. --n-trials 8", "exit_code": 2}
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_usage_error_from_the_installed_command(workdir):
+    """The real `hpo` executable (not the test runner) prints the same one line."""
+    done = _hpo("best", "nightly", "--top", "0", cwd=workdir)
+    assert done.stdout == ""
+    _refused(done, "--top: 0 is invalid: give a whole number, 1 or more")
+    _nothing_written(workdir)
+
+
+def test_help_still_works():
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0 and "--n-trials" in result.stdout
+    bare = runner.invoke(app, [])  # plain `hpo` shows the help, as before
+    assert bare.exit_code == 2 and "validate" in bare.output and "error:" not in bare.output
