@@ -167,7 +167,7 @@ class SweepConfig(_Section):
         try:
             return read_yaml_mapping(path)
         except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {_first_line(error)}") from None
+            raise ValueError(f"{path} is not valid YAML ({_yaml_problem(error)}); fix the syntax there") from None
 
 
     @model_validator(mode="before")
@@ -314,7 +314,7 @@ def read_yaml_file(path: Path, field: str, what: str) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(field, str(path), f"not valid YAML ({_first_line(error)}); fix the syntax there") from None
+        raise ConfigError(field, str(path), f"not valid YAML ({_yaml_problem(error)}); fix the syntax there") from None
 
 
 def load_sweep(path: str | os.PathLike[str]) -> SweepConfig:
@@ -470,5 +470,9 @@ def _inside(annotation: Any, part: Any) -> Any:
     return tagged[0] if tagged else None
 
 
-def _first_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what, e.g. ``line 2, column 8: mapping values are not allowed here`` (the caller names the file)."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if problem is None:
+        return " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem

@@ -168,11 +168,22 @@ def test_cli_json_error(write_sweep):
     assert '"ok": false' in result.output and '"exit_code": 2' in result.output
 
 
-def test_malformed_yaml(tmp_path):
+def test_malformed_yaml_names_the_file_and_the_place(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\n  model: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError) as raised:
         load_sweep(path)
+    assert str(raised.value) == (f"<sweep file>: '{path}' is invalid: not valid YAML (line 2, column 8: mapping values are not allowed here); "
+                                 "fix the syntax there")
+
+
+def test_malformed_search_space_file_names_the_file(write_sweep, tmp_path):
+    (tmp_path / "space.yaml").write_text("dropout: {type: float, low: 0\n  high: [1\n")
+    with pytest.raises(ConfigError) as raised:
+        load_sweep(write_sweep(search_space="space.yaml"))
+    message = str(raised.value)
+    assert message.startswith("search_space: 'space.yaml' is invalid: ") and f"{tmp_path / 'space.yaml'} is not valid YAML (line 2" in message
+    assert "<unicode string>" not in message and "\n" not in message
 
 
 def test_demo_sweep_file_is_valid():
