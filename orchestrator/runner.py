@@ -183,6 +183,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             lease.acquire(wait_s=options.wait_s)
             try:
                 return _run_holding_lease(config, options, prepared, storage, ledger, started, deadline)
+            except BaseException as error:
+                _record_failure(config, ledger, error)
+                raise
             finally:
                 lease.release()
         finally:
@@ -192,6 +195,24 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             import ray
 
             ray.shutdown()
+
+
+def _record_failure(config, ledger, error: BaseException) -> None:
+    """An invocation that ends by raising (exit 1, or 130 for a second signal) is never left looking
+    ok or running: its ledger row and its MLflow parent run say failed (or interrupted). Best effort:
+    when the database itself broke, the next run's reconcile closes the invocation."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    status, mlflow_status = ("interrupted", "KILLED") if interrupted else ("failed", "FAILED")
+    try:
+        ended, parent_run_id = ledger.end_if_open(status, mask(f"{type(error).__name__}: {error}"))
+        if ended and parent_run_id:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(config.storage.mlflow)
+            client.set_tag(parent_run_id, "hpo.exit_status", status)
+            client.set_terminated(parent_run_id, status=mlflow_status)
+    except Exception:  # noqa: BLE001 - the error being raised is the one to report
+        pass
 
 
 def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
@@ -306,6 +327,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
         if exit_status != "failed":
             notes += summarise(config, prepared, study, tracker, parent_run_id, recorder, ledger.invocation_id)
+        if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
+            reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
+            exit_status, mlflow_status = "failed", "FAILED"
         result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes)
         failpoints.reached("mlflow-summary")
         tracker.finish(
@@ -321,8 +345,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         )
         ledger.end_invocation(exit_status, reason)
 
-    if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
-        raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
+    if exit_status == "failed":  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
+        raise SweepFailedError(reason)
     return result
 
 
