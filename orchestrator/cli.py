@@ -1,9 +1,10 @@
 """The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
 
 Exit codes: 0 success; 1 the sweep failed (every trial failed, or an unexpected error);
-2 invalid input (sweep file, model, data, database), nothing written; 3 another invocation
-holds the study; 4 the --timeout budget was spent before any trial started; 130 interrupted
-(SIGINT or SIGTERM; a second signal exits at once).
+2 invalid input (sweep file, model, data, where the run writes, Ray address, command line),
+nothing written; 3 another invocation holds the study; 4 the --timeout budget was spent before
+any trial started; 130 interrupted (SIGINT or SIGTERM; a second signal exits at once).
+Every error is one line on stderr naming the field or option, the value and the fix.
 """
 
 from __future__ import annotations
