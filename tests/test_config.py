@@ -190,3 +190,15 @@ def test_demo_sweep_file_is_valid():
     config = load_sweep("sweeps/demo.yaml")
     assert config.name == "tweets-minilm"
     assert set(config.search_space.params) >= {"learning_rate", "batch_size", "unfreeze_depth", "weight_decay", "dropout", "warmup_ratio", "label_smoothing"}
+
+
+def test_local_gpus_are_counted_as_ray_would(monkeypatch):
+    from orchestrator import targets
+    from orchestrator.config import Resources
+
+    monkeypatch.setattr(targets, "local_gpu_count", lambda: 1)
+    targets.check_fits_this_machine(Resources(cpu=1, gpu=1))
+    with pytest.raises(ConfigError, match=r"^resources\.gpu: 2\.0 is invalid: this machine has 1 GPU and .*ask for at most 1 per trial"):
+        targets.check_fits_this_machine(Resources(cpu=1, gpu=2))
+    monkeypatch.setattr(targets, "local_gpu_count", lambda: None)  # unknown: left to hpo run's check of the started Ray
+    targets.check_fits_this_machine(Resources(cpu=1, gpu=8))
