@@ -426,9 +426,9 @@ def _example(loc: tuple, location: list[str], value: Any) -> str | None:
     sections = [model for field in fields for model in _models(field.annotation)]
     if sections and isinstance(value, str) and "name" in sections[0].model_fields:  # scheduler: asha
         return f"{{name: {value}}}"
-    path = ".".join(["search_space", "*", *location[2:]] if location[:1] == ["search_space"] and len(location) > 1 else location)
-    if path in _EXAMPLES:
-        return _EXAMPLES[path]
+    path = ["search_space", "*", *location[2:]] if location[:1] == ["search_space"] and len(location) > 1 else location
+    if ".".join(path) in _EXAMPLES:  # search_space.dropout.low is search_space.*.low
+        return _EXAMPLES[".".join(path)]
     default = fields[0].default if fields else None
     if isinstance(default, (bool, int, float, str)):
         return yaml.safe_dump(default, default_flow_style=True).removesuffix("\n...\n").strip()
@@ -453,14 +453,18 @@ def _options(annotation: Any) -> list[Any]:
 
 
 def _models(annotation: Any) -> list[type[BaseModel]]:
-    return [option for option in _options(annotation) if isinstance(option, type) and issubclass(option, BaseModel)]
+    return [option for option in _options(annotation) if _is_model(option)]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _inside(annotation: Any, part: Any) -> Any:
     """The annotation one step down ``part``: a model's field, a dict's or a list's values, or the
     member of a tagged union (search-space parameters) whose ``type`` is ``part``."""
     for option in _options(annotation):
-        if option in _models(option) and part in option.model_fields:
+        if _is_model(option) and part in option.model_fields:
             return option.model_fields[part].annotation
         if get_origin(option) is dict and isinstance(part, str):
             return get_args(option)[1]
