@@ -1,15 +1,17 @@
 """The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
 
 Exit codes: 0 success; 1 the sweep failed (every trial failed, or an unexpected error);
-2 invalid input (sweep file, model, data, database), nothing written; 3 another invocation
-holds the study; 4 the --timeout budget was spent before any trial started; 130 interrupted
-(SIGINT or SIGTERM; a second signal exits at once).
+2 invalid input (sweep file, model, data, where the run writes, Ray address, command line),
+nothing written; 3 another invocation holds the study; 4 the --timeout budget was spent before
+any trial started; 130 interrupted (SIGINT or SIGTERM; a second signal exits at once).
+Every error is one line on stderr naming the field or option, the value and the fix.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from contextlib import contextmanager
@@ -19,14 +21,111 @@ from typing import Iterator, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from orchestrator.errors import HpoError
+from orchestrator.errors import MISSING, ConfigError, HpoError
 from orchestrator.naming import SHORT_NAMES, short_params
 from orchestrator.secrets import mask, remember_url
 
+try:
+    from typer._click import exceptions as usage  # typer >= 0.2x carries its own copy of click
+except ImportError:  # pragma: no cover - an older typer builds on click itself
+    from click import exceptions as usage
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
+# What a usage error says to do, by option or argument: plain advice with an example.
+_USAGE_ADVICE = {
+    "--n-trials": "give a whole number of trials, 1 or more, e.g. --n-trials 8",
+    "--total-trials": "give a whole number of trials, 1 or more, e.g. --total-trials 40",
+    "--top": "give a whole number, 1 or more, e.g. --top 3",
+    "--wait": "give seconds, 0 or more, e.g. --wait 600",
+    "SWEEP": "give the sweep file, e.g. sweeps/demo.yaml",
+    "STUDY": "give the study's name (hpo studies lists them), e.g. tweets-minilm",
+    "--out": "give the file to write, e.g. --out report.html",
+}
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """``hpo`` itself: a command-line usage error is one line naming the option, the value and the
+    fix (exit 2), like every other error, instead of click's usage box. ``--help`` is unchanged."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        args = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except usage.UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # plain `hpo`: the help, already shown by rich
+                if error.format_message().strip():
+                    error.show()
+                sys.exit(error.exit_code)
+            _report(_usage_line(error, args), EXIT_CONFIG, "--json" in args)
+            sys.exit(EXIT_CONFIG)
+        except usage.ClickException as error:
+            _report(mask(error.format_message()), error.exit_code, "--json" in args)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            _report("aborted", EXIT_FAILED, "--json" in args)
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _usage_line(error, args: list[str]) -> str:
+    """``--n-trials: -3 is invalid: give a whole number ...``: the option (or argument), the value and the fix."""
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "hpo"
+    param = getattr(error, "param", None)
+    if isinstance(error, usage.NoSuchOption):
+        close = sorted(error.possibilities or [])
+        guess = f"did you mean {' or '.join(close)}? " if close else ""
+        return mask(f"{error.option_name}: no such option of {command}; {guess}({command} --help lists them)")
+    if isinstance(error, usage.BadOptionUsage):
+        fix = _USAGE_ADVICE.get(error.option_name, f"see {command} --help")
+        return mask(f"{error.option_name}: {_sentence(error.message)}; {fix}")
+    if param is None or not isinstance(error, usage.BadParameter):
+        message, see = _sentence(error.format_message()), f"see {command} --help"
+        return mask(f"{command}: {message} ({see})" if message.endswith("?") else f"{command}: {message}; {see}")
+    option = next((opt for opt in param.opts if opt.startswith("--")), None)
+    name = option or param.name.upper()
+    fix = _USAGE_ADVICE.get(name) or f"{_sentence(error.message)}; see {command} --help"
+    if isinstance(error, usage.MissingParameter):
+        return mask(str(ConfigError(name, MISSING, fix)))
+    value = _given(param, option, args)
+    if value is None:
+        return mask(f"{name}: {fix}")
+    return mask(str(ConfigError(name, value, fix)))
+
+
+def _sentence(message: str) -> str:
+    """A library's message as part of our line: lower-case start, no closing full stop."""
+    message = " ".join(message.split()).rstrip(".")
+    return message[:1].lower() + message[1:]
+
+
+def _given(param, option: str | None, args: list[str]):
+    """The value an option was given on the command line (the last one wins), or from its environment variable."""
+    value = None
+    for index, arg in enumerate(args):
+        if option and arg == option and index + 1 < len(args):
+            value = args[index + 1]
+        elif option and arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+    if value is None and isinstance(getattr(param, "envvar", None), str):
+        value = os.environ.get(param.envvar)
+    if value is None:
+        return None
+    for number in (int, float):
+        try:
+            return number(value)
+        except ValueError:
+            pass
+    return value
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="hpo",
     help=(
         "Hyperparameter search for fine-tuning Hugging Face models.\n\n"
@@ -46,6 +145,10 @@ err = Console(stderr=True)
 SweepArg = typer.Argument(..., help="Sweep file (YAML). See the README for its keys.", exists=False)
 DebugOpt = typer.Option(False, "--debug", help="Show full tracebacks and Ray worker logs.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+RayAddressOpt = typer.Option(
+    None, "--ray-address", envvar="RAY_ADDRESS",
+    help="Run on this Ray cluster instead of cluster.address: auto, HOST:6379 from a cluster node, or ray://HOST:10001. Env: RAY_ADDRESS.",
+)
 
 
 def _quiet_libraries(debug: bool) -> None:
@@ -88,20 +191,41 @@ def _print_json(document) -> None:
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
-    if as_json:
-        _print_json({"ok": False, "error": message, "exit_code": code})
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    _report(message, code, as_json)
     raise typer.Exit(code)
 
 
+def _report(message: str, code: int, as_json: bool) -> None:
+    """One line on stderr; with --json also one JSON document on stdout."""
+    if as_json:
+        _print_json({"ok": False, "error": message, "exit_code": code})
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+
+
+def _on_ray_address(config, ray_address: Optional[str], context: typer.Context):
+    """The sweep with ``--ray-address`` (or ``RAY_ADDRESS``) as its cluster.address, once its form is checked."""
+    from orchestrator.ray_session import check_ray_address
+
+    if not ray_address:
+        return config
+    source = context.get_parameter_source("ray_address")
+    check_ray_address(ray_address, "RAY_ADDRESS" if getattr(source, "name", None) == "ENVIRONMENT" else "--ray-address")
+    return config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": ray_address})})
+
+
 @app.command()
-def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = JsonOpt) -> None:
-    """Check a sweep file, its model, data and database without running anything or writing anything."""
+def validate(
+    context: typer.Context, sweep: Path = SweepArg, ray_address: Optional[str] = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Check a sweep file and all it names (model, data, databases, MLflow, results folder, Ray address); run and write nothing.
+
+    With a local Ray (cluster.address null) it also checks that one trial's resources fit this machine; a cluster's nodes are checked by hpo run when it joins, before it writes anything.
+    """
     from orchestrator.api import load_sweep, validate_sweep
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
-        config = load_sweep(sweep)
+        config = _on_ray_address(load_sweep(sweep), ray_address, context)
         prepared = validate_sweep(config)
         summary = {
             "ok": True,
@@ -134,6 +258,7 @@ def validate(sweep: Path = SweepArg, debug: bool = DebugOpt, as_json: bool = Jso
 
 @app.command()
 def run(
+    context: typer.Context,
     sweep: Path = SweepArg,
     n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
     total_trials: Optional[int] = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
@@ -141,7 +266,7 @@ def run(
     json_summary: Optional[Path] = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
     enqueue: Optional[Path] = typer.Option(None, "--enqueue", help="YAML list of points ({learning_rate: 3.0e-5, batch_size: 32}, ...) to run first; a point the study already ran is skipped."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Run on this Ray cluster instead of cluster.address: auto, HOST:6379 from a cluster node, or ray://HOST:10001. Env: RAY_ADDRESS."),
+    ray_address: Optional[str] = RayAddressOpt,
     new_study: bool = typer.Option(False, "--new-study", help="Start the next versioned study (NAME-v2, NAME-v3, ...) instead of continuing NAME, e.g. after an incompatible search-space change."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
@@ -155,6 +280,7 @@ def run(
     from orchestrator.errors import ConfigError
     from orchestrator.progress import SweepProgress
     from orchestrator.runner import RunOptions
+    from orchestrator.targets import check_output_file
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
@@ -162,9 +288,9 @@ def run(
             timeout_s = parse_duration(timeout) if timeout is not None else None
         except ValueError as error:
             raise ConfigError("--timeout", timeout, str(error).split(" is not a duration; ")[-1]) from None
-        config = load_sweep(sweep)
-        if ray_address:
-            config = config.model_copy(update={"cluster": config.cluster.model_copy(update={"address": ray_address})})
+        if json_summary is not None:
+            check_output_file(json_summary, "--json-summary")
+        config = _on_ray_address(load_sweep(sweep), ray_address, context)
         points = _read_points(enqueue, config) if enqueue is not None else ()
         progress = SweepProgress(err)
         options = RunOptions(
@@ -310,10 +436,12 @@ def export(
 ) -> None:
     """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
     from orchestrator import queries
+    from orchestrator.targets import check_output_file
 
     with _errors(debug, False):
         _quiet_libraries(debug)
         path = out_path or Path(f"{study}.{fmt}")
+        check_output_file(path, "--out")
         count = queries.export(queries.open_for_reading(db), study, fmt, path)
         out.print(f"wrote {count} trials of {study} to {path}", highlight=False)
 
@@ -334,13 +462,13 @@ def report(
     from orchestrator import queries
     from orchestrator.errors import ConfigError
     from orchestrator.report import plot_names, render_report
+    from orchestrator.targets import check_output_file
 
     with _errors(debug, as_json):
         _quiet_libraries(debug)
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
             raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
-        if not out_path.resolve().parent.is_dir():
-            raise ConfigError("--out", str(out_path), f"folder {out_path.parent} does not exist; create it or change the path")
+        check_output_file(out_path, "--out")
         loaded = queries._load(queries.open_for_reading(db), study)
         page = render_report(loaded, mlflow_ui)
         out_path.write_text(page, encoding="utf-8")

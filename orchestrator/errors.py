@@ -10,6 +10,9 @@ from __future__ import annotations
 MISSING = object()
 """Stands for the value of a required key that is absent."""
 
+UNKNOWN_KEY = object()
+"""Stands for the value of a key its section does not have: the key itself is the problem."""
+
 
 class HpoError(Exception):
     """Root of every error this package raises on purpose."""
@@ -29,7 +32,7 @@ class ConfigError(HpoError):
         self.field = field
         self.value = value
         self.fix = fix
-        shown = "is missing" if value is MISSING else f"{_short(value)} is invalid"
+        shown = "is missing" if value is MISSING else "unknown key" if value is UNKNOWN_KEY else f"{_short(value)} is invalid"
         super().__init__(f"{field}: {shown}: {fix}")
 
 

@@ -61,6 +61,16 @@ class Ledger:
                 update(Invocation).where(Invocation.id == self.invocation_id).values(ended_at=_now(), exit_status=exit_status, reason=reason)
             )
 
+    def end_if_open(self, exit_status: str, reason: str) -> tuple[bool, str | None]:
+        """End this invocation unless it has ended already: (whether this call ended it, its MLflow parent run id)."""
+        with self.engine.begin() as connection:
+            ended = connection.execute(
+                update(Invocation).where(Invocation.id == self.invocation_id, Invocation.ended_at.is_(None))
+                .values(ended_at=_now(), exit_status=exit_status, reason=reason)
+            ).rowcount
+            parent = connection.execute(select(Invocation.mlflow_parent_run_id).where(Invocation.id == self.invocation_id)).scalar()
+        return ended == 1, parent
+
     def trial_started(self, optuna_trial_id: int, number: int, ray_trial_id: str, mlflow_run_id: str, cpu: float, gpu: float, checkpoint_path: str | None) -> None:
         with self.engine.begin() as connection:
             connection.execute(insert(LedgerTrial).values(

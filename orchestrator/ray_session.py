@@ -7,6 +7,39 @@ import logging
 import os
 import signal
 import threading
+import urllib.parse
+
+from orchestrator.errors import ConfigError
+from orchestrator.secrets import mask
+
+ADDRESS_FORMS = "auto (on a node of the cluster), HOST:6379 (the head's GCS address) or ray://HOST:10001 (Ray Client)"
+
+
+def check_ray_address(address: str | None, field: str) -> None:
+    """Raise :class:`ConfigError` unless ``address`` has a form ``ray.init`` accepts: None or
+    ``local`` (start Ray here), ``auto``, ``HOST:PORT`` or ``ray://HOST[:PORT]``. Connects to nothing."""
+    if address is None or address in ("auto", "local"):
+        return
+    scheme, separator, rest = address.partition("://")
+    if not separator:
+        scheme, rest = "", address
+    if scheme in ("http", "https"):
+        raise ConfigError(field, mask(address), f"that is a web address (the dashboard's or the job API's); give {ADDRESS_FORMS}")
+    if scheme not in ("", "ray"):
+        raise ConfigError(field, mask(address), f"unsupported scheme {scheme!r}; give {ADDRESS_FORMS}")
+    try:
+        parts = urllib.parse.urlsplit("//" + rest)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    well_formed = (
+        parts is not None and parts.hostname and not any(c.isspace() for c in address)
+        and parts.path in ("", "/") and not parts.query and not parts.fragment
+        and (port is not None or scheme == "ray")  # Ray Client defaults to port 10001; a GCS address needs one
+        and (port is None or 0 < port < 65536)
+    )
+    if not well_formed:
+        raise ConfigError(field, mask(address), f"not a Ray address; give {ADDRESS_FORMS}")
 
 
 def start_ray(address: str | None, debug: bool) -> bool:

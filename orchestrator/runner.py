@@ -32,8 +32,10 @@ from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.summary import summarise
 from orchestrator.study import (
-    check_reachable, check_space_unchanged, check_splits_unchanged, enable_wal, record_splits, enqueue_points, next_version_name, open_storage, open_study, startup_trials,
+    check_space_unchanged, check_splits_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, record_splits,
+    startup_trials,
 )
+from orchestrator.targets import check_targets
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -59,36 +61,11 @@ class RunOptions:
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
-    """Every check that needs no compute: model, data, database. Writes nothing."""
+    """Every check that needs no compute: model, data, and everything the run writes to
+    (:func:`orchestrator.targets.check_targets`). Writes nothing."""
     prepared = prepare(config)
-    check_reachable(config.storage.study_db)
-    _check_mlflow_reachable(config.storage.mlflow)
+    check_targets(config)
     return prepared
-
-
-def _check_mlflow_reachable(uri: str) -> None:
-    """An MLflow server must answer its health check (quickly: MLflow's own client retries for minutes)."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    try:
-        parts = urllib.parse.urlsplit(uri)
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
-    except ValueError:  # its message may quote a piece of the password
-        raise ConfigError("storage.mlflow", mask(uri), "not a valid URL; "
-                          "percent-encode '/', '@', ':', '#' and '?' in a user name or password (e.g. %2F for '/')") from None
-    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
-    try:
-        with urllib.request.urlopen(health, timeout=10) as response:
-            response.read()
-    except urllib.error.HTTPError:
-        return  # it answered (perhaps 401 without credentials): reachable
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise ConfigError("storage.mlflow", mask(uri), f"MLflow server not reachable ({reason}); start it or fix the URL") from None
 
 
 def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
@@ -137,7 +114,10 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
 
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
-    prepared = prepared or validate(config)
+    if prepared is None:
+        prepared = validate(config)
+    else:
+        check_targets(config)  # a prepared sweep's model and data were checked; where it writes may have changed
     if options.new_study:
         with schema_lock(config.storage.study_db):
             config = config.model_copy(update={"name": next_version_name(config.storage.study_db, config.name)})
@@ -163,6 +143,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             lease.acquire(wait_s=options.wait_s)
             try:
                 return _run_holding_lease(config, options, prepared, storage, ledger, started, deadline)
+            except BaseException as error:
+                _record_failure(config, ledger, error)
+                raise
             finally:
                 lease.release()
         finally:
@@ -172,6 +155,24 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
             import ray
 
             ray.shutdown()
+
+
+def _record_failure(config, ledger, error: BaseException) -> None:
+    """An invocation that ends by raising (exit 1, or 130 for a second signal) is never left looking
+    ok or running: its ledger row and its MLflow parent run say failed (or interrupted). Best effort:
+    when the database itself broke, the next run's reconcile closes the invocation."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    status, mlflow_status = ("interrupted", "KILLED") if interrupted else ("failed", "FAILED")
+    try:
+        ended, parent_run_id = ledger.end_if_open(status, mask(f"{type(error).__name__}: {error}"))
+        if ended and parent_run_id:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(config.storage.mlflow)
+            client.set_tag(parent_run_id, "hpo.exit_status", status)
+            client.set_terminated(parent_run_id, status=mlflow_status)
+    except Exception:  # noqa: BLE001 - the error being raised is the one to report
+        pass
 
 
 def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
@@ -286,6 +287,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         if exit_status != "failed":
             answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
             notes += answer_notes + summarise(config, study, tracker, parent_run_id)
+        if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
+            reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
+            exit_status, mlflow_status = "failed", "FAILED"
         notes += recorder.notes + (confirmation.recorder.notes if confirmation is not None else [])
         recorder.release_kept()
         if confirmation is not None:
@@ -305,8 +309,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         )
         ledger.end_invocation(exit_status, reason)
 
-    if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:
-        raise SweepFailedError(f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}")
+    if exit_status == "failed":  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
+        raise SweepFailedError(reason)
     return result
 
 

@@ -27,19 +27,28 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database) if parsed.database and parsed.database != ":memory:" else None
 
 
-def check_reachable(url: str, field: str = "storage.study_db") -> None:
-    """Raise :class:`ConfigError` unless ``url`` is a database we can connect to. Writes nothing."""
+# The study database's backends: what the README documents and schema_lock serialises.
+STUDY_BACKENDS = ("sqlite", "postgresql")
+
+
+def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[str, ...] = STUDY_BACKENDS) -> None:
+    """Raise :class:`ConfigError` unless ``url`` is a database of one of ``backends`` we can connect to. Writes nothing."""
     remember_url(url)
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() not in backends:
+        raise ConfigError(field, mask(url), f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
+                                            "e.g. sqlite:///hpo.db or postgresql+psycopg://user@host/db")
     if parsed.host and "@" in parsed.host:
         raise ConfigError(field, mask(url), "the password holds an unencoded '@'; write it as %40 (percent-encode the password)")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
             raise ConfigError(field, mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
+        if sqlite_path.is_dir():
+            raise ConfigError(field, mask(url), f"{sqlite_path} is a folder; name a database file in it, e.g. sqlite:///{sqlite_path / 'hpo.db'}")
         return
     if parsed.get_backend_name() == "sqlite":
         return
@@ -49,7 +58,8 @@ def check_reachable(url: str, field: str = "storage.study_db") -> None:
             connection.execute(sqlalchemy.text("SELECT 1"))
         engine.dispose()
     except ModuleNotFoundError as error:
-        raise ConfigError(field, mask(url), f"driver {error.name!r} is not installed; pip install 'psycopg[binary]'") from None
+        install = "'psycopg[binary]' and use postgresql+psycopg://" if parsed.get_backend_name() == "postgresql" else "it"
+        raise ConfigError(field, mask(url), f"driver {error.name!r} is not installed; pip install {install}") from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = mask(" ".join(str(getattr(error, "orig", error)).split()))[:160]
         raise ConfigError(field, mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None

@@ -128,6 +128,34 @@ def test_crashing_trials_fail_with_their_reason(ray_session, write_sweep):
     _, parents, children = mlflow_runs(config)
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
     assert all(r.data.tags["hpo.state"] == "FAIL" for r in children)
+    # exit 1: neither the ledger nor the MLflow parent run says ok
+    assert [(r.info.status, r.data.tags["hpo.exit_status"]) for r in parents] == [("FAILED", "failed")]
+    [(status, reason)] = _invocations(config)
+    assert status == "failed" and reason.startswith("all 2 trials failed; first reason: NonFiniteLossError")
+
+
+def test_an_invocation_that_raises_is_recorded_as_failed(ray_session, write_sweep, monkeypatch):
+    config = load_sweep(write_sweep(name="breaks", budget={"n_trials": 1, "max_concurrent": 1}))
+
+    def broken_searcher(*args, **kwargs):
+        raise RuntimeError("the searcher broke")
+
+    monkeypatch.setattr("orchestrator.searcher.StudySearcher", broken_searcher)  # after the parent run is started
+    with pytest.raises(RuntimeError, match="the searcher broke"):
+        run_sweep(config)
+    assert _invocations(config) == [("failed", "RuntimeError: the searcher broke")]
+    _, parents, _ = mlflow_runs(config)
+    assert [(r.info.status, r.data.tags["hpo.exit_status"]) for r in parents] == [("FAILED", "failed")]
+
+
+def _invocations(config) -> list[tuple]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(config.storage.study_db)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT exit_status, reason FROM hpo_invocations ORDER BY started_at")).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
 
 
 def test_optuna_cli_and_dashboard_read_our_study_db(ray_session, write_sweep):

@@ -51,14 +51,20 @@ def test_report_does_nothing_outside_a_sweep():
     ("examples.byo_function.train:nope", "has no 'nope'; name a function defined there"),
     ("json:__doc__", "is a str, not a function"),
     ("broken.py:main", "importing"),
+    ("cli_script.py:main", "arguments are required: --data): it runs a program when imported, e.g. argparse"),
+    ("exits.py:main", "exited ('no GPU here'): it runs a program when imported"),
 ])
-def test_a_bad_function_is_refused_before_anything_runs(tmp_path, function, fix):
+def test_a_bad_function_is_refused_before_anything_runs(tmp_path, function, fix, capsys):
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "cli_script.py").write_text("import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--data', required=True)\n"
+                                            "args = parser.parse_args()\ndef main(config): pass\n")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit('no GPU here')\n")
     config = parse_sweep(_example(tmp_path, trial={"function": function}), tmp_path)
     with pytest.raises(ConfigError) as raised:
         run_sweep(config)
     message = str(raised.value)
     assert message.startswith("trial.function:") and fix in message and "\n" not in message, message
+    assert "usage:" not in capsys.readouterr().err  # argparse's usage lines stay out of the one-line error
     assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists() and not (tmp_path / "runs").exists()
 
 

@@ -10,8 +10,10 @@ Both the driver (to check it before anything runs) and every worker load it with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +61,18 @@ class FunctionRef:
         for folder in reversed(self.search_path):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
+        printed, complained = io.StringIO(), io.StringIO()  # argparse's usage lines, say: kept out of the one-line error
         try:
-            module = self._import_file() if self.is_file else importlib.import_module(self.module)
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(complained):
+                module = self._import_file() if self.is_file else importlib.import_module(self.module)
+        except SystemExit as error:  # sys.exit() or argparse at module level
+            lines = (complained.getvalue().strip() or printed.getvalue().strip()).splitlines()
+            exited = repr(error.code) if isinstance(error.code, str) else f"code {error.code}"
+            said = f", after printing: {_one_line(lines[-1])}" if lines else ""
+            raise UserFunctionError(
+                f"importing {self.module} exited ({exited}{said}): it runs a program when imported, e.g. argparse at "
+                'module level; put that code under `if __name__ == "__main__":`'
+            ) from None
         except ModuleNotFoundError as error:
             if error.name and (self.module == error.name or self.module.startswith(error.name + ".")):
                 raise UserFunctionError(
@@ -70,6 +82,8 @@ class FunctionRef:
             raise UserFunctionError(f"importing {self.module} failed (ModuleNotFoundError: {error}); install what it needs") from None
         except Exception as error:  # noqa: BLE001 - anything the user's module raises while importing
             raise UserFunctionError(f"importing {self.module} failed ({type(error).__name__}: {_one_line(error)}); fix the module") from None
+        sys.stdout.write(printed.getvalue())  # what the module printed while importing, where it printed it
+        sys.stderr.write(complained.getvalue())
         function = getattr(module, self.attribute, None)
         if function is None:
             raise UserFunctionError(f"{self.module} has no {self.attribute!r}; name a function defined there")
