@@ -89,9 +89,10 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
     registered = answer.registered if answer is not None else None
     if model_uri is None:
         task = sweep.get("task")
-        if sweep.get("trial", {}).get("function") or (task and task != TEXT_CLASSIFICATION):
-            kind = "a trial.function" if sweep.get("trial", {}).get("function") else f"a {task}"
-            raise ConfigError("STUDY", study_name, f"{kind} study has no registered model; {ONLY_TEXT} (pass --model-uri for one)")
+        function = (sweep.get("trial") or {}).get("function")
+        if function or (task and task != TEXT_CLASSIFICATION):
+            kind = f"its trials run trial.function {function}" if function else f"it is a {task} study"
+            raise ConfigError("STUDY", study_name, f"no registered model: {kind}; {ONLY_TEXT} (pass --model-uri for one)")
         if registered is None:
             raise ConfigError("STUDY", study_name, "the study has no registered model: set registered_model: NAME in the sweep file "
                                                    "and run it (text classification only for now), or pass --model-uri")
@@ -297,7 +298,8 @@ def print_evaluation(result: Evaluation, console) -> None:
     """The scores as a table whose title says what was measured, then the sweep's own test score for comparison."""
     from rich.table import Table
 
-    table = Table(title=result.title, title_justify="left")
+    console.print(f"[bold]{result.title}[/bold]", highlight=False, soft_wrap=True)  # not a table title: that wraps to the table's width
+    table = Table()
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     if result.study_test is not None:
