@@ -55,7 +55,7 @@ class Evaluation:
     max_length: int
     batch_size: int
     device: str
-    study_test: dict | None = None  # the sweep's own test score of this model: metrics and rows
+    study_test: dict | None = None  # the sweep's own test score of this model: metrics, per_class_f1, rows
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,8 +123,9 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
     metrics, per_class, confusion, notes = score(truth, guesses, model_labels)
     study_test = None
     if is_registered and answer.test is not None:
-        study_test = {"metrics": {key.removeprefix("test_"): value for key, value in answer.test["metrics"].items()
-                                  if key.removeprefix("test_") in METRICS}, "rows": answer.test["rows"]}
+        earlier = {key.removeprefix("test_"): value for key, value in answer.test["metrics"].items()}
+        study_test = {"metrics": {metric: earlier[metric] for metric in METRICS if metric in earlier},
+                      "per_class_f1": {label: earlier.get(_per_class_key(label)) for label in model_labels}, "rows": answer.test["rows"]}
     return Evaluation(
         study=study_name, model_uri=model_uri, model_name=name, model_version=version,
         trial=answer.trial if is_registered else None, data=str(data), text_column=text_column, label_column=label_column,
@@ -171,6 +172,13 @@ def read_labelled(path: Path, text_column: str, label_column: str) -> tuple[list
         raise ConfigError(option, value, str(error)) from None
     labels = [data.label_names[i] for i in data.labels]
     return data.texts, labels, len(frame) - len(labels)
+
+
+def _per_class_key(label: str) -> str:
+    """The name the sweep gave ``label``'s F1 among its metrics (``f1_class.<label>``, MLflow-safe)."""
+    from trials.metrics import per_class_f1
+
+    return next(iter(per_class_f1(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), [label]))).removeprefix("val_")
 
 
 def _registered_name(model_uri: str) -> tuple[str | None, str | None]:
@@ -220,7 +228,9 @@ def load_classifier(model_uri: str, mlflow_uri: str, device: str, folder: Path, 
 
     transformers_logging.disable_progress_bar()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # e.g. "Could not specify device parameter"
+    quieter = logging.getLogger("mlflow.transformers")
+    if quieter.getEffectiveLevel() < logging.ERROR:
+        quieter.setLevel(logging.ERROR)  # e.g. "Could not specify device parameter for this pipeline type"
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(mlflow_uri)
     try:
@@ -303,7 +313,7 @@ def print_evaluation(result: Evaluation, console) -> None:
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     if result.study_test is not None:
-        table.add_column(f"sweep's test split ({result.study_test['rows']} rows)", justify="right", no_wrap=True)
+        table.add_column(f"the sweep's test split ({result.study_test['rows']} rows)", justify="right", no_wrap=True)
     for name in METRICS:
         cells = [f"{result.metrics[name]:.4f}"]
         if result.study_test is not None:
@@ -312,7 +322,11 @@ def print_evaluation(result: Evaluation, console) -> None:
         table.add_row(METRIC_LABELS[name], *cells)
     for label, counts in result.per_class.items():
         f1 = "-" if counts["f1"] is None else f"{counts['f1']:.4f}"
-        table.add_row(f"F1 {label}", f"{f1} ({counts['rows']} rows)", *([""] if result.study_test is not None else []))
+        cells = [f"{f1} ({counts['rows']} rows)"]
+        if result.study_test is not None:
+            earlier = result.study_test["per_class_f1"].get(label)
+            cells.append("-" if earlier is None else f"{earlier:.4f}")
+        table.add_row(f"F1 {label}", *cells)
     table.add_row("rows", str(result.rows), *([str(result.study_test["rows"])] if result.study_test is not None else []))
     console.print(table)
     details = [f"labels from {result.label_column}, texts from {result.text_column}", f"max_length {result.max_length}"]

@@ -201,6 +201,7 @@ def test_evaluate_scores_the_registered_model_on_a_new_file_and_writes_nothing(r
     assert sum(counts["rows"] for counts in document["per_class"].values()) == 60 == sum(map(sum, document["confusion"]))
     assert document["study_test"]["rows"] == answer["test"]["rows"]
     assert document["study_test"]["metrics"]["f1_macro"] == answer["test"]["metrics"]["test_f1_macro"]
+    assert document["study_test"]["per_class_f1"]["negative"] == answer["test"]["metrics"]["test_f1_class.negative"]
 
     assert _fingerprint(study_db, mlflow_db) == before and _mlflow_runs(mlflow_db) == runs_before
     assert list(work.iterdir()) == []  # no mlruns folder, no downloaded model left behind
