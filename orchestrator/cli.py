@@ -487,6 +487,35 @@ def report(
         out.print(f"wrote the report of {study} ({len(trials)} trials, {len(summary['plots'])} plots) to {out_path}", highlight=False)
 
 
+@app.command()
+def evaluate(
+    study: str = StudyArg,
+    data: Path = typer.Option(..., "--data", help="Labelled file to score on (CSV, TSV, JSON Lines or Parquet), e.g. a new month's data."),
+    db: str = DbOpt,
+    mlflow_uri: str = typer.Option("sqlite:///mlruns.db", "--mlflow", envvar="HPO_MLFLOW", callback=remember_url, help="MLflow tracking URI holding the registry (the sweep's storage.mlflow). Env: HPO_MLFLOW."),
+    model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Score this MLflow model instead (models:/NAME/VERSION, runs:/RUN_ID/model, a path); default: the study's registered model."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column (default: the sweep's data.text_column, else text)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the sweep's data.label_column, else label)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Truncate texts to this many tokens (default: the sweep's data.max_length)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    as_json: bool = JsonOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Score the study's registered model (or --model-uri) on a labelled file; writes nothing to the study or MLflow.
+
+    Prints accuracy, macro precision, recall and F1, per-class F1 and rows, titled with what was measured. Text classification only for now.
+    """
+    from orchestrator.evaluate import evaluate_file, print_evaluation
+
+    with _errors(debug, as_json):
+        _quiet_libraries(debug)
+        result = evaluate_file(db, study, data, mlflow_uri=mlflow_uri, model_uri=model_uri, text_column=text_column, label_column=label_column,
+                               batch_size=batch_size, max_length=max_length, device=device)
+        if not _json_or({"ok": True, **result.to_dict()}, as_json):
+            print_evaluation(result, out)
+
+
 def _summary(result) -> dict:
     """What changed since the last run: for schedulers and for the morning's reader."""
     return {
