@@ -106,6 +106,21 @@ def mlflow_runs(config):
     return client, parents, children
 
 
+def described_inputs(inputs) -> dict[str, dict]:
+    """A run's dataset inputs by their context (train, validation, test): what the MLflow UI shows of each."""
+    import json
+
+    described = {}
+    for item in inputs:
+        dataset = item.dataset
+        context = {tag.key: tag.value for tag in item.tags}["mlflow.data.context"]
+        described[context] = {
+            "name": dataset.name, "digest": dataset.digest, "source_type": dataset.source_type, "source": json.loads(dataset.source),
+            "profile": json.loads(dataset.profile), "columns": [column["name"] for column in json.loads(dataset.schema)["mlflow_colspec"]],
+        }
+    return described
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that runs a sweep in-process (starting Ray costs seconds)."""

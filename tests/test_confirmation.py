@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from ray import cloudpickle
 
-from conftest import make_rows, mlflow_runs
+from conftest import described_inputs, make_rows, mlflow_runs
 from orchestrator.answer import stored_answer
 from orchestrator.api import load_sweep
 from orchestrator.confirm import CONFIRMS, SEED_PARAM, confirmation_study_name
@@ -86,7 +86,7 @@ def test_confirmation_chooses_by_mean_and_scores_on_a_test_split_no_trial_saw(ra
     assert answer.test["rows"] == 45 and 0 <= answer.test["metrics"]["test_f1_macro"] <= 1
     assert result.answer == answer.to_dict() and result.splits == {"train": 200, "validation": 60, "test": 45}
 
-    _, parents, children = mlflow_runs(config)
+    client, parents, children = mlflow_runs(config)
     confirm_runs = [r for r in children if r.data.tags.get("hpo.role") == "confirm"]
     assert len(confirm_runs) == 4 and all(r.info.status == "FINISHED" for r in confirm_runs)
     assert {r.data.tags["hpo.training_seed"] for r in confirm_runs} == {"1", "2"}
@@ -97,6 +97,13 @@ def test_confirmation_chooses_by_mean_and_scores_on_a_test_split_no_trial_saw(ra
     assert parent.data.tags["hpo.chosen_trial"] == str(answer.trial)
     scored = next(r for r in confirm_runs if r.info.run_id == answer.test["run_id"])
     assert scored.data.tags["hpo.confirms"] == str(answer.trial) and "test_f1_macro" in scored.data.metrics
+
+    inputs = described_inputs(client.get_run(parent.info.run_id).inputs.dataset_inputs)  # what each run was trained and scored on
+    assert {split: (d["name"], d["profile"]["num_rows"]) for split, d in inputs.items()} == {
+        "train": ("confirmed train", 200), "validation": ("confirmed validation", 60), "test": ("confirmed test", 45)}
+    for child in children:
+        described = described_inputs(client.get_run(child.info.run_id).inputs.dataset_inputs)
+        assert sorted(described) == ["train", "validation"] and all(described[s] == inputs[s] for s in described)  # never the test split
 
     engine = sa.create_engine(config.storage.study_db)
     with engine.connect() as connection:
@@ -115,14 +122,6 @@ def test_confirmation_chooses_by_mean_and_scores_on_a_test_split_no_trial_saw(ra
     assert reported.returncode == 0, reported.stderr
     text = page.read_text()
     assert f"The answer: trial {answer.trial}" in text and "test (rows the search never saw)" in text and "true \\ predicted" in text
-
-
-def test_without_confirmation_the_search_best_is_scored_on_test(ray_session, write_sweep, tmp_path):
-    config = load_sweep(_sweep(write_sweep, tmp_path, "unconfirmed"))
-    result = run_sweep(config, RunOptions(trial_function=_run_trial_checking_its_data))
-    assert result.answer["trial"] == result.best.number and result.answer["confirmed"] is None
-    assert result.answer["test"] is not None, result.notes
-    assert result.answer["test"]["rows"] == 45
 
 
 def test_a_confirmation_killed_half_way_resumes_on_the_next_run(write_sweep, tmp_path):

@@ -11,31 +11,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import make_rows, mlflow_runs
-from orchestrator.api import load_sweep, run_sweep
+from conftest import described_inputs, make_rows
+from orchestrator.api import load_sweep
 from orchestrator.config import parse_sweep
 from orchestrator.dataset_inputs import dataset_inputs, log_dataset_inputs
 from orchestrator.prepare import prepare
 
-CONTEXT = "mlflow.data.context"
 
 
-def _described(inputs) -> dict[str, dict]:
-    """Each input by its context: what the UI shows of it."""
-    described = {}
-    for item in inputs:
-        dataset = item.dataset
-        context = {tag.key: tag.value for tag in item.tags}[CONTEXT]
-        described[context] = {
-            "name": dataset.name, "digest": dataset.digest, "source_type": dataset.source_type, "source": json.loads(dataset.source),
-            "profile": json.loads(dataset.profile), "columns": [column["name"] for column in json.loads(dataset.schema)["mlflow_colspec"]],
-        }
-    return described
 
 
 def test_each_split_is_described_by_its_source_digest_rows_and_columns(write_sweep, tiny_csv):
     prepared = prepare(load_sweep(write_sweep(name="described")))
-    inputs = _described(dataset_inputs(prepared).values())
+    inputs = described_inputs(dataset_inputs(prepared).values())
     assert sorted(inputs) == ["test", "train", "validation"]
     digests = prepared.splits.digests()
     for split, rows in (("train", 400), ("validation", 100), ("test", 100)):
@@ -54,7 +42,7 @@ def test_separate_files_are_each_their_own_source(write_sweep, tmp_path):
         pd.DataFrame(make_rows(n, seed=seed)).to_csv(paths[split], index=False)
     config = load_sweep(write_sweep(data={"source": str(paths["train"]), "validation": str(paths["validation"]), "test": str(paths["test"]),
                                           "train_size": None, "val_size": None}))
-    inputs = _described(dataset_inputs(prepare(config)).values())
+    inputs = described_inputs(dataset_inputs(prepare(config)).values())
     assert {split: described["source"]["uri"] for split, described in inputs.items()} == {split: str(path) for split, path in paths.items()}
     assert {split: described["profile"]["num_rows"] for split, described in inputs.items()} == {"train": 200, "validation": 40, "test": 30}
 
@@ -76,20 +64,4 @@ def test_a_failure_to_log_inputs_is_a_note(write_sweep):
         "dataset inputs not logged on the parent run: RuntimeError: the tracking server said no"]
     assert log_dataset_inputs(Broken(), "run", [], "the parent run") == []
 
-
-@pytest.mark.slow
-def test_the_parent_run_has_every_split_and_each_trial_run_train_and_validation(ray_session, write_sweep):
-    config = load_sweep(write_sweep(name="inputs", trial={"max_epochs": 1}, budget={"n_trials": 2, "max_concurrent": 2},
-                                    confirm={"top_k": 1, "seeds": 1}))
-    result = run_sweep(config)
-
-    assert not [note for note in result.notes if "dataset inputs" in note]
-    client, parents, children = mlflow_runs(config)
-    assert len(parents) == 1 and sorted(run.data.tags["hpo.role"] for run in children) == ["confirm", "search", "search"]
-    parent = _described(client.get_run(parents[0].info.run_id).inputs.dataset_inputs)
-    assert {split: (d["name"], d["profile"]["num_rows"]) for split, d in parent.items()} == {
-        "train": ("inputs train", 400), "validation": ("inputs validation", 100), "test": ("inputs test", 100)}
-    for child in children:
-        described = _described(client.get_run(child.info.run_id).inputs.dataset_inputs)
-        assert sorted(described) == ["train", "validation"]  # never the test split
-        assert all(described[split] == parent[split] for split in described)
+# The parent and trial runs of a real sweep: tests/test_confirmation.py (one sweep serves both).

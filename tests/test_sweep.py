@@ -77,6 +77,11 @@ def test_sweep_records_trials_in_study_and_mlflow(ray_session, write_sweep, back
     assert values == sorted(values) and values[-1] == pytest.approx(result.best.value)
     assert parent.data.metrics["trials_complete"] == 4 and parent.data.metrics["trials_fail"] == 0
 
+    # Without confirmation the answer is the search's best, scored once on the 100 drawn test rows.
+    assert result.answer["trial"] == result.best.number and result.answer["confirmed"] is None
+    assert result.answer["test"]["rows"] == 100 and result.answer["test"]["run_id"] == by_number[result.best.number].info.run_id
+    assert parent.data.metrics["test_f1_macro"] == pytest.approx(result.answer["test"]["metrics"]["test_f1_macro"])
+
 
 def test_running_the_same_file_twice_continues_one_study(ray_session, write_sweep):
     path = write_sweep(name="twice", budget={"n_trials": 3, "max_concurrent": 2}, trial={"max_epochs": 1})
