@@ -113,3 +113,29 @@ def test_a_test_file_without_a_validation_file_is_refused(write_sweep, tmp_path)
     test = _write(tmp_path, "test.csv", make_rows(30, seed=3))
     with pytest.raises(ConfigError, match="data.test: .* is invalid: a test file needs a validation file too"):
         _prepared(write_sweep, test=test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["split_column", "dataset_dict"])
+def test_a_sweep_runs_on_each_form_of_splits(form, ray_session, write_sweep, tmp_path):
+    """The same tiny sweep end to end on a split column and on a saved DatasetDict (separate files: tests/test_confirmation.py)."""
+    import datasets
+
+    from orchestrator.runner import run_sweep
+
+    rows = make_rows(300)
+    names = ["train", "train", "train", "validation", "test"]
+    if form == "split_column":
+        source = _write(tmp_path, "all.csv", [{**row, "split": names[i % 5]} for i, row in enumerate(rows)])
+        data = {"source": source, "split_column": "split"}
+    else:
+        source = str(tmp_path / "dataset_dict")
+        datasets.DatasetDict({name: datasets.Dataset.from_list([row for i, row in enumerate(rows) if names[i % 5] == name])
+                              for name in ("train", "validation", "test")}).save_to_disk(source)
+        data = {"source": source}
+    config = load_sweep(write_sweep(name=f"forms-{form}", data={**data, "train_size": None, "val_size": None},
+                                    trial={"max_epochs": 1}, budget={"n_trials": 1, "max_concurrent": 1}))
+    result = run_sweep(config)
+    assert result.trials_this_run == {"COMPLETE": 1}
+    assert result.splits == {"train": 180, "validation": 60, "test": 60}
+    assert result.answer["test"]["rows"] == 60
