@@ -14,12 +14,10 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from orchestrator.bundled import is_bundled
 from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
+from orchestrator.paths import DatabaseURL, LocalPath, ModelReference, base_dir_of
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
 from orchestrator.search_space import (
     CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference,
@@ -38,62 +36,6 @@ _TASK_DATA_KEYS = {
 }
 # Keys our trials add to every report; a metric of a training function of your own cannot use them.
 _RESERVED_METRICS = ("epoch", "is_final")
-
-
-# Paths in a sweep file. Ray Tune runs each trial in a working directory of its own, so a relative
-# path would mean something else on a worker than on the driver: every path-bearing field is
-# resolved once, here, against the sweep file's folder (parse_sweep's base_dir), and everything
-# downstream sees absolute paths. A new field opts in with one of the annotations below.
-
-def _base_dir(info: ValidationInfo) -> Path:
-    """The folder relative paths start at: the sweep file's; the working directory when none was given."""
-    return Path((info.context or {}).get("base_dir") or Path.cwd())
-
-
-def absolute_path(path: str, base_dir: Path) -> str:
-    """``path`` with ``~`` expanded and, when relative, joined to ``base_dir`` (``..`` folded, symlinks kept)."""
-    return os.path.normpath(Path(base_dir) / Path(path).expanduser())
-
-
-def _local_path(value: str, info: ValidationInfo) -> str:
-    if is_bundled(value) or "://" in value:
-        return value  # bundled:NAME, s3://bucket/... : not a local path
-    return absolute_path(value, _base_dir(info))
-
-
-_PATH_PREFIXES = ("./", "../", "/", "~")
-
-
-def _model_reference(value: str, info: ValidationInfo) -> str:
-    """A local folder when the value looks like a path or such a folder exists relative to the sweep
-    file; otherwise a hub id (org/name) or bundled:NAME, kept as it is."""
-    if is_bundled(value):
-        return value
-    base_dir = _base_dir(info)
-    if value in (".", "..") or value.startswith(_PATH_PREFIXES) or os.path.exists(base_dir / value):
-        return absolute_path(value, base_dir)
-    return value
-
-
-def _database_url(value: str, info: ValidationInfo) -> str:
-    """``sqlite:///relative.db`` reads the file from the sweep file's folder; ``sqlite:////abs.db``,
-    ``sqlite://`` (in memory) and other databases or servers stay as they are."""
-    try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
-        return value  # not a database URL (an MLflow server, ...); the preflight checks say what is wrong
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:") or os.path.isabs(database):
-        return value
-    return url.set(database=absolute_path(database, _base_dir(info))).render_as_string(hide_password=False)
-
-
-LocalPath = Annotated[str, AfterValidator(_local_path)]
-"""A file or folder; relative to the sweep file's folder. ``bundled:NAME`` and ``scheme://`` values stay."""
-ModelReference = Annotated[str, AfterValidator(_model_reference)]
-"""A local model folder (relative to the sweep file's folder), a hub id or ``bundled:NAME``."""
-DatabaseURL = Annotated[str, AfterValidator(_database_url)]
-"""A SQLAlchemy URL (or an MLflow tracking URI); a relative SQLite file is relative to the sweep file's folder."""
 
 
 class _Section(BaseModel):
@@ -146,7 +88,7 @@ class TrialConfig(_Section):
         if function is None:
             return None
         try:
-            return str(FunctionRef.parse(function, _base_dir(info)))
+            return str(FunctionRef.parse(function, base_dir_of(info)))
         except UserFunctionError as error:
             raise ValueError(str(error)) from None
 
@@ -255,7 +197,7 @@ class SweepConfig(_Section):
     def _load_reference(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
             return value
-        path = resolve_reference(value, _base_dir(info))
+        path = resolve_reference(value, base_dir_of(info))
         if path is None:
             raise ValueError(f"no such file; give a path relative to the sweep file or a preset ({', '.join(presets())})")
         try:
