@@ -317,8 +317,9 @@ def run(
 
 
 def _read_points(path: Path, config) -> tuple[dict, ...]:
-    from orchestrator.config import check_points, read_yaml_file
+    from orchestrator.config import read_yaml_file
     from orchestrator.errors import ConfigError
+    from orchestrator.hyperparameter_checks import check_points
 
     points = read_yaml_file(path, "--enqueue", "a YAML file with a list of points")
     if not isinstance(points, list):

@@ -5,9 +5,7 @@ Unknown keys are rejected; every error names the field path, the value and the f
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from difflib import get_close_matches
 from pathlib import Path
 from types import UnionType
@@ -17,14 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
+from orchestrator.hyperparameter_checks import check_hyperparameters, check_points
 from orchestrator.paths import DatabaseURL, LocalPath, ModelReference, base_dir_of
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
 from orchestrator.search_space import (
-    CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference,
-    yaml_reads_as_text,
+    CategoricalParam, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference, yaml_reads_as_text,
 )
 from orchestrator.secrets import remember_substitutions, remember_url
-from trials.hyperparameters import CHOICES, DOMAINS, Domain, Hyperparameters
+from trials.hyperparameters import DOMAINS
 from trials.tasks import TASKS
 from trials.user_function import FunctionRef, UserFunctionError
 
@@ -291,7 +289,7 @@ class SweepConfig(_Section):
         if wrong:
             raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
         task = TASKS[self.task]
-        _check_hyperparameters(self.search_space, task.hyperparameters)
+        check_hyperparameters(self.search_space, task.hyperparameters)
         for index, objective in enumerate(self.objective_list):
             field = f"objectives.{index}.metric" if self.objectives else "objective.metric"
             if objective.metric not in task.metrics:
@@ -326,92 +324,6 @@ class SweepConfig(_Section):
                 value = self.search_space.params[error.name].model_dump() if error.name else "grid"
                 raise ConfigError(field, value, error.fix) from None
         return self
-
-
-def _check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
-    """Every parameter is one the built-in trials understand, with a value they know."""
-    for name in [*space.params, *space.fixed]:
-        if name not in valid:
-            raise ConfigError("search_space", name, f"unknown parameter {name!r}; valid names are {', '.join(valid)}")
-    for name, choices in CHOICES.items():
-        param = space.params.get(name)
-        if param is not None and not isinstance(param, CategoricalParam):
-            raise ConfigError("search_space", param.model_dump(exclude_none=True), f"{name} takes {', '.join(choices)}; make it type: categorical")
-        values = param.choices if param is not None else [space.fixed[name]] if name in space.fixed else []
-        unknown = [value for value in values if value not in choices]
-        if unknown:
-            raise ConfigError("search_space", values, f"{name} takes {', '.join(choices)}, got {unknown}")
-    for name, domain in DOMAINS.items():
-        if name in valid:
-            _check_domain(space, name, domain)
-
-
-def _check_domain(space: SearchSpace, name: str, domain: Domain) -> None:
-    """Every value the search space can give ``name`` (the ends of a range, as its step reaches
-    them; each choice; the fixed value) lies in the hyperparameter's domain."""
-    field = f"search_space.{name}"
-    param = space.params.get(name)
-    if isinstance(param, (FloatParam, IntParam)):
-        shown = param.model_dump(exclude_defaults=True)
-        if domain.integer and isinstance(param, FloatParam):
-            raise ConfigError(field, shown, f"{name} must be {domain}; make it type: int")
-        with warnings.catch_warnings():  # Optuna warns when it lowers high to the last value the step reaches
-            warnings.simplefilter("ignore")
-            distribution = param.distribution()
-        low, high = distribution.low, distribution.high
-        fixes = [fix for end, value in (("low", low), ("high", high)) for fix in _range_end_fixes(end, value, domain)]
-        if fixes:
-            reach = f" (with step {param.step:g} the highest value is {high:g})" if high != param.high else ""
-            raise ConfigError(field, shown, f"{name} must be {domain}{reach}; {' and '.join(fixes)}")
-        return
-    in_choices = isinstance(param, CategoricalParam)
-    for value in param.choices if in_choices else [space.fixed[name]] if name in space.fixed else []:
-        problem = _value_problem(name, value, domain, in_choices)
-        if problem is not None:
-            raise ConfigError(field, value, problem)
-
-
-def _range_end_fixes(end: str, value: float, domain: Domain) -> list[str]:
-    if not math.isfinite(value):
-        return [f"make {end} a finite number"]
-    fixes = []
-    if not domain.above_low(value):
-        fixes.append(f"raise {end} {'above' if domain.low_open else 'to'} {domain.low:g}")
-    if not domain.below_high(value):
-        fixes.append(f"lower {end} {'below' if domain.high_open else 'to'} {domain.high:g}")
-    return fixes
-
-
-def _value_problem(name: str, value: object, domain: Domain, in_choices: bool) -> str | None:
-    """Why ``value`` (a choice, or the fixed value) cannot be ``name``, with the fix; None if it can."""
-    if value is None and domain.nullable:
-        return None
-    text = numeric_text(value, whole=domain.integer)
-    if text is not None:
-        return text
-    if domain.integer and isinstance(value, float) and value.is_integer() and int(value) in domain:
-        return f"{name} must be {domain}; write {int(value)}, not {value}"
-    if value in domain:
-        return None
-    default = getattr(Hyperparameters(), name)
-    fix = f"drop {_yaml(value)} from choices" if in_choices else "change it, or remove it to use the default" + ("" if default is None else f" ({default:g})")
-    kind = "null" if value is None else "true/false" if isinstance(value, bool) else "text" if isinstance(value, str) else None
-    return f"{name} must be {domain}{f', not {kind}' if kind else ''}; {fix}"
-
-
-def _yaml(value: object) -> str:
-    """A value as the sweep file writes it: ``null``, ``true``, ``0.5``, ``abc``."""
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-
-
-def check_points(space: SearchSpace, points: list, field: str) -> None:
-    """Raise :class:`ConfigError` naming ``field[i].parameter`` for the first point outside ``space``."""
-    for index, point in enumerate(points):
-        try:
-            space.check_point(point)
-        except PointError as error:
-            where = f"{field}[{index}]" + (f".{error.name}" if error.name else "")
-            raise ConfigError(where, error.value, error.fix) from None
 
 
 def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:
