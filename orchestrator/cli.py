@@ -13,17 +13,15 @@ import json
 import logging
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from orchestrator.cli_console import EXIT_BUDGET_SPENT, EXIT_FAILED, EXIT_INTERRUPTED, err, out, print_json, report_error
+from orchestrator.cli_console import EXIT_BUDGET_SPENT, EXIT_INTERRUPTED, err, one_line_errors, out, print_json
 from orchestrator.cli_output import cell, print_result, run_summary
 from orchestrator.cli_usage import OneLineUsageErrors
-from orchestrator.errors import HpoError
 from orchestrator.naming import SHORT_NAMES
 from orchestrator.secrets import mask, remember_url
 
@@ -58,37 +56,6 @@ def _quiet_libraries(debug: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if debug else logging.CRITICAL)
 
 
-@contextmanager
-def _errors(debug: bool, as_json: bool) -> Iterator[None]:
-    """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except HpoError as error:
-        if debug:
-            _print_traceback()
-        _fail(mask(str(error)), error.exit_code, as_json)
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED, as_json)
-    except Exception as error:  # noqa: BLE001 - the last line of defence for the CLI
-        if debug:
-            _print_traceback()
-        hint = "" if debug else " (run again with --debug for the traceback)"
-        _fail(mask(f"unexpected error: {type(error).__name__}: {error}") + hint, EXIT_FAILED, as_json)
-
-
-def _print_traceback() -> None:
-    import traceback
-
-    err.print(mask(traceback.format_exc()), highlight=False, markup=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int, as_json: bool) -> None:
-    report_error(message, code, as_json)
-    raise typer.Exit(code)
-
-
 def _on_ray_address(config, ray_address: Optional[str], context: typer.Context):
     """The sweep with ``--ray-address`` (or ``RAY_ADDRESS``) as its cluster.address, once its form is checked."""
     from orchestrator.ray_session import check_ray_address
@@ -110,7 +77,7 @@ def validate(
     """
     from orchestrator.api import load_sweep, validate_sweep
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         config = _on_ray_address(load_sweep(sweep), ray_address, context)
         prepared = validate_sweep(config)
@@ -169,7 +136,7 @@ def run(
     from orchestrator.runner import RunOptions
     from orchestrator.targets import check_output_file
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         try:
             timeout_s = parse_duration(timeout) if timeout is not None else None
@@ -233,7 +200,7 @@ def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) ->
     """List the studies in a study database: trials by state, best value, last run."""
     from orchestrator import queries
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         rows = queries.studies(queries.open_for_reading(db))
         if _json_or(rows, as_json):
@@ -260,7 +227,7 @@ def trials(
     """List a study's trials: state, value, parameters, duration, MLflow run id."""
     from orchestrator import queries
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         rows = queries.trials(queries.open_for_reading(db), study, state, sort)
         if _json_or(rows, as_json):
@@ -291,7 +258,7 @@ def best(
 
     from orchestrator import queries
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         rows = queries.best(queries.open_for_reading(db), study, top)
         if _json_or(rows, as_json):
@@ -326,7 +293,7 @@ def export(
     from orchestrator import queries
     from orchestrator.targets import check_output_file
 
-    with _errors(debug, False):
+    with one_line_errors(debug, False):
         _quiet_libraries(debug)
         path = out_path or Path(f"{study}.{fmt}")
         check_output_file(path, "--out")
@@ -352,7 +319,7 @@ def report(
     from orchestrator.report import plot_names, render_report
     from orchestrator.targets import check_output_file
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
             raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
@@ -396,7 +363,7 @@ def evaluate(
     """
     from orchestrator.evaluate import evaluate_file, print_evaluation
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         result = evaluate_file(db, study, data, mlflow_uri=mlflow_uri, model_uri=model_uri, text_column=text_column, label_column=label_column,
                                batch_size=batch_size, max_length=max_length, device=device)
