@@ -11,121 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
-from orchestrator.errors import MISSING, ConfigError, HpoError
-from orchestrator.naming import SHORT_NAMES, short_params
+from orchestrator.cli_console import EXIT_BUDGET_SPENT, EXIT_INTERRUPTED, err, one_line_errors, out, print_json
+from orchestrator.cli_output import cell, print_result, run_summary
+from orchestrator.cli_usage import OneLineUsageErrors
+from orchestrator.naming import SHORT_NAMES
 from orchestrator.secrets import mask, remember_url
 
-try:
-    from typer._click import exceptions as usage  # typer >= 0.2x carries its own copy of click
-except ImportError:  # pragma: no cover - an older typer builds on click itself
-    from click import exceptions as usage
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
-
-# What a usage error says to do, by option or argument: plain advice with an example.
-_USAGE_ADVICE = {
-    "--n-trials": "give a whole number of trials, 1 or more, e.g. --n-trials 8",
-    "--total-trials": "give a whole number of trials, 1 or more, e.g. --total-trials 40",
-    "--top": "give a whole number, 1 or more, e.g. --top 3",
-    "--wait": "give seconds, 0 or more, e.g. --wait 600",
-    "SWEEP": "give the sweep file, e.g. sweeps/demo.yaml",
-    "STUDY": "give the study's name (hpo studies lists them), e.g. tweets-minilm",
-    "--out": "give the file to write, e.g. --out report.html",
-}
-
-
-class _OneLineUsageErrors(TyperGroup):
-    """``hpo`` itself: a command-line usage error is one line naming the option, the value and the
-    fix (exit 2), like every other error, instead of click's usage box. ``--help`` is unchanged."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        args = list(sys.argv[1:] if args is None else args)
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except usage.UsageError as error:
-            if type(error).__name__ == "NoArgsIsHelpError":  # plain `hpo`: the help, already shown by rich
-                if error.format_message().strip():
-                    error.show()
-                sys.exit(error.exit_code)
-            _report(_usage_line(error, args), EXIT_CONFIG, "--json" in args)
-            sys.exit(EXIT_CONFIG)
-        except usage.ClickException as error:
-            _report(mask(error.format_message()), error.exit_code, "--json" in args)
-            sys.exit(error.exit_code)
-        except typer.Abort:
-            _report("aborted", EXIT_FAILED, "--json" in args)
-            sys.exit(EXIT_FAILED)
-        sys.exit(code if isinstance(code, int) else EXIT_OK)
-
-
-def _usage_line(error, args: list[str]) -> str:
-    """``--n-trials: -3 is invalid: give a whole number ...``: the option (or argument), the value and the fix."""
-    context = getattr(error, "ctx", None)
-    command = context.command_path if context is not None else "hpo"
-    param = getattr(error, "param", None)
-    if isinstance(error, usage.NoSuchOption):
-        close = sorted(error.possibilities or [])
-        guess = f"did you mean {' or '.join(close)}? " if close else ""
-        return mask(f"{error.option_name}: no such option of {command}; {guess}({command} --help lists them)")
-    if isinstance(error, usage.BadOptionUsage):
-        fix = _USAGE_ADVICE.get(error.option_name, f"see {command} --help")
-        return mask(f"{error.option_name}: {_sentence(error.message)}; {fix}")
-    if param is None or not isinstance(error, usage.BadParameter):
-        message, see = _sentence(error.format_message()), f"see {command} --help"
-        return mask(f"{command}: {message} ({see})" if message.endswith("?") else f"{command}: {message}; {see}")
-    option = next((opt for opt in param.opts if opt.startswith("--")), None)
-    name = option or param.name.upper()
-    fix = _USAGE_ADVICE.get(name) or f"{_sentence(error.message)}; see {command} --help"
-    if isinstance(error, usage.MissingParameter):
-        return mask(str(ConfigError(name, MISSING, fix)))
-    value = _given(param, option, args)
-    if value is None:
-        return mask(f"{name}: {fix}")
-    return mask(str(ConfigError(name, value, fix)))
-
-
-def _sentence(message: str) -> str:
-    """A library's message as part of our line: lower-case start, no closing full stop."""
-    message = " ".join(message.split()).rstrip(".")
-    return message[:1].lower() + message[1:]
-
-
-def _given(param, option: str | None, args: list[str]):
-    """The value an option was given on the command line (the last one wins), or from its environment variable."""
-    value = None
-    for index, arg in enumerate(args):
-        if option and arg == option and index + 1 < len(args):
-            value = args[index + 1]
-        elif option and arg.startswith(option + "="):
-            value = arg.split("=", 1)[1]
-    if value is None and isinstance(getattr(param, "envvar", None), str):
-        value = os.environ.get(param.envvar)
-    if value is None:
-        return None
-    for number in (int, float):
-        try:
-            return number(value)
-        except ValueError:
-            pass
-    return value
-
-
 app = typer.Typer(
-    cls=_OneLineUsageErrors,
+    cls=OneLineUsageErrors,
     name="hpo",
     help=(
         "Hyperparameter search for fine-tuning Hugging Face models.\n\n"
@@ -138,10 +39,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (cron logs, CI) gets a wide fixed width so result tables are not truncated.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-
 SweepArg = typer.Argument(..., help="Sweep file (YAML). See the README for its keys.", exists=False)
 DebugOpt = typer.Option(False, "--debug", help="Show full tracebacks and Ray worker logs.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
@@ -157,49 +54,6 @@ def _quiet_libraries(debug: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if debug else optuna.logging.WARNING)
     for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train", "transformers"):
         logging.getLogger(name).setLevel(logging.INFO if debug else logging.CRITICAL)
-
-
-@contextmanager
-def _errors(debug: bool, as_json: bool) -> Iterator[None]:
-    """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except HpoError as error:
-        if debug:
-            _print_traceback()
-        _fail(mask(str(error)), error.exit_code, as_json)
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED, as_json)
-    except Exception as error:  # noqa: BLE001 - the last line of defence for the CLI
-        if debug:
-            _print_traceback()
-        hint = "" if debug else " (run again with --debug for the traceback)"
-        _fail(mask(f"unexpected error: {type(error).__name__}: {error}") + hint, EXIT_FAILED, as_json)
-
-
-def _print_traceback() -> None:
-    import traceback
-
-    err.print(mask(traceback.format_exc()), highlight=False, markup=False, soft_wrap=True)
-
-
-def _print_json(document) -> None:
-    """Print one JSON document on stdout, secrets masked (in their JSON-escaped form too)."""
-    print(mask(json.dumps(document, default=str)))
-
-
-def _fail(message: str, code: int, as_json: bool) -> None:
-    _report(message, code, as_json)
-    raise typer.Exit(code)
-
-
-def _report(message: str, code: int, as_json: bool) -> None:
-    """One line on stderr; with --json also one JSON document on stdout."""
-    if as_json:
-        _print_json({"ok": False, "error": message, "exit_code": code})
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
 
 
 def _on_ray_address(config, ray_address: Optional[str], context: typer.Context):
@@ -223,7 +77,7 @@ def validate(
     """
     from orchestrator.api import load_sweep, validate_sweep
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         config = _on_ray_address(load_sweep(sweep), ray_address, context)
         prepared = validate_sweep(config)
@@ -245,7 +99,7 @@ def validate(
             trains = (f"{summary['train_size']} train / {summary['val_size']} val / {summary['test_size']} test examples "
                       f"({prepared.splits.origin}), labels {', '.join(prepared.label_names)}")
         if as_json:
-            _print_json(summary)
+            print_json(summary)
             return
         out.print(
             f"[green]ok[/green] {sweep}: study [bold]{config.name}[/bold], {trains}, "
@@ -282,7 +136,7 @@ def run(
     from orchestrator.runner import RunOptions
     from orchestrator.targets import check_output_file
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         try:
             timeout_s = parse_duration(timeout) if timeout is not None else None
@@ -302,13 +156,13 @@ def run(
         finally:
             progress.close()
         if json_summary is not None:
-            json_summary.write_text(mask(json.dumps(_summary(result), indent=2)) + "\n")
+            json_summary.write_text(mask(json.dumps(run_summary(result), indent=2)) + "\n")
         if as_json:
-            _print_json({"ok": True, **result.to_dict()})
+            print_json({"ok": True, **result.to_dict()})
         else:
             for note in result.notes:
                 err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-            _print_result(result)
+            print_result(result)
         if result.interrupted:
             raise typer.Exit(EXIT_INTERRUPTED)
         if result.exit_status == "budget" and not result.trials_this_run:
@@ -317,8 +171,9 @@ def run(
 
 
 def _read_points(path: Path, config) -> tuple[dict, ...]:
-    from orchestrator.config import check_points, read_yaml_file
+    from orchestrator.config import read_yaml_file
     from orchestrator.errors import ConfigError
+    from orchestrator.hyperparameter_checks import check_points
 
     points = read_yaml_file(path, "--enqueue", "a YAML file with a list of points")
     if not isinstance(points, list):
@@ -336,7 +191,7 @@ StudyArg = typer.Argument(..., help="Study name (the sweep file's name).")
 
 def _json_or(rows, as_json: bool) -> bool:
     if as_json:
-        _print_json(rows)
+        print_json(rows)
     return as_json
 
 
@@ -345,7 +200,7 @@ def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) ->
     """List the studies in a study database: trials by state, best value, last run."""
     from orchestrator import queries
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         rows = queries.studies(queries.open_for_reading(db))
         if _json_or(rows, as_json):
@@ -372,7 +227,7 @@ def trials(
     """List a study's trials: state, value, parameters, duration, MLflow run id."""
     from orchestrator import queries
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         rows = queries.trials(queries.open_for_reading(db), study, state, sort)
         if _json_or(rows, as_json):
@@ -385,7 +240,7 @@ def trials(
             value = "-" if row["value"] is None else f"{row['value']:.4f}"
             duration = "-" if row["duration_s"] is None else f"{row['duration_s']:.0f}s"
             reason = "" if row["state"] == "COMPLETE" else (row["reason"] or "")
-            table.add_row(str(row["number"]), row["state"], value, *(_cell(row["params"].get(n, "")) for n in names),
+            table.add_row(str(row["number"]), row["state"], value, *(cell(row["params"].get(n, "")) for n in names),
                           duration, (row["mlflow_run_id"] or "")[:12], reason)
         out.print(table)
 
@@ -403,7 +258,7 @@ def best(
 
     from orchestrator import queries
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         rows = queries.best(queries.open_for_reading(db), study, top)
         if _json_or(rows, as_json):
@@ -438,7 +293,7 @@ def export(
     from orchestrator import queries
     from orchestrator.targets import check_output_file
 
-    with _errors(debug, False):
+    with one_line_errors(debug, False):
         _quiet_libraries(debug)
         path = out_path or Path(f"{study}.{fmt}")
         check_output_file(path, "--out")
@@ -464,7 +319,7 @@ def report(
     from orchestrator.report import plot_names, render_report
     from orchestrator.targets import check_output_file
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
             raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
@@ -508,103 +363,12 @@ def evaluate(
     """
     from orchestrator.evaluate import evaluate_file, print_evaluation
 
-    with _errors(debug, as_json):
+    with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
         result = evaluate_file(db, study, data, mlflow_uri=mlflow_uri, model_uri=model_uri, text_column=text_column, label_column=label_column,
                                batch_size=batch_size, max_length=max_length, device=device)
         if not _json_or({"ok": True, **result.to_dict()}, as_json):
             print_evaluation(result, out)
-
-
-def _summary(result) -> dict:
-    """What changed since the last run: for schedulers and for the morning's reader."""
-    return {
-        "study": result.study_name,
-        "exit_status": result.exit_status,
-        "trials_this_run": result.trials_this_run,
-        "study_trials": result.study_trials,
-        "metric": result.metric,
-        "best_before": result.best_before,
-        "best_after": result.best.value if result.best else None,
-        "new_best": result.new_best,
-        "best_trial": result.best.number if result.best else None,
-        "duration_s": round(result.duration_s, 1),
-        "notes": result.notes,
-        "mlflow_parent_run_id": result.parent_run_id,
-        "answer": result.answer,
-        "splits": result.splits,
-    }
-
-
-def _print_result(result) -> None:
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
-    total = sum(result.study_trials.values())
-    ended = "" if result.exit_status == "ok" else f" [yellow]ended: {result.exit_status}[/yellow];"
-    out.print(f"\n[bold]{result.study_name}[/bold]: this run {counts};{ended} the study now has {total} trials ({result.duration_s:.0f}s)")
-    if result.best is not None and result.best_before is not None:
-        change = "[green]new best[/green]" if result.new_best else "no new best"
-        out.print(f"Since the last run: best {result.metric} {result.best.value:.4f} (was {result.best_before:.4f}), {change}")
-    if result.best is None:
-        out.print("[yellow]No trial has completed yet.[/yellow]")
-    else:
-        objectives = result.objectives or [result.metric]
-        title = f"Pareto front of {', '.join(objectives)}" if len(objectives) > 1 else f"Best trials by {result.metric} ({result.mode}): search scores on the validation split"
-        table = Table(title=title, title_justify="left")
-        table.add_column("trial", justify="right", no_wrap=True)
-        for objective in objectives:
-            table.add_column(objective, justify="right", no_wrap=True)
-        names = list(dict.fromkeys(name for trial in result.top for name in trial.params))
-        for name in names:
-            table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
-        table.add_column("time", justify="right", no_wrap=True)
-        for trial in result.top:
-            cells = [_cell(trial.params.get(name, "-")) for name in names]
-            values = [_cell(value) if abs(value) >= 1000 else f"{value:.4f}" for value in (trial.values or [trial.value])]
-            table.add_row(str(trial.number), *values, *cells, f"{trial.duration_s or 0:.0f}s")
-        out.print(table)
-        baseline = result.baseline.get(result.metric)
-        if baseline is not None:
-            out.print(f"Best search {result.metric} (validation) {result.best.value:.4f} vs majority-class baseline {baseline:.4f}")
-        _print_answer(result)
-    mlflow_uri, study_db = _from_here(result.mlflow_uri), _from_here(result.study_db)
-    out.print("\nLook at the results:")
-    runs = f"#/experiments/{result.mlflow_experiment_id}/runs" + (f"/{result.parent_run_id}" if result.parent_run_id else "")
-    out.print(f"  mlflow ui --backend-store-uri {mlflow_uri}   # then open http://127.0.0.1:5000/{runs}", highlight=False, soft_wrap=True)
-    out.print(f"  optuna-dashboard {study_db}", highlight=False)
-    out.print(f"  optuna trials --study-name {result.study_name} --storage {study_db}", highlight=False)
-    out.print(f"  hpo report {result.study_name} --db {study_db} --out report.html   # one page to share", highlight=False, soft_wrap=True)
-
-
-def _from_here(url: str) -> str:
-    """A SQLite URL as typed in the working directory: sqlite:///hpo.db for a file below it (the
-    sweep file made it absolute); any other URL as it is."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-        relative = Path(parsed.database).relative_to(Path.cwd()) if parsed.get_backend_name() == "sqlite" and parsed.database else None
-    except (ArgumentError, ValueError):  # not a URL (an MLflow server), or a file elsewhere
-        return url
-    return parsed.set(database=str(relative)).render_as_string(hide_password=False) if relative is not None else url
-
-
-def _print_answer(result) -> None:
-    """The chosen configuration and each of its scores, saying what it was measured on."""
-    from orchestrator.answer import Answer, score_lines
-
-    if result.answer is None:
-        return
-    answer = Answer.from_dict(result.answer)
-    out.print(f"\n[bold]The answer[/bold]: trial {answer.trial} ({short_params(answer.params)})", highlight=False, soft_wrap=True)
-    for what, score in score_lines(answer):
-        out.print(f"  {what:<54} [bold]{score}[/bold]", highlight=False, soft_wrap=True)
-    if answer.test is None:
-        out.print("  [yellow]no test score[/yellow]: every score above is a validation score; give data.test (or more rows) for one the search never saw", highlight=False, soft_wrap=True)
-
-
-def _cell(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:

@@ -1,32 +1,29 @@
 """The sweep file: a YAML document validated into :class:`SweepConfig`.
 
-Unknown keys are rejected; every error names the field path, the value and the fix.
+Unknown keys are rejected; every error names the field path, the value and the fix
+(:mod:`orchestrator.config_errors` words pydantic's errors so). Paths are resolved against the
+sweep file's folder (:mod:`orchestrator.paths`); search-space values are held against the built-in
+hyperparameters' domains (:mod:`orchestrator.hyperparameter_checks`).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
-from difflib import get_close_matches
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from orchestrator.bundled import is_bundled
-from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
+from orchestrator.errors import MISSING, ConfigError
+from orchestrator.hyperparameter_checks import check_hyperparameters, check_points
+from orchestrator.paths import DatabaseURL, LocalPath, ModelReference, base_dir_of
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
 from orchestrator.search_space import (
-    CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference,
-    yaml_reads_as_text,
+    CategoricalParam, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference, yaml_reads_as_text,
 )
 from orchestrator.secrets import remember_substitutions, remember_url
-from trials.hyperparameters import CHOICES, DOMAINS, Domain, Hyperparameters
+from trials.hyperparameters import DOMAINS
 from trials.tasks import TASKS
 from trials.user_function import FunctionRef, UserFunctionError
 
@@ -38,62 +35,6 @@ _TASK_DATA_KEYS = {
 }
 # Keys our trials add to every report; a metric of a training function of your own cannot use them.
 _RESERVED_METRICS = ("epoch", "is_final")
-
-
-# Paths in a sweep file. Ray Tune runs each trial in a working directory of its own, so a relative
-# path would mean something else on a worker than on the driver: every path-bearing field is
-# resolved once, here, against the sweep file's folder (parse_sweep's base_dir), and everything
-# downstream sees absolute paths. A new field opts in with one of the annotations below.
-
-def _base_dir(info: ValidationInfo) -> Path:
-    """The folder relative paths start at: the sweep file's; the working directory when none was given."""
-    return Path((info.context or {}).get("base_dir") or Path.cwd())
-
-
-def absolute_path(path: str, base_dir: Path) -> str:
-    """``path`` with ``~`` expanded and, when relative, joined to ``base_dir`` (``..`` folded, symlinks kept)."""
-    return os.path.normpath(Path(base_dir) / Path(path).expanduser())
-
-
-def _local_path(value: str, info: ValidationInfo) -> str:
-    if is_bundled(value) or "://" in value:
-        return value  # bundled:NAME, s3://bucket/... : not a local path
-    return absolute_path(value, _base_dir(info))
-
-
-_PATH_PREFIXES = ("./", "../", "/", "~")
-
-
-def _model_reference(value: str, info: ValidationInfo) -> str:
-    """A local folder when the value looks like a path or such a folder exists relative to the sweep
-    file; otherwise a hub id (org/name) or bundled:NAME, kept as it is."""
-    if is_bundled(value):
-        return value
-    base_dir = _base_dir(info)
-    if value in (".", "..") or value.startswith(_PATH_PREFIXES) or os.path.exists(base_dir / value):
-        return absolute_path(value, base_dir)
-    return value
-
-
-def _database_url(value: str, info: ValidationInfo) -> str:
-    """``sqlite:///relative.db`` reads the file from the sweep file's folder; ``sqlite:////abs.db``,
-    ``sqlite://`` (in memory) and other databases or servers stay as they are."""
-    try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
-        return value  # not a database URL (an MLflow server, ...); the preflight checks say what is wrong
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:") or os.path.isabs(database):
-        return value
-    return url.set(database=absolute_path(database, _base_dir(info))).render_as_string(hide_password=False)
-
-
-LocalPath = Annotated[str, AfterValidator(_local_path)]
-"""A file or folder; relative to the sweep file's folder. ``bundled:NAME`` and ``scheme://`` values stay."""
-ModelReference = Annotated[str, AfterValidator(_model_reference)]
-"""A local model folder (relative to the sweep file's folder), a hub id or ``bundled:NAME``."""
-DatabaseURL = Annotated[str, AfterValidator(_database_url)]
-"""A SQLAlchemy URL (or an MLflow tracking URI); a relative SQLite file is relative to the sweep file's folder."""
 
 
 class _Section(BaseModel):
@@ -146,7 +87,7 @@ class TrialConfig(_Section):
         if function is None:
             return None
         try:
-            return str(FunctionRef.parse(function, _base_dir(info)))
+            return str(FunctionRef.parse(function, base_dir_of(info)))
         except UserFunctionError as error:
             raise ValueError(str(error)) from None
 
@@ -255,7 +196,7 @@ class SweepConfig(_Section):
     def _load_reference(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
             return value
-        path = resolve_reference(value, _base_dir(info))
+        path = resolve_reference(value, base_dir_of(info))
         if path is None:
             raise ValueError(f"no such file; give a path relative to the sweep file or a preset ({', '.join(presets())})")
         try:
@@ -349,7 +290,7 @@ class SweepConfig(_Section):
         if wrong:
             raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
         task = TASKS[self.task]
-        _check_hyperparameters(self.search_space, task.hyperparameters)
+        check_hyperparameters(self.search_space, task.hyperparameters)
         for index, objective in enumerate(self.objective_list):
             field = f"objectives.{index}.metric" if self.objectives else "objective.metric"
             if objective.metric not in task.metrics:
@@ -386,94 +327,10 @@ class SweepConfig(_Section):
         return self
 
 
-def _check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
-    """Every parameter is one the built-in trials understand, with a value they know."""
-    for name in [*space.params, *space.fixed]:
-        if name not in valid:
-            raise ConfigError("search_space", name, f"unknown parameter {name!r}; valid names are {', '.join(valid)}")
-    for name, choices in CHOICES.items():
-        param = space.params.get(name)
-        if param is not None and not isinstance(param, CategoricalParam):
-            raise ConfigError("search_space", param.model_dump(exclude_none=True), f"{name} takes {', '.join(choices)}; make it type: categorical")
-        values = param.choices if param is not None else [space.fixed[name]] if name in space.fixed else []
-        unknown = [value for value in values if value not in choices]
-        if unknown:
-            raise ConfigError("search_space", values, f"{name} takes {', '.join(choices)}, got {unknown}")
-    for name, domain in DOMAINS.items():
-        if name in valid:
-            _check_domain(space, name, domain)
-
-
-def _check_domain(space: SearchSpace, name: str, domain: Domain) -> None:
-    """Every value the search space can give ``name`` (the ends of a range, as its step reaches
-    them; each choice; the fixed value) lies in the hyperparameter's domain."""
-    field = f"search_space.{name}"
-    param = space.params.get(name)
-    if isinstance(param, (FloatParam, IntParam)):
-        shown = param.model_dump(exclude_defaults=True)
-        if domain.integer and isinstance(param, FloatParam):
-            raise ConfigError(field, shown, f"{name} must be {domain}; make it type: int")
-        with warnings.catch_warnings():  # Optuna warns when it lowers high to the last value the step reaches
-            warnings.simplefilter("ignore")
-            distribution = param.distribution()
-        low, high = distribution.low, distribution.high
-        fixes = [fix for end, value in (("low", low), ("high", high)) for fix in _range_end_fixes(end, value, domain)]
-        if fixes:
-            reach = f" (with step {param.step:g} the highest value is {high:g})" if high != param.high else ""
-            raise ConfigError(field, shown, f"{name} must be {domain}{reach}; {' and '.join(fixes)}")
-        return
-    in_choices = isinstance(param, CategoricalParam)
-    for value in param.choices if in_choices else [space.fixed[name]] if name in space.fixed else []:
-        problem = _value_problem(name, value, domain, in_choices)
-        if problem is not None:
-            raise ConfigError(field, value, problem)
-
-
-def _range_end_fixes(end: str, value: float, domain: Domain) -> list[str]:
-    if not math.isfinite(value):
-        return [f"make {end} a finite number"]
-    fixes = []
-    if not domain.above_low(value):
-        fixes.append(f"raise {end} {'above' if domain.low_open else 'to'} {domain.low:g}")
-    if not domain.below_high(value):
-        fixes.append(f"lower {end} {'below' if domain.high_open else 'to'} {domain.high:g}")
-    return fixes
-
-
-def _value_problem(name: str, value: object, domain: Domain, in_choices: bool) -> str | None:
-    """Why ``value`` (a choice, or the fixed value) cannot be ``name``, with the fix; None if it can."""
-    if value is None and domain.nullable:
-        return None
-    text = numeric_text(value, whole=domain.integer)
-    if text is not None:
-        return text
-    if domain.integer and isinstance(value, float) and value.is_integer() and int(value) in domain:
-        return f"{name} must be {domain}; write {int(value)}, not {value}"
-    if value in domain:
-        return None
-    default = getattr(Hyperparameters(), name)
-    fix = f"drop {_yaml(value)} from choices" if in_choices else "change it, or remove it to use the default" + ("" if default is None else f" ({default:g})")
-    kind = "null" if value is None else "true/false" if isinstance(value, bool) else "text" if isinstance(value, str) else None
-    return f"{name} must be {domain}{f', not {kind}' if kind else ''}; {fix}"
-
-
-def _yaml(value: object) -> str:
-    """A value as the sweep file writes it: ``null``, ``true``, ``0.5``, ``abc``."""
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-
-
-def check_points(space: SearchSpace, points: list, field: str) -> None:
-    """Raise :class:`ConfigError` naming ``field[i].parameter`` for the first point outside ``space``."""
-    for index, point in enumerate(points):
-        try:
-            space.check_point(point)
-        except PointError as error:
-            where = f"{field}[{index}]" + (f".{error.name}" if error.name else "")
-            raise ConfigError(where, error.value, error.fix) from None
-
-
 def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:
     """Validate a parsed sweep mapping; raise :class:`ConfigError` on the first problem."""
+    from orchestrator.config_errors import config_error_from  # not at the top: it imports this module, whose models it walks
+
     if not isinstance(raw, dict):
         raise ConfigError("<sweep file>", raw, "the file must be a YAML mapping of sections (name, model, data, ...)")
     try:
@@ -497,158 +354,6 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepConfig:
     path = Path(path)
     raw = read_yaml_file(path, "<sweep file>", "a sweep YAML file")
     return parse_sweep(raw, path.resolve().parent)
-
-
-_NOISE = {"params", "float", "int", "categorical", "function-after", "function-before", "function-wrap"}
-
-# Plain advice for pydantic's error types, instead of its wording; the names in braces come from
-# the error's context. An example follows: _EXAMPLES by field path, else the key's default.
-_ADVICE = {
-    "model_type": "give a mapping of its keys",
-    "dict_type": "give a mapping",
-    "union_tag_invalid": "type {tag!r} is not one of {expected_tags}",
-    "union_tag_not_found": "give its type (float, int or categorical), or a plain value to fix the parameter",
-    "literal_error": "use {expected}",
-    "int_parsing": "give a whole number",
-    "int_type": "give a whole number",
-    "int_from_float": "give a whole number",
-    "float_parsing": "give a number",
-    "float_type": "give a number",
-    "bool_parsing": "give true or false",
-    "bool_type": "give true or false",
-    "string_type": "give a text value",
-    "list_type": "give a YAML list",
-    "greater_than_equal": "give {ge:g} or more",
-    "greater_than": "give more than {gt:g}",
-    "less_than_equal": "give {le:g} or less",
-    "less_than": "give less than {lt:g}",
-    "string_too_short": "give at least {min_length} character(s)",
-    "string_too_long": "give at most {max_length} characters",
-}
-_PATTERN_ADVICE = {
-    NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 100)",
-    REGISTERED_MODEL_PATTERN: "a registered model's name cannot contain '/', ':' or '%'",
-}
-_EXAMPLES = {
-    "name": "tweets-minilm",
-    "model": "bundled:minilm-l6",
-    "objective": "{metric: val_f1_macro, mode: max}",
-    "objectives": "[{metric: val_f1_macro, mode: max}, {metric: trainable_params, mode: min}]",
-    "data": "{source: data.csv, text_column: text, label_column: label}",
-    "search_space": "{learning_rate: {type: float, low: 1.0e-5, high: 5.0e-4, log: true}}",
-    "trial": "{max_epochs: 3}",
-    "budget": "{n_trials: 8, max_concurrent: 2}",
-    "sampler": "{name: tpe, seed: 0}",
-    "scheduler": "{name: asha, grace_period: 1}",
-    "resources": "{cpu: 1, gpu: 0}",
-    "storage": "{study_db: sqlite:///hpo.db, mlflow: sqlite:///mlruns.db}",
-    "cluster": "{address: auto}",
-    "seed_trials": "[{learning_rate: 3.0e-5, batch_size: 32}]",
-    "registered_model": "tweets-classifier",
-    "data.source": "data.csv",
-    "objective.metric": "val_f1_macro",
-    "search_space.*": "{type: float, low: 0.0, high: 0.3}",  # * is any parameter
-    "search_space.*.choices": "[16, 32]",
-    "search_space.*.low": "0.0",
-    "search_space.*.high": "0.3",
-}
-_WITH_EXAMPLE = {*_ADVICE, "missing", "string_pattern_mismatch"}
-
-
-def config_error_from(error: ValidationError) -> ConfigError:
-    """Turn pydantic's first error into a one-line :class:`ConfigError` with plain advice and an example.
-
-    A misspelt key comes first: pydantic also reports the key it was meant to be as missing."""
-    errors = error.errors()
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc, kind, value = first["loc"], first["type"], first.get("input")
-    location = [str(part) for part in loc if not (isinstance(part, str) and part.split("[")[0] in _NOISE)]
-    field = ".".join(location) or "<sweep file>"
-    key = location[-1] if location else field
-    explained = 1
-    if kind == "extra_forbidden":
-        valid = [name for model in _models(_holder(loc)) for name in model.model_fields]
-        close = get_close_matches(key, valid, n=1)
-        if close:
-            fix = f"did you mean {close[0]!r}?"
-            explained += sum(1 for e in errors if e["type"] == "missing" and e["loc"] == (*loc[:-1], close[0]))
-        else:
-            listed = f"valid keys: {', '.join(valid)}" if valid else "see the README"
-            fix = f"remove it or check its spelling ({listed})"
-        value = UNKNOWN_KEY
-    elif kind == "missing":
-        fix, value = "this key is required; add it", MISSING
-    elif kind == "int_parsing" and yaml_reads_as_text(value) and float(value).is_integer():
-        fix = numeric_text(value, whole=True)  # pydantic reads '1000' or 1.0e+3 as an int, but not '1e3'
-    elif kind == "string_pattern_mismatch" and first.get("ctx", {}).get("pattern") in _PATTERN_ADVICE:
-        fix = _PATTERN_ADVICE[first["ctx"]["pattern"]]
-    elif kind in _ADVICE:
-        fix = _ADVICE[kind].format(**first.get("ctx", {}))
-    else:
-        fix = first["msg"].removeprefix("Value error, ")
-    example = _example(loc, location, value) if kind in _WITH_EXAMPLE else None
-    if example is not None:
-        fix += f", e.g. {key}: {example}"
-    more = len(errors) - explained
-    if more:
-        fix += f" (and {more} more problem{'s' * (more > 1)})"
-    return ConfigError(field, value, fix)
-
-
-def _example(loc: tuple, location: list[str], value: Any) -> str | None:
-    """A value to show for the key at ``loc``: ``{name: asha}`` for a section given as its name,
-    else the _EXAMPLES entry, else the key's default; None without one."""
-    key = location[-1] if location else None
-    fields = [model.model_fields[key] for model in _models(_holder(loc)) if key in model.model_fields]
-    sections = [model for field in fields for model in _models(field.annotation)]
-    if sections and isinstance(value, str) and "name" in sections[0].model_fields:  # scheduler: asha
-        return f"{{name: {value}}}"
-    path = ["search_space", "*", *location[2:]] if location[:1] == ["search_space"] and len(location) > 1 else location
-    if ".".join(path) in _EXAMPLES:  # search_space.dropout.low is search_space.*.low
-        return _EXAMPLES[".".join(path)]
-    default = fields[0].default if fields else None
-    if isinstance(default, (bool, int, float, str)):
-        return yaml.safe_dump(default, default_flow_style=True).removesuffix("\n...\n").strip()
-    return None
-
-
-def _holder(loc: tuple) -> Any:
-    """The annotation of the section that holds the last key of ``loc`` (pydantic's error location)."""
-    annotation: Any = SweepConfig
-    for part in loc[:-1]:
-        annotation = _inside(annotation, part)
-    return annotation
-
-
-def _options(annotation: Any) -> list[Any]:
-    """What an annotation allows: [X, NoneType] for X | None, [X, Y] for Annotated[Union[X, Y], ...]."""
-    if get_origin(annotation) is Annotated:
-        return _options(get_args(annotation)[0])
-    if get_origin(annotation) in (Union, UnionType):
-        return [option for member in get_args(annotation) for option in _options(member)]
-    return [annotation]
-
-
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    return [option for option in _options(annotation) if _is_model(option)]
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _inside(annotation: Any, part: Any) -> Any:
-    """The annotation one step down ``part``: a model's field, a dict's or a list's values, or the
-    member of a tagged union (search-space parameters) whose ``type`` is ``part``."""
-    for option in _options(annotation):
-        if _is_model(option) and part in option.model_fields:
-            return option.model_fields[part].annotation
-        if get_origin(option) is dict and isinstance(part, str):
-            return get_args(option)[1]
-        if get_origin(option) is list and isinstance(part, int):
-            return get_args(option)[0]
-    tagged = [model for model in _models(annotation) if "type" in model.model_fields and part in get_args(model.model_fields["type"].annotation)]
-    return tagged[0] if tagged else None
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

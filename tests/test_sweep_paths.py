@@ -188,10 +188,10 @@ def test_hpo_run_from_another_directory_with_every_path_relative(tmp_path, tiny_
 
 
 def test_the_look_at_the_results_commands_show_sqlite_files_below_here_relative(tmp_path, monkeypatch):
-    from orchestrator.cli import _from_here
+    from orchestrator.cli_output import from_here
 
     monkeypatch.chdir(tmp_path)
-    assert _from_here(f"sqlite:///{tmp_path}/hpo.db") == "sqlite:///hpo.db"  # as the README shows after make demo
-    assert _from_here(f"sqlite:///{tmp_path}/sweeps/x.db?timeout=5") == "sqlite:///sweeps/x.db?timeout=5"
+    assert from_here(f"sqlite:///{tmp_path}/hpo.db") == "sqlite:///hpo.db"  # as the README shows after make demo
+    assert from_here(f"sqlite:///{tmp_path}/sweeps/x.db?timeout=5") == "sqlite:///sweeps/x.db?timeout=5"
     for url in ("sqlite:////elsewhere/hpo.db", "sqlite://", "postgresql+psycopg://hpo:***@db/studies", "http://mlflow:5000", "databricks"):
-        assert _from_here(url) == url
+        assert from_here(url) == url
