@@ -35,6 +35,10 @@ URL_TEMPLATES = (
 AWKWARD = ["s3cr/etpw", "p@ss@word", "p%40ssword", "c0l:on:s", "ha#sh?mark", "%2Fslash%2F", "ünïcødé-пароль", 'quo"te\'s', "back\\slash", "sp ace d"]
 
 
+# What the renderings below add around a URL: a password that is part of it would be "found" there.
+_FIXED_TEXT = ' storage.study_db: is invalid: fix it {"study_db": } could not connect to : refused ' + MASK
+
+
 def _renderings(text: str) -> list[str]:
     """How text reaches a user or a file: as is, in an error line, JSON, repr, HTML."""
     return [
@@ -56,7 +60,7 @@ def _leaks(password: str, outputs: list[str]) -> list[str]:
 @settings(max_examples=150, deadline=None)
 @given(password=PASSWORDS, template=st.sampled_from(URL_TEMPLATES), encoded=st.booleans())
 def test_a_remembered_url_password_never_shows(password, template, encoded):
-    assume(password not in template and password not in MASK and password.strip() == password)
+    assume(password not in template + _FIXED_TEXT and password.strip() == password)
     url = template.format(urllib.parse.quote(password, safe="") if encoded else password)
     with mock.patch.object(secrets, "_remembered", set()):
         remember_url(url)
@@ -67,7 +71,7 @@ def test_a_remembered_url_password_never_shows(password, template, encoded):
 @given(password=PASSWORDS.filter(lambda p: not any(c in p for c in " \"'<>`\\")), template=st.sampled_from(URL_TEMPLATES), encoded=st.booleans())
 def test_a_password_in_a_url_never_given_to_us_is_masked_by_pattern(password, template, encoded):
     """Text that never came through a URL field (a driver's error message): the pattern alone masks it."""
-    assume(password not in template and password not in MASK)
+    assume(password not in template + _FIXED_TEXT)
     url = template.format(urllib.parse.quote(password, safe="") if encoded else password)
     with mock.patch.object(secrets, "_remembered", set()):
         assert not _leaks(password, [mask(url), mask(f"could not connect to {url}: refused")])
