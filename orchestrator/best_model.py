@@ -9,6 +9,7 @@ the trial's MLflow run, and registered as a new version: never overwriting an ea
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import sys
 from dataclasses import dataclass
@@ -48,8 +49,8 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     model.eval()
     classifier = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(model_path), device="cpu")
     mlflow.set_tracking_uri(tracking_uri)
-    # MLflow prints run URLs to stdout, which belongs to `hpo run --json`
-    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(run_id=kept.run_id):  # the trial's run: it ends FINISHED again
+    # MLflow prints run URLs to stdout, which belongs to `hpo run --json`, and "Successfully registered ..." to stderr: our note says it.
+    with contextlib.redirect_stdout(sys.stderr), contextlib.redirect_stderr(io.StringIO()), mlflow.start_run(run_id=kept.run_id):
         info = mlflow.transformers.log_model(
             classifier, name="model", task="text-classification", input_example=INPUT_EXAMPLE,
             registered_model_name=registered_name, await_registration_for=60, pip_requirements=_requirements(),

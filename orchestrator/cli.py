@@ -161,7 +161,7 @@ def run(
             print_json({"ok": True, **result.to_dict()})
         else:
             for note in result.notes:
-                err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+                err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
             print_result(result)
         if result.interrupted:
             raise typer.Exit(EXIT_INTERRUPTED)

@@ -98,8 +98,10 @@ def _print_answer(result) -> None:
         return
     answer = Answer.from_dict(result.answer)
     out.print(f"\n[bold]The answer[/bold]: trial {answer.trial} ({short_params(answer.params)})", highlight=False, soft_wrap=True)
-    for what, score in score_lines(answer):
-        out.print(f"  {what:<54} [bold]{score}[/bold]", highlight=False, soft_wrap=True)
+    lines = score_lines(answer)
+    width = max(len(what) for what, _ in lines)
+    for what, score in lines:
+        out.print(f"  {what:<{width}}  [bold]{score}[/bold]", highlight=False, soft_wrap=True)
     if answer.test is None:
         out.print("  [yellow]no test score[/yellow]: every score above is a validation score; give data.test (or more rows) for one the search never saw", highlight=False, soft_wrap=True)
 
