@@ -162,8 +162,17 @@ PREFLIGHT_CASES = [
 ]
 
 
+@pytest.fixture
+def no_ray_in_this_process(monkeypatch):
+    """validate checks resources against a Ray this process joined; other tests' session Ray must not be the machine."""
+    import sys
+
+    if "ray" in sys.modules:
+        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
+
+
 @pytest.mark.parametrize("change, field, fix", [c[1:] for c in PREFLIGHT_CASES], ids=[c[0] for c in PREFLIGHT_CASES])
-def test_preflight_errors_before_anything_is_written(write_sweep, tmp_path, change, field, fix):
+def test_preflight_errors_before_anything_is_written(write_sweep, tmp_path, change, field, fix, no_ray_in_this_process):
     path = _edit(write_sweep(), change)
     with pytest.raises(ConfigError) as raised:
         validate(load_sweep(path))
@@ -186,7 +195,7 @@ def test_malformed_ray_addresses(address):
         check_ray_address(address, "--ray-address")
 
 
-def test_a_cluster_is_checked_when_joined_not_by_validate(write_sweep, tmp_path):
+def test_a_cluster_is_checked_when_joined_not_by_validate(write_sweep, tmp_path, no_ray_in_this_process):
     """With cluster.address set, the nodes are unknown until `hpo run` joins: validate leaves resources to it."""
     validate(load_sweep(write_sweep(cluster={"address": "127.0.0.1:1"}, resources={"cpu": 4096, "gpu": 64})))
     assert not (tmp_path / "study.db").exists()

@@ -34,14 +34,14 @@ HPO = str(Path(sys.executable).parent / "hpo")
 TEST_ONLY_TEXT = " ".join(["plane"] * 7)
 
 
-def _sweep(write_sweep, tmp_path, name: str, **overrides):
+def _sweep(write_sweep, tmp_path, name: str, budget: dict | None = None, **overrides):
     test = tmp_path / "test.csv"
     pd.DataFrame([{"text": TEST_ONLY_TEXT, "label": "neutral"}] * 5 + make_rows(40, seed=9)).to_csv(test, index=False)
     validation = tmp_path / "val.csv"
     pd.DataFrame(make_rows(60, seed=8)).to_csv(validation, index=False)
     return write_sweep(
         name=name, data={"validation": str(validation), "test": str(test), "train_size": 200, "val_size": None},
-        trial={"max_epochs": 1}, budget={"n_trials": 3, "max_concurrent": 2}, **overrides,
+        trial={"max_epochs": 1}, budget=budget or {"n_trials": 3, "max_concurrent": 2}, **overrides,
     )
 
 

@@ -24,6 +24,7 @@ def test_hpo_run_on_bundled_model_and_tweets(tmp_path):
     sweep["data"].update(train_size=96, val_size=48, max_length=32)
     sweep["trial"] = {"max_epochs": 1}
     sweep["budget"] = {"n_trials": 2, "max_concurrent": 2}
+    sweep["confirm"] = {"top_k": 1, "seeds": 1}  # the demo confirms too: the best trial once more with a new seed
     sweep["storage"] = {"study_db": "sqlite:///hpo.db", "mlflow": "sqlite:///mlruns.db", "results_dir": "hpo_runs"}  # beside the copy, not in ../
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     hpo = shutil.which("hpo", path=str(Path(sys.executable).parent)) or "hpo"
@@ -41,6 +42,8 @@ def test_hpo_run_on_bundled_model_and_tweets(tmp_path):
     assert result["best"]["params"]["unfreeze_depth"] in range(0, 7)
     assert (tmp_path / "hpo.db").is_file() and (tmp_path / "mlruns.db").is_file()
     runs = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").search_runs([result["mlflow_experiment_id"]])
-    assert len(runs) == 3  # the sweep's parent run and one child per trial
-    assert completed.stderr.count("COMPLETE") == 2  # one progress line per finished trial
+    assert len(runs) == 4  # the sweep's parent run, one child per trial, one confirmation run
+    assert completed.stderr.count("COMPLETE") == 3  # one progress line per finished trial and confirmation run
+    answer = result["answer"]  # scored on 48 drawn test tweets (as many as validation), never seen by the search
+    assert len(answer["confirmed"]["values"]) == 1 and answer["test"]["rows"] == 48 and 0 <= answer["test"]["metrics"]["test_f1_macro"] <= 1
     assert "Traceback" not in completed.stderr

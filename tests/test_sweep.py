@@ -122,7 +122,7 @@ def test_early_stopped_trials_are_pruned_with_their_intermediate_values(ray_sess
 
 
 def test_crashing_trials_fail_with_their_reason(ray_session, write_sweep):
-    space = {**TINY_SPACE, "learning_rate": float("inf"), "max_grad_norm": 0.0,
+    space = {**TINY_SPACE, "learning_rate": 1.0e30, "max_grad_norm": 0.0,
              "dropout": {"type": "float", "low": 0.0, "high": 0.1}}
     config = load_sweep(write_sweep(name="diverges", search_space=space, budget={"n_trials": 2, "max_concurrent": 2}))
     with pytest.raises(SweepFailedError, match="all 2 trials failed; first reason: NonFiniteLossError"):

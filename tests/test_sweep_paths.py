@@ -136,11 +136,11 @@ def _image_project(project: Path) -> Path:
     rng = np.random.default_rng(0)
     for label, brightness in (("dark", 40), ("light", 210)):
         (project / "photos" / label).mkdir(parents=True)
-        for index in range(12):
+        for index in range(15):
             pixels = np.clip(rng.normal(brightness, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels, "RGB").save(project / "photos" / label / f"{index:02d}.png")
     space = {"learning_rate": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True}, "batch_size": 8, "unfreeze_depth": 1}
-    return _write_project(project, task="image-classification", model="./vit", data={"source": "photos", "train_size": 16, "val_size": 8}, space=space)
+    return _write_project(project, task="image-classification", model="./vit", data={"source": "photos", "train_size": 16, "val_size": 10}, space=space)
 
 
 def _write_project(project: Path, space: dict, **sweep) -> Path:

@@ -54,7 +54,7 @@ def test_seeds_run_first_once_and_incompatible_spaces_need_a_new_study(ray_sessi
     first = run_sweep(config)
     assert "queued 1 seed point(s) to run first" in first.notes
     again = run_sweep(config, RunOptions(n_trials=1))  # the nightly rerun does not queue the seed again
-    assert not again.notes
+    assert [note for note in again.notes if not note.startswith("warning:")] == []  # nothing queued again (the tiny data's train/test overlap is warned about)
     trials = optuna.load_study(study_name="warm", storage=config.storage.study_db).trials
     assert len(trials) == 3 and trials[0].params == SEED
     assert [t.params for t in trials].count(SEED) == 1
