@@ -184,6 +184,11 @@ def table(rows: list[dict], summary: dict, args) -> Table:
     return result
 
 
+def report(args, rows: list[dict], wall: float) -> str:
+    settings = {key: value for key, value in vars(args).items() if key not in ("json", "save")}
+    return json.dumps({"settings": settings, "rows": rows, "mean": summarise(rows), "wall_s": wall}, indent=2, default=str)
+
+
 # --- smoke mode: a tiny random BERT and synthetic rows, so CI runs the whole path in seconds ---------
 
 WORDS = {
@@ -226,7 +231,7 @@ def smoke_inputs(folder: Path) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2], help="one search per seed, each on its own draw of train/validation/test")
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=400)
     parser.add_argument("--val-size", type=int, default=200)
@@ -243,6 +248,7 @@ def main() -> None:
     parser.add_argument("--text-column", default=None)
     parser.add_argument("--label-column", default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object (rows, means, targets) instead of the table")
+    parser.add_argument("--save", default=None, help="write the JSON report here after every split seed (a cut run keeps what it measured)")
     parser.add_argument("--smoke", action="store_true", help="tiny random BERT, synthetic rows, tiny sizes: checks the path, not the numbers")
     args = parser.parse_args()
     args.data = args.csv or "bundled:tweets-sentiment"
@@ -266,14 +272,17 @@ def main() -> None:
             rows.append(run_split(args, workdir, split_seed))
             r = rows[-1]
             LOG.print(f"split seed {split_seed}: A trial {r['A']['trial']} search {r['A']['search']:.4f} test {r['A']['test']:.4f} · "
-                      f"B trial {r['B']['trial']} confirmed {r['B']['confirmed_mean']:.4f} test {r['B']['test']:.4f} · "
+                      f"B trial {r['B']['trial']} confirmed {r['B']['confirmed_mean']:.4f} ± {r['B']['confirmed_std']:.4f} test {r['B']['test']:.4f} · "
                       f"{sum(r['wall_s'].values()):.0f} s")
+            if args.save:
+                Path(args.save).write_text(report(args, rows, time.perf_counter() - started))
         ray.shutdown()
     summary = summarise(rows)
     wall = time.perf_counter() - started
+    if args.save:
+        Path(args.save).write_text(report(args, rows, wall))
     if args.json:
-        settings = {key: value for key, value in vars(args).items() if key not in ("json",)}
-        print(json.dumps({"settings": settings, "rows": rows, "mean": summary, "wall_s": wall}, indent=2, default=str))
+        print(report(args, rows, wall))
         return
     console = Console(width=200)
     console.print(table(rows, summary, args))
