@@ -34,6 +34,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -248,6 +249,7 @@ def main() -> None:
     parser.add_argument("--text-column", default=None)
     parser.add_argument("--label-column", default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object (rows, means, targets) instead of the table")
+    parser.add_argument("--workdir", default=None, help="an empty folder for the study DBs, MLflow and trial files, kept afterwards (default: a temporary one)")
     parser.add_argument("--save", default=None, help="write the JSON report here after every split seed (a cut run keeps what it measured)")
     parser.add_argument("--smoke", action="store_true", help="tiny random BERT, synthetic rows, tiny sizes: checks the path, not the numbers")
     args = parser.parse_args()
@@ -259,8 +261,11 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     transformers_logging.set_verbosity_error()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hpo-bias-bench-") as folder:
-        workdir = Path(folder)
+    with (contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix="hpo-bias-bench-")) as folder:
+        workdir = Path(folder).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        if any(workdir.iterdir()):
+            raise SystemExit(f"--workdir {workdir} is not empty: the studies would continue earlier ones")
         if args.smoke:
             model, csv = smoke_inputs(workdir)
             args.model, args.data, args.text_column, args.label_column = str(model), str(csv), "text", "label"
