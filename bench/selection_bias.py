@@ -25,9 +25,9 @@ Targets (issue 18): B's test score >= A's on average; B's confirmed mean within 
 test score on average (an honest estimate), where A's search score overstates its test score.
 
 Usage:
-  python bench/selection_bias.py                          # bundled tweets + MiniLM-L6 (about 20 minutes on 2 cores)
+  python bench/selection_bias.py                          # bundled tweets + MiniLM-L6 (about 20 min on 2 quiet cores)
   python bench/selection_bias.py --csv data.csv --text-column text --label-column label
-  python bench/selection_bias.py --smoke                  # tiny random BERT on synthetic rows (CI, under a minute)
+  python bench/selection_bias.py --smoke                  # tiny random BERT on synthetic rows (CI: about a minute)
   python bench/selection_bias.py --json                   # one JSON object on stdout instead of the table
 """
 
