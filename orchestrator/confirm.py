@@ -23,6 +23,8 @@ CONFIRM_SUFFIX = ".confirm"
 SEED_PARAM = SEED_KEY  # the key a trial's config carries when it must train with another seed than trial.seed
 CONFIRMS = "confirms"
 """User attribute of a confirmation run: the number of the search trial it repeats."""
+SEED_ATTR = "confirmation_seed"
+"""User attribute of a confirmation run: its training seed (a queued trial has no params yet, only user attributes)."""
 
 
 def confirmation_study_name(study_name: str) -> str:
@@ -46,14 +48,14 @@ def confirmation_seeds(base_seed: int, seeds: int) -> list[int]:
 def _missing(search: optuna.Study, confirmation_trials: list, top_k: int, seeds: list[int]) -> list[tuple[optuna.trial.FrozenTrial, int]]:
     """(top-k search trial, seed) pairs with no confirmation run yet, in any state."""
     top = rank(search, search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))[:top_k]
-    covered = {(trial.user_attrs.get(CONFIRMS), trial.params.get(SEED_PARAM)) for trial in confirmation_trials}
+    covered = {(trial.user_attrs.get(CONFIRMS), trial.user_attrs.get(SEED_ATTR)) for trial in confirmation_trials}
     return [(trial, seed) for trial in top for seed in seeds if (trial.number, seed) not in covered]
 
 
 def queue_confirmations(search: optuna.Study, confirmation: optuna.Study, top_k: int, seeds: list[int]) -> int:
     """Queue a run for every (top-k search trial, seed) pair that has none yet; return how many runs wait."""
     for trial, seed in _missing(search, confirmation.get_trials(deepcopy=False), top_k, seeds):
-        confirmation.enqueue_trial({**trial.params, SEED_PARAM: seed}, user_attrs={CONFIRMS: trial.number}, skip_if_exists=False)
+        confirmation.enqueue_trial({**trial.params, SEED_PARAM: seed}, user_attrs={CONFIRMS: trial.number, SEED_ATTR: seed}, skip_if_exists=False)
     return len(confirmation.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 

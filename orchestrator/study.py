@@ -14,7 +14,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.registries import SAMPLERS, SamplerInputs
 from orchestrator.search_space import space_changes
-from orchestrator.confirm import CONFIRMS
+from orchestrator.confirm import CONFIRMS, SEED_ATTR
 from orchestrator.secrets import mask, remember_url
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -155,7 +155,7 @@ def enqueue_points(study: optuna.Study, points: list[dict]) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))) - before
 
 
-CARRIED_USER_ATTRS = (CONFIRMS,)
+CARRIED_USER_ATTRS = (CONFIRMS, SEED_ATTR)
 """What a queued retry keeps of the trial it repeats (a confirmation run: the search trial it confirms)."""
 
 
