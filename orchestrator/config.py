@@ -77,6 +77,11 @@ class TrialConfig(_Section):
     seed: int = 0
     checkpoint: bool = True  # save the training state every epoch, so a restarted trial continues
     max_failures: int = Field(1, ge=0)  # restarts of a trial whose worker failed (process died, node lost)
+    # Evaluate and report this many times per epoch, so schedulers can stop a trial within its
+    # first epoch; the evaluations within an epoch may score a fixed stratified subset of the
+    # validation split (quick_val_size rows). The trial's value is always an epoch's end.
+    evals_per_epoch: int = Field(1, ge=1, le=100)
+    quick_val_size: int | None = Field(None, ge=10)
     # A training function of your own instead of the built-in fine-tuning: "package.module:function"
     # or "path/to/train.py:function" (relative to the sweep file). It loads its own model and data.
     function: str | None = None
@@ -118,9 +123,10 @@ class SamplerConfig(_Section):
 
 class SchedulerConfig(_Section):
     name: str = "fifo"
-    grace_period: int = Field(1, ge=1)  # asha, hyperband, median: epochs before a trial can be stopped
+    grace_period: float = Field(1.0, gt=0)  # asha, hyperband, median: epochs (fractions too) before a trial can be stopped
     reduction_factor: float = Field(3.0, gt=1)  # asha, hyperband: keep the top 1/reduction_factor at each rung
     min_samples_required: int = Field(3, ge=1)  # median: trials to compare against before stopping one
+    spare_warmup: bool = True  # never stop a trial while its learning rate still warms up
 
     @field_validator("name")
     @classmethod

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from optuna.trial import TrialState
 
-FINAL_FLAG = "is_final"  # set by trials/finetune.py on the last report of a trial that ran to its end
+from trials.result_keys import EPOCH, FINAL, INTERIM
+
+FINAL_FLAG = FINAL  # set on the last report of a trial that ran to its end
 
 MLFLOW_STATUS = {
     TrialState.COMPLETE: "FINISHED",
@@ -42,7 +44,9 @@ def classify(history: list[dict], metric: str, mode: str, error: str | None, oth
     - no reports, or a NaN/inf objective -> FAIL;
     - stopped before its own last epoch (by a scheduler or a budget) -> PRUNED;
     - otherwise COMPLETE, valued at the best epoch of ``metric`` (early stopping keeps the best
-      epoch); the ``others`` objectives are read from that same epoch.
+      epoch); the ``others`` objectives are read from that same epoch. Reports within an epoch
+      (``interim``) help schedulers decide but are never the trial's value: they may score a
+      subset of the validation split, and no model is kept from them.
     """
     if error:
         return Outcome(TrialState.FAIL, None, error)
@@ -52,12 +56,23 @@ def classify(history: list[dict], metric: str, mode: str, error: str | None, oth
     if not math.isfinite(values[-1]):
         return Outcome(TrialState.FAIL, None, f"{metric} is {values[-1]}")
     if not history[-1].get(FINAL_FLAG):
-        return Outcome(TrialState.PRUNED, None, f"stopped early after {len(values)} epoch(s)")
-    best = best_of(values, mode)
-    epoch = next(result for result in history if metric in result and float(result[metric]) == best)
+        return Outcome(TrialState.PRUNED, None, f"stopped early after {_trained(history)}")
+    epochs = [result for result in history if metric in result and not result.get(INTERIM)]
+    best = best_of([float(result[metric]) for result in epochs], mode)
+    if best is None:
+        return Outcome(TrialState.FAIL, None, f"{metric} is not finite at any epoch's end")
+    epoch = next(result for result in epochs if float(result[metric]) == best)
     for other in others:
         if other not in epoch:
             return Outcome(TrialState.FAIL, None, f"the trial never reported {other}")
         if not math.isfinite(float(epoch[other])):
             return Outcome(TrialState.FAIL, None, f"{other} is {epoch[other]}")
     return Outcome(TrialState.COMPLETE, best, "completed", (best, *(float(epoch[other]) for other in others)))
+
+
+def _trained(history: list[dict]) -> str:
+    """How far a stopped trial got: its last reported epoch (a fraction with sub-epoch reports)."""
+    epoch = history[-1].get(EPOCH)
+    if epoch is None:
+        return f"{len(history)} epoch(s)"
+    return f"{float(epoch):g} epoch(s)"

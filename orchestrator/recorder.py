@@ -30,12 +30,13 @@ from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 from trials.checkpoint import BEST_MODEL_FILE
+from trials.result_keys import BOOKKEEPING, EPOCH, INTERIM, STEP
 
 TAG_PREFIX = "hpo."
 
-# Keys of a result that are not metrics: Ray Tune's bookkeeping, the epoch (the step) and the
-# trial's own flags (micro_batch_size is recorded as a tag).
-_NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "trial_id", "experiment_tag", "epoch", FINAL_FLAG, "micro_batch_size"})
+# Keys of a result that are not metrics: Ray Tune's bookkeeping, the trial's position and flags
+# (trials.result_keys) and micro_batch_size (recorded as a tag).
+_NOT_METRICS = frozenset({*AUTO_RESULT_KEYS, *DEBUG_METRICS, *BOOKKEEPING, "done", "trial_id", "experiment_tag", "micro_batch_size"})
 
 
 def reported_metrics(result: dict) -> dict[str, float]:
@@ -149,13 +150,13 @@ class TrialRecorder(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         metrics = reported_metrics(result)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.history[trial.trial_id].append({**metrics, FINAL_FLAG: result.get(FINAL_FLAG, 0)})
+        step = int(result.get(STEP, result.get(EPOCH, result.get("training_iteration", 0))))
+        self.history[trial.trial_id].append({**metrics, **{key: result[key] for key in (FINAL_FLAG, INTERIM, EPOCH) if key in result}})
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         value = metrics.get(self.metric)
         reported = self.reported_steps.setdefault(trial.trial_id, set())
         # A restarted trial may repeat an epoch, and a training function of your own repeats its
-        # last one to mark it final: keep the first report of each epoch in both stores.
+        # last report to mark it final: keep the first report of each step in both stores.
         if step not in reported:
             reported.add(step)
             if value is not None and not self.other_objectives:

@@ -9,6 +9,8 @@ from typing import Callable
 import numpy as np
 import optuna
 
+from trials.result_keys import EPOCH
+
 
 @dataclass(frozen=True)
 class SamplerInputs:
@@ -118,8 +120,10 @@ def _fifo(scheduler_config, max_epochs: int):
 def _asha(scheduler_config, max_epochs: int, brackets: int = 1):
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(
-        time_attr="training_iteration",
+    from orchestrator.schedulers import AshaAfterWarmup
+
+    return (AshaAfterWarmup if scheduler_config.spare_warmup else ASHAScheduler)(
+        time_attr=EPOCH,
         max_t=max_epochs,
         grace_period=scheduler_config.grace_period,
         reduction_factor=scheduler_config.reduction_factor,
@@ -137,8 +141,10 @@ def _hyperband(scheduler_config, max_epochs: int):
 def _median(scheduler_config, max_epochs: int):
     from ray.tune.schedulers import MedianStoppingRule
 
-    return MedianStoppingRule(
-        time_attr="training_iteration",
+    from orchestrator.schedulers import MedianAfterWarmup
+
+    return (MedianAfterWarmup if scheduler_config.spare_warmup else MedianStoppingRule)(
+        time_attr=EPOCH,
         grace_period=scheduler_config.grace_period,
         min_samples_required=scheduler_config.min_samples_required,
     )

@@ -29,6 +29,7 @@ def trial_settings(prepared, keep_best_model: bool):
             objectives=tuple(objective.metric for objective in config.objective_list),
             mode=config.objective.mode,
             patience=config.trial.early_stopping_patience,
+            evals_per_epoch=config.trial.evals_per_epoch,
         )
     from trials.finetune import TrialSettings
 
@@ -47,6 +48,8 @@ def trial_settings(prepared, keep_best_model: bool):
         checkpoint=config.trial.checkpoint,
         task=config.task,
         keep_best_model=keep_best_model,
+        evals_per_epoch=config.trial.evals_per_epoch,
+        quick_val_size=config.trial.quick_val_size,
     )
 
 

@@ -51,6 +51,13 @@ class EncodedSplit:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def take(self, rows: np.ndarray) -> "EncodedSplit":
+        texts = [self.ids[self.offsets[row] : self.offsets[row + 1]] for row in rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(ids) for ids in texts], out=offsets[1:])
+        ids = np.concatenate(texts) if texts else self.ids[:0]
+        return EncodedSplit(ids, offsets, self.labels[rows])
+
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV, TSV, JSON Lines or Parquet file into a DataFrame."""
@@ -122,6 +129,22 @@ def collate(split_: EncodedSplit, rows: np.ndarray, pad_id: int, transform: Call
         "attention_mask": torch.from_numpy(attention_mask),
         "labels": torch.from_numpy(split_.labels[rows]),
     }
+
+
+def stratified_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` row indices (sorted) that keep each class's share of ``labels``; every class present
+    keeps at least one row. The same labels, size and seed always give the same rows."""
+    if size >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = np.maximum(1, np.floor(counts * size / len(labels)).astype(np.int64))
+    by_remainder = np.argsort(-(counts * size / len(labels) - quotas), kind="stable")
+    for index in by_remainder[: max(0, size - int(quotas.sum()))]:
+        quotas[index] += 1
+    chosen = [rng.choice(np.flatnonzero(labels == label), size=min(quota, count), replace=False)
+              for label, quota, count in zip(classes, quotas, counts)]
+    return np.sort(np.concatenate(chosen))
 
 
 def balanced_rows(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,17 +24,19 @@ from transformers.utils import logging as transformers_logging
 
 from trials import checkpoint
 from trials.checkpoint import TrainingState
-from trials.data import EncodedSplit, balanced_rows
+from trials.data import EncodedSplit, balanced_rows, stratified_rows
 from trials.hyperparameters import CLASS_BALANCE, HYPERPARAMETER_NAMES, Hyperparameters  # noqa: F401 (re-exported)
 from trials.images import ImageSplit
 from trials.metrics import classification_metrics, per_class_f1
 from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
+from trials.result_keys import EPOCH, FINAL, INTERIM, STEP, WARMING_UP
 from trials.stopping import EarlyStopping
 from trials.tasks import Task, task_for
 
 Report = Callable[..., None]
-"""Receives one dict of metrics per epoch. The last dict of a trial that ran to its end has
-``is_final = 1``. With ``TrialSettings.checkpoint`` it also receives ``checkpoint_dir=``: a
+"""Receives one dict of metrics per evaluation (``evals_per_epoch`` per epoch; those within an
+epoch carry ``interim = 1``). The last dict of a trial that ran to its end has ``is_final = 1``.
+With ``TrialSettings.checkpoint`` an epoch's last report also receives ``checkpoint_dir=``: a
 folder holding the training state after that epoch, to keep until the report returns."""
 
 
@@ -63,6 +65,8 @@ class TrialSettings:
     checkpoint: bool = False  # hand the training state to ``report`` after every epoch but the last
     task: str = "text-classification"  # a name in trials.tasks.TASKS
     keep_best_model: bool = False  # also hand over the best epoch's trained parameters, the last report included
+    evals_per_epoch: int = 1  # evaluate and report this many times per epoch, evenly spaced, the last at its end
+    quick_val_size: int | None = None  # evaluations within an epoch score a fixed stratified subset of this many rows
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,9 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
 
     optimizer = _adamw(groups, hyperparameters)
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
-    total_steps = steps_per_epoch * settings.max_epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(hyperparameters.warmup_ratio * total_steps), total_steps)
+    total_steps = steps_per_epoch * settings.max_epochs  # the schedule spans max_epochs: a trial stopped early is a prefix of the full one
+    warmup_steps = int(hyperparameters.warmup_ratio * total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     loss_fn = nn.CrossEntropyLoss(
         weight=_class_weights(data.train.labels, len(settings.label_names), device) if hyperparameters.class_balance == "weighted_loss" else None,
         label_smoothing=hyperparameters.label_smoothing,
@@ -116,31 +121,40 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     best_model = resume.get("best_model") if resume is not None else None
     trainable = count_trainable(model)
 
+    evals = settings.evals_per_epoch
+    interim_val = _interim_split(data.val, settings.quick_val_size) if evals > 1 else data.val
     metrics: dict = {}
     setup_seconds = time.perf_counter() - entered
     for epoch in range(progress.epoch + 1, settings.max_epochs + 1):
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
-        train_loss, progress.micro_batch_size = _train_epoch(
-            model, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch
+        segments = _train_epoch(
+            model, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals,
         )
-        samples_per_s = len(data.train) / (time.perf_counter() - started)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "samples_per_s": samples_per_s,
-            "trainable_params": trainable,
-            "micro_batch_size": progress.micro_batch_size,
-            **evaluate(model, task, data.val, settings.eval_batch_size, settings.label_names, device),
-        }
-        if data.val_noisy is not None:
-            noisy = evaluate(model, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device)
-            metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
-        metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
+        for part, (train_loss, progress.micro_batch_size, trained_rows, train_seconds) in enumerate(segments, start=1):
+            end_of_epoch = part == evals
+            metrics = {
+                EPOCH: epoch - 1 + part / evals if evals > 1 else epoch,
+                STEP: (epoch - 1) * evals + part,
+                "train_loss": train_loss,
+                "lr": scheduler.get_last_lr()[0],  # the head's rate now, on the schedule
+                "samples_per_s": trained_rows / max(train_seconds, 1e-9),
+                "trainable_params": trainable,
+                "micro_batch_size": progress.micro_batch_size,
+                **evaluate(model, task, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device),
+                WARMING_UP: int(scheduler.last_epoch < warmup_steps),
+            }
+            if not end_of_epoch:
+                report({**metrics, INTERIM: 1, FINAL: 0})
+                continue
+            if data.val_noisy is not None:
+                noisy = evaluate(model, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device)
+                metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
+            metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
         if settings.keep_best_model and stopping.stale_epochs == 0:
             best_model = checkpoint.trained_weights(model)
-        metrics["is_final"] = int(stop)
+        metrics[FINAL] = int(stop)
         progress.epoch, progress.best, progress.stale_epochs = epoch, stopping.best, stopping.stale_epochs
         if settings.checkpoint and not stop:
             with tempfile.TemporaryDirectory(prefix="hpo-state-") as folder:
@@ -193,33 +207,58 @@ def _class_weights(labels: np.ndarray, num_classes: int, device) -> torch.Tensor
 _FINITE_CHECK_EVERY = 25  # steps between loss checks: each check waits for the GPU, so not every step
 
 
-def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch) -> tuple[float, int]:
-    """One pass over the training data; return the mean loss and the micro-batch size it ended with."""
+def _evaluation_steps(steps_per_epoch: int, evals_per_epoch: int) -> list[int]:
+    """The steps of an epoch after which the trial evaluates: ``evals_per_epoch`` evenly spaced
+    points, the last at the epoch's end (fewer distinct points than asked only when the epoch has
+    fewer steps; a point may then repeat)."""
+    return [math.ceil(part * steps_per_epoch / evals_per_epoch) for part in range(1, evals_per_epoch + 1)]
+
+
+def _interim_split(val, size: int | None):
+    """What the evaluations within an epoch score: the validation split, or a fixed stratified
+    subset of it (the same rows for every trial of the sweep, so their scores compare)."""
+    return val if size is None or size >= len(val) else val.take(stratified_rows(val.labels, size))
+
+
+def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch,
+                 evals_per_epoch: int) -> Iterator[tuple[float, int, int, float]]:
+    """One pass over the training data, paused ``evals_per_epoch`` times (the last at its end):
+    at each pause yield the mean loss of the epoch so far, the micro-batch size in use,
+    the rows trained on and the seconds spent training so far; the caller evaluates and reports
+    before the pass goes on."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     count = 0
-    step = 0
+    train_seconds = 0.0
     rows = balanced_rows(split.labels, rng) if hyperparameters.class_balance == "oversample" else None
     transform = task.augmentation(hyperparameters, rng)
-    for step, batch_rows in enumerate(task.train_batches(split, hyperparameters.batch_size, rng, rows=rows), start=1):
-        while True:
-            try:
-                batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size, loss_fn, device, optimizer, transform)
-                break
-            except torch.OutOfMemoryError:
-                if micro_batch_size == 1:
-                    raise
-                micro_batch_size = _halve_after_oom(micro_batch_size, device)
-        if hyperparameters.max_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), hyperparameters.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        loss_sum += batch_loss * len(batch_rows)
-        count += len(batch_rows)
-        if step % _FINITE_CHECK_EVERY == 0:
-            _check_finite(loss_sum, epoch, step)
-    _check_finite(loss_sum, epoch, step)
-    return loss_sum.item() / max(count, 1), micro_batch_size
+    batches = list(task.train_batches(split, hyperparameters.batch_size, rng, rows=rows))
+    step = 0
+    for point in _evaluation_steps(len(batches), evals_per_epoch):
+        resumed = time.perf_counter()
+        while step < point:
+            batch_rows = batches[step]
+            step += 1
+            while True:
+                try:
+                    batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size, loss_fn, device, optimizer, transform)
+                    break
+                except torch.OutOfMemoryError:
+                    if micro_batch_size == 1:
+                        raise
+                    micro_batch_size = _halve_after_oom(micro_batch_size, device)
+            if hyperparameters.max_grad_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), hyperparameters.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += batch_loss * len(batch_rows)
+            count += len(batch_rows)
+            if step % _FINITE_CHECK_EVERY == 0:
+                _check_finite(loss_sum, epoch, step)
+        _check_finite(loss_sum, epoch, step)
+        train_seconds += time.perf_counter() - resumed
+        yield loss_sum.item() / max(count, 1), micro_batch_size, count, train_seconds
+        model.train()  # the evaluation in between switched it to eval mode
 
 
 def _accumulate_gradients(model, task: Task, split, rows, micro_batch_size, loss_fn, device, optimizer, transform=None) -> torch.Tensor:

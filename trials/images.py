@@ -8,7 +8,7 @@ to every trial through the Ray object store. Trials only augment, normalise and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -43,6 +43,9 @@ class ImageSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, rows: np.ndarray) -> "ImageSplit":
+        return replace(self, pixels=self.pixels[rows], labels=self.labels[rows])
 
 
 def images_in_folder(folder: Path, min_classes: int = 2) -> LabelledImages:

@@ -15,9 +15,12 @@ own (the sweep's ``trial.function``) needs two calls::
                 save_state(state, folder)
                 report.epoch({"score": score}, checkpoint_dir=folder)
 
-A trial ends at ``trial.max_epochs`` reports or by early-stopping patience: ``report.should_stop()``
-then says so, and a further ``report.epoch()`` ends the function. Outside a sweep these calls do
-nothing, so the same function also runs on its own.
+A trial ends at ``trial.max_epochs`` epochs or by early-stopping patience: ``report.should_stop()``
+then says so, and a further ``report.epoch()`` ends the function. With ``trial.evals_per_epoch: N``
+each call reports 1/N of an epoch (evaluate N times per epoch, evenly spaced): the sweep's
+schedulers then see fractions of an epoch, and patience and the trial's value count only every
+Nth report (the end of an epoch). Outside a sweep these calls do nothing, so the same function
+also runs on its own.
 """
 
 from __future__ import annotations
@@ -30,10 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from trials.result_keys import EPOCH, FINAL, INTERIM, STEP
 from trials.stopping import EarlyStopping
-
-_EPOCH = "epoch"
-_FINAL = "is_final"
 
 
 class TrialStopped(BaseException):
@@ -43,8 +44,8 @@ class TrialStopped(BaseException):
 
 
 def epoch(metrics: Mapping[str, float], *, checkpoint_dir: str | os.PathLike | None = None, final: bool = False) -> None:
-    """Report one epoch's metrics (numbers by name) to the sweep; every report must include the
-    sweep's objective metric(s). Epochs are counted for you.
+    """Report one evaluation's metrics (numbers by name) to the sweep; every report must include
+    the sweep's objective metric(s). Epochs (and their fractions) are counted for you.
 
     ``checkpoint_dir``: a folder with your training state after this epoch, copied before this
     returns; :func:`restored_checkpoint` hands it back if the trial is restarted.
@@ -95,7 +96,8 @@ class _Session:
     max_epochs: int
     objectives: tuple[str, ...]  # the sweep's objective metrics, primary first
     stopping: EarlyStopping
-    epoch: int = 0
+    evals_per_epoch: int = 1
+    step: int = 0  # reports so far
     last: dict | None = None
     ended: bool = False
 
@@ -107,12 +109,21 @@ class _Session:
         if missing:
             raise ValueError(f"report.epoch() got no {', '.join(missing)} (it got {', '.join(values) or 'nothing'}); "
                              "every report must include the sweep's objective metric")
-        self.epoch += 1
-        stop = self.stopping.update(values[self.objectives[0]])
-        self.ended = stop or final or self.epoch >= self.max_epochs
+        self.step += 1
+        end_of_epoch = self.step % self.evals_per_epoch == 0
+        stop = end_of_epoch and self.stopping.update(values[self.objectives[0]])
+        self.ended = stop or final or self.step >= self.max_epochs * self.evals_per_epoch
         self.last = values
-        state = {_EPOCH: self.epoch, "best": self.stopping.best, "stale_epochs": self.stopping.stale_epochs}
-        ray_tune_report({**values, _EPOCH: self.epoch, _FINAL: int(self.ended)}, checkpoint_dir, state)
+        state = {STEP: self.step, "best": self.stopping.best, "stale_epochs": self.stopping.stale_epochs}
+        ray_tune_report({**values, **self._position(), FINAL: int(self.ended)}, checkpoint_dir, state)
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.evals_per_epoch if self.evals_per_epoch > 1 else self.step
+
+    def _position(self) -> dict:
+        interim = self.step % self.evals_per_epoch != 0
+        return {EPOCH: self.epoch, STEP: self.step, **({INTERIM: 1} if interim else {})}
 
     def close(self, returned: object) -> None:
         """The function returned: a mapping it returned is its last epoch; otherwise its last report
@@ -122,26 +133,27 @@ class _Session:
         if isinstance(returned, Mapping):
             self.report(returned, None, final=True)
         elif self.last is not None:
-            ray_tune_report({**self.last, _EPOCH: self.epoch, _FINAL: 1})
+            ray_tune_report({**self.last, **self._position(), FINAL: 1})
 
 
 _session: _Session | None = None
 
 
 @contextmanager
-def user_trial(max_epochs: int, objectives: tuple[str, ...], mode: str, patience: int | None) -> Iterator[_Session]:
+def user_trial(max_epochs: int, objectives: tuple[str, ...], mode: str, patience: int | None,
+               evals_per_epoch: int = 1) -> Iterator[_Session]:
     """Make :func:`epoch` report to this trial while a training function of your own runs; a
-    restarted trial continues its epoch count and early-stopping state from its checkpoint."""
+    restarted trial continues its report count and early-stopping state from its checkpoint."""
     global _session
-    session = _Session(max_epochs, tuple(objectives), EarlyStopping(mode, patience))
+    session = _Session(max_epochs, tuple(objectives), EarlyStopping(mode, patience), evals_per_epoch)
     from ray import tune
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checkpoint = tune.get_checkpoint()
     saved = checkpoint.get_metadata() if checkpoint is not None else {}
-    if _EPOCH in saved:
-        session.epoch = int(saved[_EPOCH])
+    if STEP in saved:
+        session.step = int(saved[STEP])
         session.stopping.best = float(saved.get("best", math.nan))
         session.stopping.stale_epochs = int(saved.get("stale_epochs", 0))
     _session = session

@@ -121,13 +121,14 @@ class UserFunctionSettings:
     objectives: tuple[str, ...]  # every report must include these; the first is the primary
     mode: str  # of the primary objective: "max" or "min"
     patience: int | None = None  # epochs without improvement before the trial ends; None never
+    evals_per_epoch: int = 1  # reports that make one epoch
 
 
 def run_user_function(config: dict, settings: UserFunctionSettings, data=None) -> None:
     """The Ray Tune trainable: call the function with the sampled parameters while
     :func:`trials.report.epoch` reports to this trial."""
     function = settings.function.load()
-    with report.user_trial(settings.max_epochs, settings.objectives, settings.mode, settings.patience) as session:
+    with report.user_trial(settings.max_epochs, settings.objectives, settings.mode, settings.patience, settings.evals_per_epoch) as session:
         try:
             returned = function(dict(config))
         except report.TrialStopped:
