@@ -49,3 +49,24 @@ def test_selection_bias_benchmark_smoke_run_answers_both_arms():
     console.print(table(report["rows"], report["mean"], Namespace(**report["settings"])))
     lines = [line for line in console.export_text().splitlines() if line.startswith("│")]
     assert len(lines) == 2 and lines[1].split("│")[1].strip() == "mean"  # the split seed's row, then the mean
+
+
+def test_search_replay_smoke_run_replays_the_recorded_table():
+    """The replay runs the product's samplers and schedulers on the committed learning curves:
+    every search spends its budget (a trial may overshoot it by its last epochs), and ASHA's
+    stopped trials cost less than whole ones, so it runs more trials for the same compute."""
+    done = subprocess.run([sys.executable, "bench/search_replay.py", "--smoke", "--json", "--workers", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    settings, rows, runs = report["settings"], {row["arm"]: row for row in report["rows"]}, report["runs"]
+    assert settings["configurations"] >= 64 and settings["training_seeds"] == [0, 1]
+    assert set(rows) == {"random+fifo", "tpe+asha@4"} and len(runs) == 6
+    for run in runs:
+        assert settings["budget"] <= run["spent"] < settings["budget"] + 4
+        assert run["reached_at"] is None or run["reached_at"] <= run["spent"]
+    fifo = [run for run in runs if run["arm"] == "random+fifo"]
+    asha = [run for run in runs if run["arm"] == "tpe+asha@4"]
+    assert all(run["trials"] == settings["budget"] / 4 for run in fifo)  # whole 4-epoch trials
+    assert sum(run["trials"] for run in asha) > sum(run["trials"] for run in fifo)
+    assert rows["random+fifo"]["ratio"] == 1.0
