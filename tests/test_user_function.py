@@ -181,3 +181,29 @@ def test_load_sweep_resolves_the_function_file_against_the_sweep_file(tmp_path):
     sweep.write_text(yaml.safe_dump({"name": "x", "objective": {"metric": "loss", "mode": "min"}, "trial": {"function": "train.py:main"},
                                      "search_space": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}}))
     assert load_sweep(sweep).trial.function == f"{tmp_path / 'train.py'}:main"
+
+
+SLOW_TO_STOP = """
+import time
+from trials import report
+
+def main(config):
+    try:
+        for epoch in range(1, 4):
+            report.epoch({"score": config["x"] * epoch})
+    finally:
+        time.sleep(4)  # winding down (freeing a model on a busy machine) outlasts Ray's 2 s default
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_by_the_scheduler_that_winds_down_slowly_does_not_fail_the_next(ray_session, tmp_path):
+    (tmp_path / "train.py").write_text(SLOW_TO_STOP)
+    raw = _example(tmp_path, search_space={"x": {"type": "float", "low": 0.0, "high": 1.0}},
+                   seed_trials=[{"x": 0.5}, {"x": 0.1}, {"x": 0.9}], budget={"n_trials": 3, "max_concurrent": 1},
+                   scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+    config = parse_sweep(raw, tmp_path)
+    run_sweep(config)
+    trials = {t.params["x"]: t for t in optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials}
+    assert trials[0.1].state == TrialState.PRUNED  # stopped after its first epoch; the next trial reuses its worker
+    assert trials[0.9].state == TrialState.COMPLETE, trials[0.9].user_attrs.get("state_reason")

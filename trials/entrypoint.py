@@ -10,7 +10,7 @@ import torch
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
 from trials.hyperparameters import SEED_KEY
-from trials.report import ray_tune_report, restored_checkpoint
+from trials.report import allow_slow_stop, ray_tune_report, restored_checkpoint
 
 
 def run_trial(config: dict, settings: TrialSettings, data: TrialData) -> None:
@@ -18,6 +18,7 @@ def run_trial(config: dict, settings: TrialSettings, data: TrialData) -> None:
 
     A trial that Ray restarts (its worker died) continues from its last checkpoint.
     """
+    allow_slow_stop()
     config = dict(config)
     if SEED_KEY in config:
         settings = replace(settings, seed=int(config.pop(SEED_KEY)))

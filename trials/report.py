@@ -78,6 +78,20 @@ def restored_checkpoint() -> Iterator[Path | None]:
         yield Path(folder)
 
 
+_STOP_GRACE_S = "60"
+
+
+def allow_slow_stop() -> None:
+    """Let a stopped trial take up to a minute to wind down before Ray reuses its worker.
+
+    Ray hands a worker to the next trial only if the stopped trial's thread ends within
+    ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (2 s by default), read in the worker at that moment;
+    otherwise the *next* trial fails ("Trainable runner reuse requires reset_config()"). Freeing
+    a model on a busy machine can take longer than 2 s. The wait ends as soon as the thread does.
+    """
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", _STOP_GRACE_S)
+
+
 def ray_tune_report(metrics: dict, checkpoint_dir: str | os.PathLike | None = None, metadata: dict | None = None) -> None:
     """Report ``metrics`` to the Ray Tune session this trial runs in; ``checkpoint_dir`` (if
     given) is copied to the run's storage before this returns, with ``metadata`` beside it."""

@@ -127,6 +127,7 @@ class UserFunctionSettings:
 def run_user_function(config: dict, settings: UserFunctionSettings, data=None) -> None:
     """The Ray Tune trainable: call the function with the sampled parameters while
     :func:`trials.report.epoch` reports to this trial."""
+    report.allow_slow_stop()
     function = settings.function.load()
     with report.user_trial(settings.max_epochs, settings.objectives, settings.mode, settings.patience, settings.evals_per_epoch) as session:
         try:
