@@ -81,6 +81,7 @@ def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -
             "data.test_size": len(prepared.test) if prepared.test is not None else 0,
             "data.splits": prepared.splits.origin,
             "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
+            "trial.cache_frozen": prepared.data.frozen.summary() if prepared.data.frozen is not None else config.trial.cache_frozen,
         }
         if config.task == "text-classification":
             inputs["data.max_length"] = config.data.max_length
@@ -182,6 +183,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
+    from orchestrator.frozen_layers import with_frozen_cache
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
@@ -209,6 +211,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
     notes += list(prepared.splits.notes) if prepared.splits is not None else []
+    prepared, cache_note = with_frozen_cache(prepared)
+    notes += [cache_note] if cache_note else []
     queued = enqueue_points(study, [*config.seed_trials, *options.enqueue])
     if queued:
         notes.append(f"queued {queued} seed point(s) to run first")

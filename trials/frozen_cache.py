@@ -66,6 +66,13 @@ class FrozenCache:
         splits = [self.train, self.val, self.val_noisy or {}]
         return sum(states.states.nbytes for split in splits for states in split.values())
 
+    def summary(self) -> str:
+        """One line: what the cache holds, or why there is none."""
+        if self.off is not None:
+            return f"off: {self.off}"
+        return (f"boundaries {', '.join(map(str, self.boundaries))} of {self.layers} layers, "
+                f"{self.nbytes / 1e6:.0f} MB, built in {self.build_seconds:.1f} s")
+
 
 def cache_bytes(splits: list, boundaries: list[int], width: int, tokens_per_image: int | None = None, itemsize: int = 4) -> int:
     """Bytes the cache takes: inputs' tokens (texts: their lengths; images: ``tokens_per_image``

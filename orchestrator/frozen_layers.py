@@ -1,0 +1,121 @@
+"""The sweep's frozen-layer cache (:mod:`trials.frozen_cache`), built once on the driver before the
+trials start: which boundaries the search space can ask for, whether the model can be split
+there, whether the cache fits (checked before any compute), and a check that running from a
+boundary reproduces the whole model. It travels to the trials with their data, through the Ray
+object store (one copy per node)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from orchestrator.search_space import CategoricalParam, IntParam
+from trials import frozen_cache
+from trials.frozen_cache import FrozenCache
+from trials.hyperparameters import Hyperparameters
+from trials.model import FromBoundary, UnsplittableModelError, encoder_layers, hidden_states_at, layers_from, pick_device
+from trials.tasks import task_for
+
+_CHECK_ROWS = 8  # validation rows run both ways to check a split model
+_TOLERANCE = 1e-3  # of the largest logit: float32 sums in a different order differ by far less
+
+
+def with_frozen_cache(prepared) -> tuple[object, str | None]:
+    """``prepared`` with its trials' data carrying the frozen-layer cache (or why there is none),
+    and a one-line note for the user when the cache was wanted but could not be used."""
+    config = prepared.config
+    if config.user_function:
+        return prepared, None
+    cache, note = _cache_for(prepared)
+    return replace(prepared, data=replace(prepared.data, frozen=cache)), note
+
+
+def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
+    from orchestrator.tuning import trial_settings
+
+    config = prepared.config
+    if config.trial.cache_frozen == "off":
+        return FrozenCache(off="trial.cache_frozen is off"), None
+    settings = trial_settings(prepared, keep_best_model=False)
+    task = task_for(settings)
+    model = task.load_model(Hyperparameters())
+    layers = len(encoder_layers(model))
+    boundaries = frozen_boundaries(config.search_space, layers)
+    if not boundaries:
+        return FrozenCache(off="the search space's unfreeze_depth never freezes a layer"), None
+    try:
+        with layers_from(model, boundaries[0]):
+            pass
+    except UnsplittableModelError as error:
+        return _fallback(f"{type(model).__name__} cannot be split at a layer ({error})")
+    data = prepared.data
+    splits = {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}
+    device = pick_device(settings.use_gpu)
+    width, tokens_per_image = _token_shape(model, task, data.val, device)
+    needed = frozen_cache.cache_bytes([s for s in splits.values() if s is not None], boundaries, width, tokens_per_image)
+    limit = cache_limit_bytes(config.trial.cache_frozen_max_gb)
+    if needed > limit:
+        return _fallback(f"it would take {needed / 1e9:.2f} GB (tokens x width {width} x {len(boundaries)} boundaries x 4 bytes), "
+                         f"over the limit of {limit / 1e9:.2f} GB; raise trial.cache_frozen_max_gb or narrow unfreeze_depth")
+    cache = frozen_cache.build(model, task, splits, boundaries, device, settings.eval_batch_size)
+    mismatch = _reproduction_error(model, task, data.val, cache, device)
+    if mismatch is not None:
+        return _fallback(mismatch)
+    return cache, None
+
+
+def _fallback(reason: str) -> tuple[FrozenCache, str]:
+    return FrozenCache(off=reason), f"frozen-layer cache off: {reason}; trials run every layer"
+
+
+def frozen_boundaries(search_space, layers: int) -> list[int]:
+    """The boundaries (frozen layers at the bottom) that the search space's ``unfreeze_depth``
+    values can ask for: ``layers - depth`` for each depth below ``layers``, deepest last."""
+    if "unfreeze_depth" in search_space.fixed:
+        depths = [search_space.fixed["unfreeze_depth"]]
+    else:
+        param = search_space.params.get("unfreeze_depth")
+        if isinstance(param, IntParam):
+            depths = list(range(param.low, param.high + 1, param.step or 1))
+        elif isinstance(param, CategoricalParam):
+            depths = list(param.choices)
+        else:
+            depths = []
+    return sorted({layers - depth for depth in depths if isinstance(depth, int) and 0 <= depth < layers})
+
+
+def cache_limit_bytes(max_gb: float | None) -> int:
+    """``trial.cache_frozen_max_gb``, or by default a quarter of this machine's memory."""
+    if max_gb is not None:
+        return int(max_gb * 1e9)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def _token_shape(model, task, split, device) -> tuple[int, int | None]:
+    """(the model's width, tokens per image or None for texts): the embeddings of one input."""
+    model.to(device)
+    batch = {key: value.to(device) for key, value in task.collate(split, np.arange(1)).items() if key != "labels"}
+    states = hidden_states_at(model, batch, [0])[0]
+    return states.shape[-1], None if "attention_mask" in batch else states.shape[1]
+
+
+@torch.inference_mode()
+def _reproduction_error(model, task, split, cache: FrozenCache, device) -> str | None:
+    """None when running the model from each cached boundary gives its own outputs on a few
+    validation rows; otherwise why not."""
+    rows = np.arange(min(_CHECK_ROWS, len(split)))
+    model.eval()
+    inputs = {key: value.to(device) for key, value in task.collate(split, rows).items() if key != "labels"}
+    expected = model(**inputs).logits
+    cached = frozen_cache.CachedInputs(task, task.hidden_input)
+    for boundary in cache.boundaries:
+        batch = {key: value.to(device) for key, value in cached.collate(cache.val[boundary], rows).items() if key != "labels"}
+        got = FromBoundary(model, boundary)(**batch).logits
+        difference = float((got - expected).abs().max())
+        if difference > _TOLERANCE * max(1.0, float(expected.abs().max())):
+            return (f"{type(model).__name__} run from its layer {boundary} does not reproduce its outputs "
+                    f"(largest difference {difference:.2g}); its layers cannot start from cached hidden states")
+    return None
