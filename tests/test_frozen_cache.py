@@ -82,6 +82,25 @@ def test_a_restarted_cached_trial_continues_where_it_stopped(text):
     assert _scores(resumed[-1]) == pytest.approx(_scores(whole[-1]), **SAME)
 
 
+def test_out_of_memory_retries_split_cached_batches_too(text, monkeypatch):
+    import trials.finetune
+
+    settings, _, cached = text
+    hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0)
+    whole = _run(settings, hyperparameters, cached)
+    real_forward = trials.finetune.forward_loss
+
+    def at_most_4_rows(model, batch, loss_fn):
+        if len(batch["labels"]) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(model, batch, loss_fn)
+
+    monkeypatch.setattr(trials.finetune, "forward_loss", at_most_4_rows)
+    shrunk = _run(settings, hyperparameters, cached)
+    assert [r["micro_batch_size"] for r in shrunk] == [4, 4] and shrunk[-1]["frozen_cache"].startswith("on:")
+    assert shrunk[-1]["val_loss"] == pytest.approx(whole[-1]["val_loss"], rel=1e-3)
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"augment_prob": 0.2}, "off: augment_prob=0.2 changes the training inputs every epoch"),
     ({"unfreeze_depth": 2}, "off: unfreeze_depth trains every layer"),
