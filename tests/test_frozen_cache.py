@@ -193,7 +193,7 @@ def test_a_sweep_tags_each_trial_with_its_cache_use(ray_session, write_sweep):
                                     sampler={"name": "grid"}))
     run_sweep(config)
     _, parents, children = mlflow_runs(config)
-    assert parents[0].data.params["trial.cache_frozen"].startswith("boundaries 1 of 2 layers, ")
+    assert parents[0].data.params["trial.cache_frozen"].startswith("boundaries 1 of 2 layers; ")
     tags = {(int(run.data.params["unfreeze_depth"]), float(run.data.params["augment_prob"])): run.data.tags["hpo.frozen_cache"] for run in children}
     assert tags == {
         (1, 0.0): "on: the bottom 1 of 2 layers from the cache",

@@ -70,8 +70,8 @@ class FrozenCache:
         """One line: what the cache holds, or why there is none."""
         if self.off is not None:
             return f"off: {self.off}"
-        return (f"boundaries {', '.join(map(str, self.boundaries))} of {self.layers} layers, "
-                f"{self.nbytes / 1e6:.0f} MB, built in {self.build_seconds:.1f} s")
+        return (f"boundaries {','.join(map(str, self.boundaries))} of {self.layers} layers; "
+                f"{self.nbytes / 1e6:.0f} MB; built in {self.build_seconds:.1f} s")
 
 
 def cache_bytes(splits: list, boundaries: list[int], width: int, tokens_per_image: int | None = None, itemsize: int = 4) -> int:
