@@ -7,6 +7,7 @@ object store (one copy per node)."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -29,8 +30,25 @@ def with_frozen_cache(prepared) -> tuple[object, str | None]:
     config = prepared.config
     if config.user_function:
         return prepared, None
-    cache, note = _cache_for(prepared)
+    with _quiet_transformers():
+        cache, note = _cache_for(prepared)
     return replace(prepared, data=replace(prepared.data, frozen=cache)), note
+
+
+@contextmanager
+def _quiet_transformers():
+    """No weight-loading bar or load report between the run's lines (the model's head is new, as in every trial)."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity, bar = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bar:
+            transformers_logging.enable_progress_bar()
 
 
 def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
@@ -58,7 +76,8 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
     needed = frozen_cache.cache_bytes([s for s in splits.values() if s is not None], boundaries, width, tokens_per_image)
     limit = cache_limit_bytes(config.trial.cache_frozen_max_gb)
     if needed > limit:
-        return _fallback(f"it would take {needed / 1e9:.2f} GB (tokens x width {width} x {len(boundaries)} boundaries x 4 bytes), "
+        tokens = needed // (width * len(boundaries) * 4)
+        return _fallback(f"it would take {needed / 1e9:.2f} GB ({tokens:,} tokens x width {width} x {len(boundaries)} boundaries x 4 bytes), "
                          f"over the limit of {limit / 1e9:.2f} GB; raise trial.cache_frozen_max_gb or narrow unfreeze_depth")
     cache = frozen_cache.build(model, task, splits, boundaries, device, settings.eval_batch_size)
     mismatch = _reproduction_error(model, task, data.val, cache, device)
