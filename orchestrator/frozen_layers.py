@@ -17,7 +17,7 @@ from orchestrator.search_space import CategoricalParam, IntParam
 from trials import frozen_cache
 from trials.frozen_cache import FrozenCache
 from trials.hyperparameters import Hyperparameters
-from trials.model import FromBoundary, UnsplittableModelError, encoder_layers, hidden_states_at, layers_from, pick_device
+from trials.model import FromBoundary, UnsplittableModelError, check_splittable, encoder_layers, hidden_states_at, pick_device
 from trials.tasks import task_for
 
 _CHECK_ROWS = 8  # validation rows run both ways to check a split model
@@ -65,10 +65,9 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
     if not boundaries:
         return FrozenCache(off="the search space's unfreeze_depth never freezes a layer"), None
     try:
-        with layers_from(model, boundaries[0]):
-            pass
+        check_splittable(model)
     except UnsplittableModelError as error:
-        return _fallback(f"{type(model).__name__} cannot be split at a layer ({error})")
+        return _fallback(str(error))
     data = prepared.data
     splits = {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}
     device = pick_device(settings.use_gpu)

@@ -17,7 +17,7 @@ from tests.conftest import encoded_tiny_data, mlflow_runs
 from tests.test_image_classification import digits_folder, tiny_resnet, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint, frozen_cache
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
-from trials.model import UnsplittableModelError, layers_from, load_classifier
+from trials.model import UnsplittableModelError, check_splittable, load_classifier
 from trials.tasks import task_for
 
 SAME = dict(rel=1e-4, abs=1e-5)  # float32 sums of the same numbers in another order
@@ -182,8 +182,30 @@ def test_a_convolutional_network_cannot_be_split(tiny_resnet):  # noqa: F811
 
     model = load_classifier(str(tiny_resnet), ["a", "b"], auto_class=AutoModelForImageClassification)
     with pytest.raises(UnsplittableModelError, match="ResNetForImageClassification has no embeddings module"):
-        with layers_from(model, 1):
-            pass
+        check_splittable(model)
+
+
+def test_a_resnet_sweep_runs_without_the_cache_and_says_which_model(write_sweep, tiny_resnet, digits_folder):  # noqa: F811
+    from tests.test_image_classification import _image_sweep
+
+    prepared, note = with_frozen_cache(prepare(load_sweep(_image_sweep(write_sweep, tiny_resnet, digits_folder))))
+    assert note.startswith("frozen-layer cache off: ResNetForImageClassification has no embeddings module ahead of its layer stack")
+    assert note.endswith("; trials run every layer") and prepared.data.frozen.off in note
+
+
+def test_a_model_that_does_not_reproduce_its_outputs_from_a_boundary_runs_without_the_cache(write_sweep, monkeypatch):
+    import orchestrator.frozen_layers
+
+    class Shifted(orchestrator.frozen_layers.FromBoundary):
+        def forward(self, **inputs):
+            outputs = super().forward(**inputs)
+            outputs.logits = outputs.logits + 1.0
+            return outputs
+
+    monkeypatch.setattr(orchestrator.frozen_layers, "FromBoundary", Shifted)
+    prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep())))
+    assert note.startswith("frozen-layer cache off: BertForSequenceClassification run from its layer 1 does not reproduce its outputs (largest difference 1")
+    assert prepared.data.frozen.boundaries == []
 
 
 def test_a_sweep_tags_each_trial_with_its_cache_use(ray_session, write_sweep):

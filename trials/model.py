@@ -1,4 +1,5 @@
-"""Load a pre-trained encoder (text or vision) with a fresh classification head, and choose which layers train."""
+"""Load a pre-trained encoder (text or vision) with a fresh classification head, choose which
+layers train, and run it from a layer boundary (the frozen-layer cache, :mod:`trials.frozen_cache`)."""
 
 from __future__ import annotations
 
@@ -142,11 +143,13 @@ def _stack_holder(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
         stack = encoder_layers(model)
     except LayerStackNotFoundError as error:
         raise UnsplittableModelError(str(error)) from None
-    for holder in base.modules():
-        for attribute, child in holder.named_children():
-            if child is stack:
-                return embeddings, holder, attribute
-    raise UnsplittableModelError(f"{name}'s layer stack is not a direct child of any module")  # unreachable for nn.Module trees
+    holder, attribute = next((holder, attribute) for holder in base.modules() for attribute, child in holder.named_children() if child is stack)
+    return embeddings, holder, attribute
+
+
+def check_splittable(model: nn.Module) -> None:
+    """Raise :class:`UnsplittableModelError` (saying why) unless :func:`layers_from` can run ``model``."""
+    _stack_holder(model)
 
 
 class _GivenHiddenStates(nn.Module):
