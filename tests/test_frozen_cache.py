@@ -223,3 +223,14 @@ def test_a_sweep_tags_each_trial_with_its_cache_use(ray_session, write_sweep):
         (2, 0.0): "off: unfreeze_depth trains every layer",
         (2, 0.2): "off: augment_prob=0.2 changes the training inputs every epoch",
     }
+
+
+def test_a_training_function_of_your_own_reports_that_it_runs_uncached(monkeypatch):
+    from trials import report
+
+    sent = []
+    monkeypatch.setattr(report, "ray_tune_report", lambda metrics, *args: sent.append(metrics))
+    with report.user_trial(2, ("score",), "max", None) as session:
+        report.epoch({"score": 0.5})
+        session.close(None)
+    assert [m["frozen_cache"] for m in sent] == ["off: trial.function trains its own model"] * 2  # the epoch, then it again as final
