@@ -15,6 +15,7 @@ import torch
 
 from orchestrator.search_space import CategoricalParam, IntParam
 from trials import frozen_cache
+from trials.entrypoint import release_accelerator_memory
 from trials.frozen_cache import FrozenCache
 from trials.hyperparameters import Hyperparameters
 from trials.model import FromBoundary, UnsplittableModelError, check_splittable, encoder_layers, hidden_states_at, pick_device
@@ -32,6 +33,7 @@ def with_frozen_cache(prepared) -> tuple[object, str | None]:
         return prepared, None
     with _quiet_transformers():
         cache, note = _cache_for(prepared)
+    release_accelerator_memory()  # the driver's copy of the model: trials share its GPU
     return replace(prepared, data=replace(prepared.data, frozen=cache)), note
 
 
