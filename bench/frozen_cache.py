@@ -7,9 +7,11 @@ On the bundled MiniLM-L6 (6 layers) and bundled tweets (max_length 64):
             (training and evaluation) and best val_f1_macro. The cache (boundaries 1-6, what the
             demo's unfreeze_depth range asks for) is built once, as a sweep builds it; its size and
             build time are in the title.
-  demo      a real `hpo` sweep of the demo's search space (TPE, --trials trials, 2 at a time, 1 core
-            each, patience 1) per --sweep-seeds seed, auto vs off: wall time (the cache's build
-            included), trial-epochs per second, best val_f1_macro.
+  demo      a real `hpo` sweep of the demo's search space per --sweep-seeds seed, auto vs off: the
+            same --trials configurations in both (drawn at random from the space with the seed and
+            enqueued, so the comparison is paired), 2 at a time, 1 core each, patience 1: wall time
+            (the cache's build included), trial-epochs per second, the trials' mean seconds per
+            epoch, best val_f1_macro.
 
 Usage:  python bench/frozen_cache.py [--seeds 0 1 2 --sweep-seeds 0 --trials 6 --train-size 200 --val-size 100 --epochs 1 --sweep-epochs 2]
         python bench/frozen_cache.py --smoke      # 1 seed, depth 0 and 6, a 2-trial sweep, 48 / 24 tweets
@@ -55,7 +57,7 @@ def sweep_config(args, workdir: Path, name: str, mode: str, seed: int, epochs: i
         "search_space": "text_classification",
         "trial": {"max_epochs": epochs, "early_stopping_patience": 1, "seed": seed, "cache_frozen": mode, "checkpoint": False},
         "budget": {"n_trials": args.trials, "max_concurrent": 2},
-        "sampler": {"name": "tpe", "seed": seed},
+        "sampler": {"name": "random", "seed": seed},
         "resources": {"cpu": 1},
         "storage": {"study_db": f"sqlite:///{workdir / name}.db", "mlflow": f"sqlite:///{workdir / 'mlruns.db'}", "results_dir": str(workdir / "runs")},
     }
@@ -85,17 +87,32 @@ def fixed_depth_arms(args, workdir: Path, console: Console) -> tuple[dict, str]:
 
 def demo_arm(args, workdir: Path, console: Console) -> dict:
     """{mode: [measures of one sweep per seed]}."""
+    from mlflow import MlflowClient
+
     rows: dict = defaultdict(list)
     for seed in args.sweep_seeds:
+        points = None
         for mode in MODES:
             config = sweep_config(args, workdir, f"demo-{mode}-s{seed}", mode, seed, args.sweep_epochs)
+            if points is None:
+                draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+                points = [draw.ask(config.search_space.distributions()).params for _ in range(args.trials)]
+            study = optuna.create_study(study_name=config.name, storage=config.storage.study_db, direction="maximize")
+            for point in points:
+                study.enqueue_trial(point)
             started = time.perf_counter()
             result = run_sweep(config, RunOptions())
             wall = time.perf_counter() - started
             study = optuna.load_study(study_name=config.name, storage=config.storage.study_db)
             epochs = sum(len(trial.intermediate_values) for trial in study.trials)
-            rows[mode].append({"wall": wall, "epochs": epochs, "best": result.best.value})
-            console.print(f"demo {mode:<4} seed {seed}: {wall:6.1f} s, {epochs} trial-epochs, best {result.best.value:.4f}")
+            client = MlflowClient(config.storage.mlflow)
+            runs = client.search_runs([client.get_experiment_by_name(config.name).experiment_id], max_results=1000)
+            per_epoch = [m.value for run in runs if "mlflow.parentRunId" in run.data.tags
+                         for m in client.get_metric_history(run.info.run_id, "epoch_seconds")]
+            cache = next(run for run in runs if "mlflow.parentRunId" not in run.data.tags).data.params.get("trial.cache_frozen", "")
+            rows[mode].append({"wall": wall, "epochs": epochs, "best": result.best.value, "epoch_s": _mean(per_epoch), "cache": cache})
+            console.print(f"demo {mode:<4} seed {seed}: {wall:6.1f} s, {epochs} trial-epochs, {_mean(per_epoch):.2f} s/epoch, "
+                          f"best {result.best.value:.4f}, depths {sorted(p['unfreeze_depth'] for p in points)}; cache {cache}")
     return rows
 
 
@@ -125,7 +142,7 @@ def depth_table(rows: dict, cache: str, args) -> Table:
 def demo_table(rows: dict, args) -> Table:
     out = Table(title=f"demo search space through hpo · {args.trials} trials, 2 at a time · {args.train_size} train / {args.val_size} val · "
                       f"{args.sweep_epochs} epochs · {len(args.sweep_seeds)} seed(s)")
-    for column in ("cache", "wall s", "trial-epochs", "trial-epochs / s", "best F1", "vs off"):
+    for column in ("cache", "wall s", "trial-epochs", "trial-epochs / s", "s / epoch", "best F1", "vs off"):
         out.add_column(column, justify="right" if column != "cache" else "left")
     for mode in MODES:
         runs = rows[mode]
@@ -133,15 +150,16 @@ def demo_table(rows: dict, args) -> Table:
         versus = ""
         if mode == "auto":
             versus = (f"wall {wall / _mean(r['wall'] for r in rows['off']):.2f}×, "
+                      f"epoch {_mean(r['epoch_s'] for r in rows['off']) / _mean(r['epoch_s'] for r in runs):.1f}× faster, "
                       f"F1 {_mean(r['best'] for r in runs) - _mean(r['best'] for r in rows['off']):+.4f}")
         out.add_row(mode, f"{wall:.1f}", f"{_mean(r['epochs'] for r in runs):.1f}", f"{sum(r['epochs'] for r in runs) / sum(r['wall'] for r in runs):.3f}",
-                    _f1(r["best"] for r in runs), versus)
+                    f"{_mean(r['epoch_s'] for r in runs):.2f}", _f1(r["best"] for r in runs), versus)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fixed-depth arms: one trial per seed")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="fixed-depth arms: one trial per seed (none: skip them)")
     parser.add_argument("--sweep-seeds", type=int, nargs="*", default=[0], help="demo arm: one sweep per seed (none: skip it)")
     parser.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
     parser.add_argument("--trials", type=int, default=6)
@@ -160,7 +178,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hpo-bench-cache-"))
     console = Console(width=160)
     started = time.perf_counter()
-    rows, cache = fixed_depth_arms(args, workdir, console)
+    rows, cache = fixed_depth_arms(args, workdir, console) if args.seeds else ({}, "")
     demo = None
     if args.sweep_seeds:
         import ray
@@ -169,7 +187,8 @@ def main() -> None:
         demo = demo_arm(args, workdir, console)
         ray.shutdown()
     console.print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {time.perf_counter() - started:.0f} s in all")
-    console.print(depth_table(rows, cache, args))
+    if rows:
+        console.print(depth_table(rows, cache, args))
     if demo is not None:
         console.print(demo_table(demo, args))
 
