@@ -18,7 +18,7 @@ from trials import frozen_cache
 from trials.entrypoint import release_accelerator_memory
 from trials.frozen_cache import FrozenCache
 from trials.hyperparameters import Hyperparameters
-from trials.model import FromBoundary, UnsplittableModelError, check_splittable, encoder_layers, hidden_states_at, pick_device
+from trials.model import FromBoundary, UnsplittableModelError, check_splittable, hidden_states_at, layer_count, pick_device
 from trials.tasks import task_for
 
 _CHECK_ROWS = 8  # validation rows run both ways to check a split model
@@ -59,13 +59,14 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
     config = prepared.config
     if config.trial.cache_frozen == "off":
         return FrozenCache(off="trial.cache_frozen is off"), None
+    from transformers import AutoConfig
+
+    boundaries = frozen_boundaries(config.search_space, layer_count(AutoConfig.from_pretrained(prepared.model_path)) or 0)
+    if not boundaries:
+        return FrozenCache(off="the search space's unfreeze_depth never freezes a layer"), None
     settings = trial_settings(prepared, keep_best_model=False)
     task = task_for(settings)
     model = task.load_model(Hyperparameters())
-    layers = len(encoder_layers(model))
-    boundaries = frozen_boundaries(config.search_space, layers)
-    if not boundaries:
-        return FrozenCache(off="the search space's unfreeze_depth never freezes a layer"), None
     try:
         check_splittable(model)
     except UnsplittableModelError as error:
