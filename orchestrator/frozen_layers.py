@@ -81,11 +81,18 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
         tokens = needed // (width * len(boundaries) * 4)
         return _fallback(f"it would take {needed / 1e9:.2f} GB ({tokens:,} tokens x width {width} x {len(boundaries)} boundaries x 4 bytes), "
                          f"over the limit of {limit / 1e9:.2f} GB; raise trial.cache_frozen_max_gb or narrow unfreeze_depth")
-    cache = frozen_cache.build(model, task, splits, boundaries, device, settings.eval_batch_size)
-    mismatch = _reproduction_error(model, task, data.val, cache, device)
+    try:
+        cache = frozen_cache.build(model, task, splits, boundaries, device, settings.eval_batch_size)
+        mismatch = _reproduction_error(model, task, data.val, cache, device)
+    except Exception as error:  # noqa: BLE001 - a model whose forward does more than embeddings and the stack
+        mismatch = f"{type(model).__name__} cannot run from a layer boundary ({type(error).__name__}: {_first_line(error)})"
     if mismatch is not None:
         return _fallback(mismatch)
     return cache, None
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:200]
 
 
 def _fallback(reason: str) -> tuple[FrozenCache, str]:

@@ -17,7 +17,7 @@ from tests.conftest import encoded_tiny_data, mlflow_runs
 from tests.test_image_classification import digits_folder, tiny_resnet, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint, frozen_cache
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
-from trials.model import UnsplittableModelError, check_splittable, load_classifier
+from trials.model import FromBoundary, UnsplittableModelError, check_splittable, hidden_states_at, load_classifier
 from trials.tasks import task_for
 
 SAME = dict(rel=1e-4, abs=1e-5)  # float32 sums of the same numbers in another order
@@ -234,3 +234,40 @@ def test_a_training_function_of_your_own_reports_that_it_runs_uncached(monkeypat
         report.epoch({"score": 0.5})
         session.close(None)
     assert [m["frozen_cache"] for m in sent] == ["off: trial.function trains its own model"] * 2  # the epoch, then it again as final
+
+
+@pytest.mark.parametrize("family", ["Bert", "Roberta", "DistilBert"])
+def test_text_encoders_run_from_any_boundary_like_the_whole_model(family):
+    import transformers
+
+    size = dict(dim=32, n_layers=3, n_heads=2, hidden_dim=64) if family == "DistilBert" else \
+        dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+    config = getattr(transformers, f"{family}Config")(vocab_size=50, max_position_embeddings=40, num_labels=3, **size)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{family}ForSequenceClassification")(config).eval()
+    mask = torch.tensor([[1] * 9 + [0] * 3, [1] * 12, [1] * 4 + [0] * 8])
+    inputs = {"input_ids": torch.randint(5, 50, (3, 12)) * mask + (1 - mask), "attention_mask": mask}
+    with torch.inference_mode():
+        expected = model(**inputs).logits
+        states = hidden_states_at(model, inputs, [0, 1, 2, 3])
+        for boundary, hidden in states.items():
+            got = FromBoundary(model, boundary)(inputs_embeds=hidden, attention_mask=mask).logits
+            assert got.numpy() == pytest.approx(expected.numpy(), abs=1e-5), boundary
+
+
+def test_a_model_with_a_step_between_embeddings_and_layers_runs_without_the_cache(write_sweep, tiny_model, tmp_path):
+    """ELECTRA with a smaller embedding size projects the embeddings up before the first layer:
+    the cached states cannot go in where the embeddings' output goes."""
+    import shutil
+
+    from transformers import ElectraConfig, ElectraModel
+
+    folder = tmp_path / "electra"
+    ElectraModel(ElectraConfig(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model / name).is_file():
+            shutil.copy(tiny_model / name, folder / name)
+    prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep(model=str(folder)))))
+    assert note.startswith("frozen-layer cache off: ElectraForSequenceClassification cannot run from a layer boundary (RuntimeError: ")
+    assert "\n" not in note and prepared.data.frozen.boundaries == []
