@@ -211,8 +211,6 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
     notes += list(prepared.splits.notes) if prepared.splits is not None else []
-    prepared, cache_note = with_frozen_cache(prepared)
-    notes += [cache_note] if cache_note else []
     queued = enqueue_points(study, [*config.seed_trials, *options.enqueue])
     if queued:
         notes.append(f"queued {queued} seed point(s) to run first")
@@ -228,6 +226,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 return _result(config, prepared, study, {}, best_before, started, tracker, None, ledger, "ok", [*notes, reason])
             notes.append(f"{reason}: only the confirmation runs it still owes run now")
             n_trials = 0
+    prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
+    notes += [cache_note] if cache_note else []
     parent_run_id = tracker.start_run(
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=_sweep_params(config, prepared, n_trials),
