@@ -14,7 +14,7 @@ On the bundled MiniLM-L6 (6 layers) and bundled tweets (max_length 64):
             epoch, best val_f1_macro.
 
 Usage:  python bench/frozen_cache.py [--seeds 0 1 2 --sweep-seeds 0 --trials 6 --train-size 200 --val-size 100 --epochs 1 --sweep-epochs 2]
-        python bench/frozen_cache.py --smoke      # 1 seed, depth 0 and 6, a 2-trial sweep, 48 / 24 tweets
+        python bench/frozen_cache.py --smoke      # 1 seed, depths 0 and 6, a 2-trial sweep of 1 epoch, 48 / 24 tweets
 """
 
 from __future__ import annotations
