@@ -49,11 +49,3 @@ def test_selection_bias_benchmark_smoke_run_answers_both_arms():
     console.print(table(report["rows"], report["mean"], Namespace(**report["settings"])))
     lines = [line for line in console.export_text().splitlines() if line.startswith("│")]
     assert len(lines) == 2 and lines[1].split("│")[1].strip() == "mean"  # the split seed's row, then the mean
-
-
-def test_frozen_cache_benchmark_smoke_run_prints_both_tables():
-    done = subprocess.run([sys.executable, "bench/frozen_cache.py", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == ["0", "6", "off", "auto"]  # depths 0 and 6, then the sweep pair
-    assert "on: the bottom 6 of 6 layers from the cache" in done.stdout and "off: unfreeze_depth trains every layer" in done.stdout

@@ -271,3 +271,17 @@ def test_a_model_with_a_step_between_embeddings_and_layers_runs_without_the_cach
     prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep(model=str(folder)))))
     assert note.startswith("frozen-layer cache off: ElectraForSequenceClassification cannot run from a layer boundary (RuntimeError: ")
     assert "\n" not in note and prepared.data.frozen.boundaries == []
+
+
+@pytest.mark.slow
+def test_the_benchmark_smoke_run_prints_both_tables():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "bench/frozen_cache.py", "--smoke"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["0", "6", "off", "auto"]  # depths 0 and 6, then the sweep pair
+    assert "on: the bottom 6 of 6 layers from the cache" in done.stdout and "off: unfreeze_depth trains every layer" in done.stdout
