@@ -82,6 +82,11 @@ class TrialConfig(_Section):
     # validation split (quick_val_size rows). The trial's value is always an epoch's end.
     evals_per_epoch: int = Field(1, ge=1, le=100)
     quick_val_size: int | None = Field(None, ge=10)
+    # Frozen-layer cache (trials/frozen_cache.py): the frozen bottom layers run once per sweep and
+    # trials start from their hidden states; off runs every layer in every step. Falls back to off
+    # (with a note) when the cache would take more than cache_frozen_max_gb (default: a quarter of memory).
+    cache_frozen: Literal["auto", "off"] = "auto"
+    cache_frozen_max_gb: float | None = Field(None, gt=0)
     # A training function of your own instead of the built-in fine-tuning: "package.module:function"
     # or "path/to/train.py:function" (relative to the sweep file). It loads its own model and data.
     function: str | None = None

@@ -30,7 +30,7 @@ from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 from trials.checkpoint import BEST_MODEL_FILE
-from trials.result_keys import BOOKKEEPING, EPOCH, INTERIM, STEP
+from trials.result_keys import BOOKKEEPING, EPOCH, FROZEN_CACHE, INTERIM, STEP
 
 TAG_PREFIX = "hpo."
 
@@ -91,6 +91,7 @@ class TrialRecorder(Callback):
         self.outcomes: dict[str, Outcome] = {}
         self.restarts: dict[str, list[str]] = {}  # Ray trial id -> why each restart happened
         self.micro_batch: dict[str, int] = {}
+        self.frozen_cache: dict[str, str] = {}  # Ray trial id -> its frozen_cache line, as tagged
         self.reported_steps: dict[str, set[int]] = {}
         self.trial_paths: dict[str, str] = {}
         self.checkpoint_dirs: dict[str, str] = {}  # Ray trial id -> its latest checkpoint
@@ -162,6 +163,10 @@ class TrialRecorder(Callback):
             if value is not None and not self.other_objectives:
                 optuna_trial.report(value, step)
             self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
+        cache_use = result.get(FROZEN_CACHE)
+        if cache_use is not None and cache_use != self.frozen_cache.get(trial.trial_id):
+            self.frozen_cache[trial.trial_id] = cache_use
+            self.tracker.set_tags(self.run_ids[trial.trial_id], {f"{TAG_PREFIX}frozen_cache": cache_use})
         micro = result.get("micro_batch_size")
         if micro is not None and micro != self.micro_batch.get(trial.trial_id, trial.config.get("batch_size")):
             self.micro_batch[trial.trial_id] = int(micro)  # out-of-memory retries shrank it

@@ -81,6 +81,7 @@ def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -
             "data.test_size": len(prepared.test) if prepared.test is not None else 0,
             "data.splits": prepared.splits.origin,
             "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
+            "trial.cache_frozen": prepared.data.frozen.summary() if prepared.data.frozen is not None else config.trial.cache_frozen,
         }
         if config.task == "text-classification":
             inputs["data.max_length"] = config.data.max_length
@@ -182,6 +183,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
+    from orchestrator.frozen_layers import with_frozen_cache
     from orchestrator.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
@@ -224,6 +226,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 return _result(config, prepared, study, {}, best_before, started, tracker, None, ledger, "ok", [*notes, reason])
             notes.append(f"{reason}: only the confirmation runs it still owes run now")
             n_trials = 0
+    prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
+    notes += [cache_note] if cache_note else []
     parent_run_id = tracker.start_run(
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=_sweep_params(config, prepared, n_trials),

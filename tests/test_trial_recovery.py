@@ -39,7 +39,7 @@ class Recorder:
 
 
 def _comparable(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if key not in ("samples_per_s", "setup_seconds", "epoch_seconds")}
+    return {key: value for key, value in metrics.items() if key not in ("samples_per_s", "setup_seconds", "epoch_seconds", "frozen_cache")}
 
 
 def test_resuming_from_a_checkpoint_continues_exactly_where_training_stopped(trial_inputs, tmp_path):

@@ -22,14 +22,15 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as transformers_logging
 
-from trials import checkpoint
+from trials import checkpoint, frozen_cache
 from trials.checkpoint import TrainingState
 from trials.data import EncodedSplit, balanced_rows, stratified_rows
 from trials.hyperparameters import CLASS_BALANCE, HYPERPARAMETER_NAMES, Hyperparameters  # noqa: F401 (re-exported)
 from trials.images import ImageSplit
 from trials.metrics import classification_metrics, per_class_f1
-from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
-from trials.result_keys import EPOCH, FINAL, INTERIM, STEP, WARMING_UP
+from trials.frozen_cache import FrozenCache
+from trials.model import FromBoundary, apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
+from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP, WARMING_UP
 from trials.stopping import EarlyStopping
 from trials.tasks import Task, task_for
 
@@ -74,6 +75,7 @@ class TrialData:
     train: EncodedSplit | ImageSplit
     val: EncodedSplit | ImageSplit
     val_noisy: EncodedSplit | None = None  # the validation texts with typos, for the robustness metrics
+    frozen: FrozenCache | None = None  # hidden states of these splits at the frozen layers' boundaries (trials.frozen_cache)
 
 
 def seed_everything(seed: int) -> None:
@@ -98,11 +100,13 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     task = task_for(settings)
 
     model = task.load_model(hyperparameters)
-    depth = hyperparameters.unfreeze_depth
-    depth = len(encoder_layers(model)) if depth is None else depth
+    layers = len(encoder_layers(model))
+    depth = layers if hyperparameters.unfreeze_depth is None else hyperparameters.unfreeze_depth
     apply_unfreeze_depth(model, depth)
     groups = layer_groups(model, depth)
     model.to(device)
+    boundary, cache_use = frozen_cache.plan(data.frozen, hyperparameters, depth, layers, settings.max_epochs)
+    runner, task, data = _from_cache(model, task, data, boundary)
 
     optimizer = _adamw(groups, hyperparameters)
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
@@ -129,7 +133,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
         segments = _train_epoch(
-            model, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals,
+            runner, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals,
         )
         for part, (train_loss, progress.micro_batch_size, trained_rows, train_seconds) in enumerate(segments, start=1):
             end_of_epoch = part == evals
@@ -141,14 +145,15 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
                 "samples_per_s": trained_rows / max(train_seconds, 1e-9),
                 "trainable_params": trainable,
                 "micro_batch_size": progress.micro_batch_size,
-                **evaluate(model, task, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device),
+                FROZEN_CACHE: cache_use,
+                **evaluate(runner, task, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device),
                 WARMING_UP: int(scheduler.last_epoch < warmup_steps),
             }
             if not end_of_epoch:
                 report({**metrics, INTERIM: 1, FINAL: 0})
                 continue
             if data.val_noisy is not None:
-                noisy = evaluate(model, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device)
+                noisy = evaluate(runner, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device)
                 metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
             metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
@@ -169,6 +174,17 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         if stop:
             break
     return metrics
+
+
+def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None) -> tuple[nn.Module, Task, TrialData]:
+    """What the trial runs and on what: the whole model on the inputs, or (``boundary`` given) the
+    layers above it on the cached hidden states there."""
+    if boundary is None:
+        return model, task, data
+    cache = data.frozen
+    noisy = cache.val_noisy[boundary] if cache.val_noisy is not None else None
+    cached = TrialData(cache.train[boundary], cache.val[boundary], noisy)
+    return FromBoundary(model, boundary), frozen_cache.CachedInputs(task, task.hidden_input), cached
 
 
 def _adamw(groups: list[list[nn.Parameter]], hyperparameters: Hyperparameters) -> torch.optim.Optimizer:

@@ -1,6 +1,10 @@
-"""Load a pre-trained encoder (text or vision) with a fresh classification head, and choose which layers train."""
+"""Load a pre-trained encoder (text or vision) with a fresh classification head, choose which
+layers train, and run it from a layer boundary (the frozen-layer cache, :mod:`trials.frozen_cache`)."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -19,6 +23,11 @@ _ABOVE_THE_STACK = ("pooler", "layernorm")
 
 class LayerStackNotFoundError(ValueError):
     """The model has no recognisable stack of encoder layers, so unfreeze depth cannot apply."""
+
+
+class UnsplittableModelError(ValueError):
+    """The model cannot be run from a layer boundary (its hidden states there as input), so its
+    frozen layers cannot be cached; the message says why."""
 
 
 def layer_count(config) -> int | None:
@@ -118,3 +127,111 @@ def count_trainable(model: nn.Module) -> int:
 
 def pick_device(want_gpu: bool) -> torch.device:
     return torch.device("cuda") if want_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _stack_holder(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
+    """(embeddings, the module holding the layer stack, the stack's attribute name) of a
+    transformer encoder whose base model runs ``embeddings`` and then each layer of the stack on
+    a (rows, tokens, width) tensor; else :class:`UnsplittableModelError` saying why not."""
+    name = type(model).__name__
+    base = getattr(model, "base_model", model)
+    embeddings = getattr(base, "embeddings", None)
+    if not isinstance(embeddings, nn.Module):
+        raise UnsplittableModelError(f"{name} has no embeddings module ahead of its layer stack (convolutional stages?); "
+                                     "only transformer encoders (BERT, RoBERTa, DistilBERT, ViT, ...) can start from a cached layer")
+    try:
+        stack = encoder_layers(model)
+    except LayerStackNotFoundError as error:
+        raise UnsplittableModelError(str(error)) from None
+    holder, attribute = next((holder, attribute) for holder in base.modules() for attribute, child in holder.named_children() if child is stack)
+    return embeddings, holder, attribute
+
+
+def check_splittable(model: nn.Module) -> None:
+    """Raise :class:`UnsplittableModelError` (saying why) unless :func:`layers_from` can run ``model``."""
+    _stack_holder(model)
+
+
+class _GivenHiddenStates(nn.Module):
+    """Stands in for the embeddings: hands on the hidden states the model was called with (as
+    ``inputs_embeds``, or ``pixel_values`` for vision models); attributes the model reads from its
+    embeddings (ViT: the patch projection's dtype) are the real ones'."""
+
+    def __init__(self, embeddings: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "_real", embeddings)  # not a submodule: its parameters stay where they are
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        for value in (kwargs.get("inputs_embeds"), kwargs.get("pixel_values"), *args):
+            if isinstance(value, torch.Tensor):
+                return value
+        raise UnsplittableModelError("the model called its embeddings without the cached hidden states")
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_real"), name)
+
+
+@contextmanager
+def layers_from(model: nn.Module, boundary: int) -> Iterator[None]:
+    """While open, the model takes the hidden states at ``boundary`` (the output of its bottom
+    ``boundary`` layers) in place of its inputs and runs only the layers above it, its own
+    attention mask and head included. Parameter names are unchanged outside."""
+    embeddings, holder, attribute = _stack_holder(model)
+    stack = getattr(holder, attribute)
+    base = getattr(model, "base_model", model)
+    embeddings_name = next(name for name, child in base.named_children() if child is embeddings)
+    setattr(holder, attribute, nn.ModuleList(list(stack)[boundary:]))
+    setattr(base, embeddings_name, _GivenHiddenStates(embeddings))
+    try:
+        yield
+    finally:
+        setattr(base, embeddings_name, embeddings)
+        setattr(holder, attribute, stack)
+
+
+@torch.inference_mode()
+def hidden_states_at(model: nn.Module, inputs: dict[str, torch.Tensor], boundaries: list[int]) -> dict[int, torch.Tensor]:
+    """The hidden states of ``inputs`` at each of ``boundaries`` (0: the embeddings' output, ``b``:
+    the output of the bottom ``b`` layers), computed in inference mode (no dropout); layers above
+    the deepest boundary do not run."""
+    embeddings, holder, attribute = _stack_holder(model)
+    stack = getattr(holder, attribute)
+    deepest = max(boundaries)
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(boundary: int):
+        def hook(module, args, output):
+            if boundary in boundaries:
+                outputs[boundary] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    handles = [embeddings.register_forward_hook(keep(0))]
+    handles += [layer.register_forward_hook(keep(index + 1)) for index, layer in enumerate(list(stack)[:deepest])]
+    setattr(holder, attribute, nn.ModuleList(list(stack)[:deepest]))
+    was_training = model.training
+    model.eval()
+    try:
+        model(**inputs)
+    finally:
+        setattr(holder, attribute, stack)
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return outputs
+
+
+class FromBoundary(nn.Module):
+    """Runs ``model`` from its layer ``boundary``: called with the hidden states there (see
+    :func:`layers_from`) and the attention mask, it returns the model's outputs."""
+
+    def __init__(self, model: nn.Module, boundary: int) -> None:
+        super().__init__()
+        self.model = model
+        self.boundary = boundary
+
+    def forward(self, **inputs):
+        with layers_from(self.model, self.boundary):
+            return self.model(**inputs)

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from trials.result_keys import EPOCH, FINAL, INTERIM, STEP
+from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
+
+_NO_CACHE = "off: trial.function trains its own model"  # the frozen-layer cache is the built-in loop's
 from trials.stopping import EarlyStopping
 
 
@@ -129,7 +131,7 @@ class _Session:
         self.ended = stop or final or self.step >= self.max_epochs * self.evals_per_epoch
         self.last = values
         state = {STEP: self.step, "best": self.stopping.best, "stale_epochs": self.stopping.stale_epochs}
-        ray_tune_report({**values, **self._position(), FINAL: int(self.ended)}, checkpoint_dir, state)
+        ray_tune_report({**values, **self._position(), FINAL: int(self.ended), FROZEN_CACHE: _NO_CACHE}, checkpoint_dir, state)
 
     @property
     def epoch(self) -> float:
@@ -147,7 +149,7 @@ class _Session:
         if isinstance(returned, Mapping):
             self.report(returned, None, final=True)
         elif self.last is not None:
-            ray_tune_report({**self.last, **self._position(), FINAL: 1})
+            ray_tune_report({**self.last, **self._position(), FINAL: 1, FROZEN_CACHE: _NO_CACHE})
 
 
 _session: _Session | None = None

@@ -24,6 +24,7 @@ from trials.model import load_classifier
 class Task(Protocol):
     hyperparameters: ClassVar[tuple[str, ...]]
     metrics: ClassVar[tuple[str, ...]]
+    hidden_input: ClassVar[str]  # the model's input that takes hidden states (trials.frozen_cache)
 
     @classmethod
     def from_settings(cls, settings) -> "Task": ...
@@ -50,6 +51,7 @@ class TextClassification:
 
     hyperparameters: ClassVar[tuple[str, ...]] = tuple(name for name in HYPERPARAMETER_NAMES if name != "image_augment")
     metrics: ClassVar[tuple[str, ...]] = METRIC_NAMES
+    hidden_input: ClassVar[str] = "inputs_embeds"
 
     @classmethod
     def from_settings(cls, settings) -> "TextClassification":
@@ -83,6 +85,7 @@ class ImageClassification:
 
     hyperparameters: ClassVar[tuple[str, ...]] = HYPERPARAMETER_NAMES
     metrics: ClassVar[tuple[str, ...]] = tuple(name for name in METRIC_NAMES if not name.startswith("val_noisy_"))
+    hidden_input: ClassVar[str] = "pixel_values"
 
     @classmethod
     def from_settings(cls, settings) -> "ImageClassification":
