@@ -41,14 +41,13 @@ def submit_command(sweep: Path, address: str | None, field: str, args, python: s
 
 
 def emit_command(sweep: Path, args, python: str, image: str | None, secret: str | None) -> None:
-    import yaml
-
-    from orchestrator.rayjob import IMAGE, SECRET, manifests
+    from orchestrator.rayjob import IMAGE, SECRET, manifests, to_yaml
     from orchestrator.submit import plan_job
 
     config, plan = plan_job(sweep, args, python)
-    documents = manifests(config, plan, Path(sweep), image=image or IMAGE, secret=secret or SECRET)
-    sys.stdout.write(mask(yaml.safe_dump_all(documents, sort_keys=False)))
+    # Not masked: it holds no secret (plan_job refuses a password written in the sweep file), and masking
+    # would turn the sweep's ${PGPASSWORD} references into ***.
+    sys.stdout.write(to_yaml(manifests(config, plan, Path(sweep), image=image or IMAGE, secret=secret or SECRET)))
 
 
 def status_command(target: str | None, address: str | None, field: str, db: str | None, as_json: bool) -> None:

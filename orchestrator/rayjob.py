@@ -87,6 +87,19 @@ def manifests(config: SweepConfig, plan: JobPlan, sweep: Path, image: str = IMAG
     return [config_map, ray_job]
 
 
+def to_yaml(documents: list[dict]) -> str:
+    """The manifests as one YAML stream; the files in the ConfigMap as readable blocks."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(documents, Dumper=Dumper, sort_keys=False)
+
+
 def _sweep_files(config: SweepConfig, plan: JobPlan, sweep: Path) -> dict[str, tuple[str, str]]:
     """ConfigMap key -> (path under SWEEP_DIR, text): the sweep file and the files it names in its folder."""
     folder = Path(plan.working_dir)

@@ -99,10 +99,8 @@ def plan_job(sweep: Path, args: RunArgs, python: str = "python") -> tuple[SweepC
         check_job_storage(raw.get("storage") or {})
         check_files_travel(raw, folder)
         prepare(config)  # the model, the data, the training function: what `hpo validate` checks here
-    metadata = {jobs.STUDY_KEY: config.name, jobs.SWEEP_KEY: Path(sweep).name}
-    template = str(storage["study_db"])
-    if all(ENV_REFERENCE.fullmatch(secret) for secret in url_secrets(template)):
-        metadata[jobs.STUDY_DB_KEY] = template  # a password only by ${VAR} reference: the reference travels, never its value
+    metadata = {jobs.STUDY_KEY: config.name, jobs.SWEEP_KEY: Path(sweep).name,
+                jobs.STUDY_DB_KEY: str(storage["study_db"])}  # passwords only by ${VAR} reference: the reference travels, never its value
     entrypoint = entrypoint_command(python, Path(sweep).name, args.words())
     runtime_env = {"working_dir": str(folder), "excludes": list(EXCLUDES), "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}}
     return config, JobPlan(config.name, Path(sweep).name, str(folder), entrypoint, metadata, runtime_env, python, tuple(args.words()))
@@ -122,11 +120,16 @@ def submit(plan: JobPlan, address: str) -> str:
 
 
 def check_job_storage(storage: dict) -> None:
-    """Where the job writes must outlive its temporary working directory: absolute paths on the head node or servers."""
+    """Where the job writes must outlive its temporary working directory: absolute paths on the head node or servers.
+    A password must be a ``${VAR}`` reference: the sweep file itself travels with the job."""
     from sqlalchemy.engine import make_url
 
     for key in ("study_db", "mlflow"):
         written = storage.get(key)
+        if written is not None and not all(ENV_REFERENCE.fullmatch(secret) for secret in url_secrets(str(written))):
+            raise ConfigError(f"storage.{key}", mask(str(written)),
+                              "the sweep file travels with the job, and a password written in it with it; write ${PGPASSWORD} "
+                              "there and set PGPASSWORD in the head node's environment (see the README, Submit and walk away)")
         url = os.path.expandvars(str(written)) if written is not None else _DEFAULT_STORAGE[key]
         try:
             parsed = make_url(url)
