@@ -94,6 +94,15 @@ def job_server():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def workdir():
+    """A folder of our own, not pytest's tmp_path: pytest sessions running beside this one (as the same user)
+    delete all but the newest three of their base folders, which would pull a running job's database away."""
+    folder = Path(tempfile.mkdtemp(prefix="hpo-submit-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def hpo(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout)
 
@@ -164,8 +173,8 @@ def _assert_stores_clean(sweep: Path, study: str) -> list:
 
 
 @pytest.mark.slow
-def test_submit_status_logs_stop_then_resubmit_continues(job_server, tmp_path):
-    sweep = _sweep(tmp_path, "walk-away")
+def test_submit_status_logs_stop_then_resubmit_continues(job_server, workdir):
+    sweep = _sweep(workdir, "walk-away")
     started = time.monotonic()
     submitted = hpo("submit", str(sweep), "--address", job_server, "--python", sys.executable, "--json")
     assert submitted.returncode == 0, submitted.stderr
@@ -204,13 +213,16 @@ def test_submit_status_logs_stop_then_resubmit_continues(job_server, tmp_path):
     stopped = hpo("stop", job_id, "--address", job_server, "--json")
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["status"] == "STOPPED"
-    trials = _assert_stores_clean(sweep, "walk-away")
+    final_logs = hpo("logs", job_id, "--address", job_server).stdout
+    try:
+        trials = _assert_stores_clean(sweep, "walk-away")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- the job's log:\n{final_logs[-4000:]}") from None
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
     assert interrupted and all("SIGTERM" in t.user_attrs["state_reason"] for t in interrupted)
     assert any(t.state == TrialState.WAITING for t in trials)  # their parameters are queued for the next run
     after_stop = _status(job_id, job_server)
     assert after_stop["state"] == "stopped; resubmit to continue" and after_stop["study"]["lease"] is None
-    final_logs = hpo("logs", job_id, "--address", job_server).stdout
     assert "interrupted" in final_logs or "FAIL" in final_logs, final_logs[-2000:]
 
     complete_before = sum(t.state == TrialState.COMPLETE for t in trials)
@@ -230,13 +242,13 @@ def test_submit_status_logs_stop_then_resubmit_continues(job_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_password_stays_on_the_head(job_server, tmp_path, postgres_url):
+def test_the_password_stays_on_the_head(job_server, workdir, postgres_url):
     """`${HPO_TEST_PGPASSWORD}` is set only on the head: submit works without it and sends no value of it."""
     from sqlalchemy.engine import make_url
 
     url = make_url(postgres_url)
     template = f"postgresql+psycopg://{url.username}:${{HPO_TEST_PGPASSWORD}}@{url.host}:{url.port}/{url.database}"
-    sweep = _sweep(tmp_path, "secret-study", study_db=template, budget={"n_trials": 1, "max_concurrent": 1},
+    sweep = _sweep(workdir, "secret-study", study_db=template, budget={"n_trials": 1, "max_concurrent": 1},
                    search_space={"x": 0.3, "epochs": 1, "pause": 0.0}, trial={"function": "train.py:main", "max_epochs": 1})
     submitted = hpo("submit", str(sweep), "--address", job_server, "--python", sys.executable, "--json")
     assert submitted.returncode == 0, submitted.stderr
@@ -265,10 +277,10 @@ def test_the_password_stays_on_the_head(job_server, tmp_path, postgres_url):
     ({"trial": {"function": "missing.py:main"}}, "trial.function", "no such file"),
     ({"cluster": {"address": "auto"}}, "--address", "--address http://HEAD:8265"),
 ])
-def test_bad_input_is_refused_before_anything_is_submitted(job_server, tmp_path, monkeypatch, change, field, fix):
+def test_bad_input_is_refused_before_anything_is_submitted(job_server, workdir, monkeypatch, change, field, fix):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    sweep = _sweep(tmp_path, "refused")
-    (tmp_path / "space.yaml").write_text("x: {type: float, low: 0.0, high: 1.0}\n")
+    sweep = _sweep(workdir, "refused")
+    (workdir / "space.yaml").write_text("x: {type: float, low: 0.0, high: 1.0}\n")
     raw = yaml.safe_load(sweep.read_text())
     for key, value in change.items():
         if value is None:
@@ -285,17 +297,17 @@ def test_bad_input_is_refused_before_anything_is_submitted(job_server, tmp_path,
     line = done.stderr.strip()
     assert "\n" not in line and line.startswith(f"error: {field}:") and fix in line, line
     assert len(_client(job_server).list_jobs()) == before
-    assert not (tmp_path / "store" / "study.db").exists() and not (tmp_path / "store" / "runs").exists()
+    assert not (workdir / "store" / "study.db").exists() and not (workdir / "store" / "runs").exists()
 
 
-def test_emit_rayjob_writes_the_fields_kuberay_documents(tmp_path, monkeypatch):
+def test_emit_rayjob_writes_the_fields_kuberay_documents(workdir, monkeypatch):
     """The manifest uses only RayJob / RayCluster fields of KubeRay's ray.io/v1 API, with the password by reference."""
     from orchestrator.rayjob import IMAGE
 
     monkeypatch.setenv("PGPASSWORD", "do-not-ship-me")
-    (tmp_path / "sweep").mkdir()
-    (tmp_path / "sweep" / "space.yaml").write_text("x: {type: float, low: -2.0, high: 2.0}\nepochs: 2\npause: 0.0\n")
-    sweep = _sweep(tmp_path, "Nightly_Study", study_db="postgresql+psycopg://hpo:${PGPASSWORD}@db.internal:5432/studies",
+    (workdir / "sweep").mkdir()
+    (workdir / "sweep" / "space.yaml").write_text("x: {type: float, low: -2.0, high: 2.0}\nepochs: 2\npause: 0.0\n")
+    sweep = _sweep(workdir, "Nightly_Study", study_db="postgresql+psycopg://hpo:${PGPASSWORD}@db.internal:5432/studies",
                    search_space="space.yaml")
     raw = yaml.safe_load(sweep.read_text())
     raw["storage"]["mlflow"] = "http://mlflow.internal:5000"
@@ -337,8 +349,8 @@ def test_emit_rayjob_writes_the_fields_kuberay_documents(tmp_path, monkeypatch):
     assert config_map["kind"] == "ConfigMap" and sorted(config_map["data"]) == ["space.yaml", "sweep.yaml", "train.py"]
 
 
-def test_emit_rayjob_refuses_a_sqlite_study_the_cluster_would_delete(tmp_path):
-    sweep = _sweep(tmp_path, "local-files")
+def test_emit_rayjob_refuses_a_sqlite_study_the_cluster_would_delete(workdir):
+    sweep = _sweep(workdir, "local-files")
     raw = yaml.safe_load(sweep.read_text())
     sweep.write_text(yaml.safe_dump({**raw, "storage": {**raw["storage"], "study_db": "sqlite:////srv/hpo/hpo.db"}}))
     done = CliRunner().invoke(app, ["submit", str(sweep), "--emit", "rayjob"])
