@@ -420,7 +420,7 @@ def submit(
                 raise ConfigError("--emit", emit, "the one manifest hpo writes is rayjob (a KubeRay RayJob): --emit rayjob")
             emit_command(sweep, args, python, image, secret)
             return
-        submit_command(sweep, *_job_address(context, address), args, python, as_json)
+        submit_command(sweep, *_job_address(context, address), args, python, as_json, debug)
 
 
 @app.command()
@@ -440,7 +440,7 @@ def status(
 
     with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
-        status_command(target, *_job_address(context, address), db, as_json)
+        status_command(target, *_job_address(context, address), db, as_json, debug)
 
 
 @app.command()
@@ -456,7 +456,7 @@ def logs(
 
     with one_line_errors(debug, False):
         _quiet_libraries(debug)
-        logs_command(job_id, *_job_address(context, address), follow)
+        logs_command(job_id, *_job_address(context, address), follow, debug)
 
 
 @app.command()
@@ -476,7 +476,7 @@ def stop(
 
     with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
-        stop_command(job_id, *_job_address(context, address), wait, as_json)
+        stop_command(job_id, *_job_address(context, address), wait, as_json, debug)
 
 
 def main() -> None:

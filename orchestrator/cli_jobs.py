@@ -24,12 +24,12 @@ def address_or_none(value: str | None, from_environment: bool) -> tuple[str | No
     return value, field
 
 
-def submit_command(sweep: Path, address: str | None, field: str, args, python: str, as_json: bool) -> None:
+def submit_command(sweep: Path, address: str | None, field: str, args, python: str, as_json: bool, debug: bool = False) -> None:
     from orchestrator.submit import plan_job, submit
 
     config, plan = plan_job(sweep, args, python)
     server = jobs.job_server_address(address, field, config.cluster.address)
-    job_id = submit(plan, server)
+    job_id = submit(plan, server, debug)
     follow = {"status": f"hpo status {job_id} --address {server}", "logs": f"hpo logs {job_id} --follow --address {server}",
               "stop": f"hpo stop {job_id} --address {server}"}
     if as_json:
@@ -50,11 +50,11 @@ def emit_command(sweep: Path, args, python: str, image: str | None, secret: str 
     sys.stdout.write(to_yaml(manifests(config, plan, Path(sweep), image=image or IMAGE, secret=secret or SECRET)))
 
 
-def status_command(target: str | None, address: str | None, field: str, db: str | None, as_json: bool) -> None:
+def status_command(target: str | None, address: str | None, field: str, db: str | None, as_json: bool, debug: bool = False) -> None:
     from orchestrator.job_status import status_document
 
     server = jobs.job_server_address(address, field)
-    document = status_document(jobs.connect(server), target, server, db)
+    document = status_document(jobs.connect(server, debug), target, server, db)
     if as_json:
         print_json(document)
         return
@@ -91,9 +91,9 @@ def _print_jobs(document: dict) -> None:
     out.print(table)
 
 
-def logs_command(job_id: str, address: str | None, field: str, follow: bool) -> None:
+def logs_command(job_id: str, address: str | None, field: str, follow: bool, debug: bool = False) -> None:
     server = jobs.job_server_address(address, field)
-    client = jobs.connect(server)
+    client = jobs.connect(server, debug)
     jobs.find_job(client, job_id, server)
     if follow:
         jobs.follow_logs(client, job_id, lambda chunk: (sys.stdout.write(mask(chunk)), sys.stdout.flush()))
@@ -101,11 +101,11 @@ def logs_command(job_id: str, address: str | None, field: str, follow: bool) -> 
         sys.stdout.write(mask(client.get_job_logs(job_id)))
 
 
-def stop_command(job_id: str, address: str | None, field: str, wait_s: float, as_json: bool) -> None:
+def stop_command(job_id: str, address: str | None, field: str, wait_s: float, as_json: bool, debug: bool = False) -> None:
     from orchestrator.submit import STOP_GRACE_S
 
     server = jobs.job_server_address(address, field)
-    client = jobs.connect(server)
+    client = jobs.connect(server, debug)
     job = jobs.find_job(client, job_id, server)
     before = jobs.status_of(job)
     requested = before in jobs.ACTIVE and client.stop_job(job_id)

@@ -58,13 +58,25 @@ def study_state(study_db: str | None, study: str) -> dict:
 
     from orchestrator import queries
 
+    from orchestrator.study import sqlite_file
+
+    database_file = sqlite_file(expanded)
+    if database_file is not None and not database_file.is_file():
+        return {"readable": False, "why": f"{mask(expanded)} does not exist (yet): the job creates it when its run starts; or pass --db URL"}
     try:
         storage = queries.open_for_reading(expanded)
-        study_obj = queries._load(storage, study)
     except ConfigError as error:
         return {"readable": False, "why": mask(str(error))}
-    trials = study_obj.get_trials(deepcopy=False)
-    rows = queries.best(storage, study, top=1)
+    try:
+        study_obj = queries._load(storage, study)
+        trials = study_obj.get_trials(deepcopy=False)
+        rows = queries.best(storage, study, top=1)
+    except ConfigError as error:
+        return {"readable": False, "why": mask(str(error))}
+    except KeyError:  # the job is creating the study right now
+        return {"readable": False, "why": f"study {study!r} is being created; try again in a moment"}
+    finally:
+        storage.engine.dispose()  # hold no connection to a database a sweep is writing
     best = rows[0] if rows else None
     running = [queries.trial_row(t) for t in trials if t.state == TrialState.RUNNING]
     return {

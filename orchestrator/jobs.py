@@ -61,12 +61,17 @@ def check_job_server_address(address: str, field: str) -> None:
         raise ConfigError(field, mask(address), f"not a job server address; {ADDRESS_FIX}")
 
 
-def connect(address: str):
-    """Ray's job client for ``address``, sending this machine's Ray auth token when it has one."""
+def connect(address: str, debug: bool = False):
+    """Ray's job client for ``address``, sending this machine's Ray auth token when it has one; Ray's
+    own log lines (token mode, package uploads) only with ``debug``."""
     from orchestrator.ray_session import _use_ray_auth_token_if_any
 
-    _use_ray_auth_token_if_any()
+    import logging
+
     from ray.job_submission import JobSubmissionClient
+
+    logging.getLogger("ray").setLevel(logging.INFO if debug else logging.ERROR)  # importing Ray set it to INFO
+    _use_ray_auth_token_if_any()
 
     try:
         return JobSubmissionClient(address)

@@ -106,9 +106,9 @@ def plan_job(sweep: Path, args: RunArgs, python: str = "python") -> tuple[SweepC
     return config, JobPlan(config.name, Path(sweep).name, str(folder), entrypoint, metadata, runtime_env, python, tuple(args.words()))
 
 
-def submit(plan: JobPlan, address: str) -> str:
+def submit(plan: JobPlan, address: str, debug: bool = False) -> str:
     """Submit the planned job unless one of its study runs; return the job id. Returns at once."""
-    client = jobs.connect(address)
+    client = jobs.connect(address, debug)
     running = jobs.running_job(client, plan.study)
     if running is not None:
         raise jobs.StudyJobRunningError(plan.study, running.submission_id, address)

@@ -191,17 +191,12 @@ def test_submit_status_logs_stop_then_resubmit_continues(job_server, workdir):
     assert again.returncode == 3 and f"being run by job {job_id}" in again.stderr, again.stderr
     assert [j.submission_id for j in _client(job_server).list_jobs()].count("hpo-walk-away-2") == 0
 
-    from orchestrator.job_status import status_document
-
-    client = _client(job_server)
-
-    def trials_running_after_one_finished():  # polled in-process: each `hpo status` pays the CLI's imports
-        document = status_document(client, job_id, job_server, None)
+    def trials_running_after_one_finished():
+        document = _status(job_id, job_server)  # the CLI's --json document, as a script would poll it
         study = document["study"]
         return document if study.get("readable") and study["trials"].get("COMPLETE") and study["running"] else None
 
-    _wait_for(trials_running_after_one_finished, "a finished trial and a running one")
-    document = _status(job_id, job_server)  # the CLI's --json document
+    document = _wait_for(trials_running_after_one_finished, "a finished trial and a running one")
     assert document["job"]["status"] == "RUNNING" and document["state"] == "running"
     assert document["study"]["best"]["number"] is not None and "x" in document["study"]["running"][0]["params"]
     shown = hpo("status", "walk-away", "--address", job_server)  # by study name: its latest job
