@@ -50,9 +50,10 @@ def study_state(study_db: str | None, study: str) -> dict:
     """Trials by state, best so far, running trials and the lease, read from the study database."""
     if not study_db:
         return {"readable": False, "why": "the job names no study database without a password; pass --db URL"}
+    unset = [name for name in jobs.variables(study_db) if name not in os.environ]
+    if unset:
+        return {"readable": False, "why": f"the study database URL names {', '.join(unset)}, not set here; export it or pass --db URL"}
     expanded = os.path.expandvars(study_db)
-    if "$" in expanded:
-        return {"readable": False, "why": f"{study_db} names environment variables not set here; export them or pass --db URL"}
     remember_url(expanded)
     from optuna.trial import TrialState
 

@@ -19,6 +19,7 @@ STUDY_KEY = "hpo.study"  # metadata: the study the job runs
 SWEEP_KEY = "hpo.sweep"  # metadata: the sweep file's name in the job's working directory
 STUDY_DB_KEY = "hpo.study_db"  # metadata: the study database URL as written (``${VAR}`` unexpanded; never a password)
 ACTIVE = ("PENDING", "RUNNING")
+ENV_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")  # how a sweep file names an environment variable
 ADDRESS_EXAMPLE = "http://HEAD:8265"
 ADDRESS_FIX = f"give the Ray head's job server, e.g. --address {ADDRESS_EXAMPLE} or export RAY_ADDRESS={ADDRESS_EXAMPLE}"
 
@@ -66,11 +67,9 @@ def connect(address: str, debug: bool = False):
     own log lines (token mode, package uploads) only with ``debug``."""
     from orchestrator.ray_session import _use_ray_auth_token_if_any
 
-    import logging
-
     from ray.job_submission import JobSubmissionClient
 
-    logging.getLogger("ray").setLevel(logging.INFO if debug else logging.ERROR)  # importing Ray set it to INFO
+    quiet_ray(debug)
     _use_ray_auth_token_if_any()
 
     try:
@@ -80,6 +79,19 @@ def connect(address: str, debug: bool = False):
         raise ConfigError("--address", mask(address), f"no Ray job server answers there ({mask(first_line)[:160]}); "
                           "start the head with ray[default] installed (ray start --head --dashboard-host 0.0.0.0) "
                           "and check the address, its port (8265) and the Ray auth token (~/.ray/auth_token)") from None
+
+
+def quiet_ray(debug: bool) -> None:
+    """Ray's own log lines (token mode, package uploads, websockets) only with --debug: importing Ray set them to INFO."""
+    import logging
+
+    for name in [name for name in logging.root.manager.loggerDict if name == "ray" or name.startswith("ray.")]:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+def variables(text: str) -> list[str]:
+    """The environment variables ``text`` names (``${VAR}`` or ``$VAR``)."""
+    return sorted({a or b for a, b in ENV_REFERENCE.findall(text)})
 
 
 def study_jobs(client, study: str | None = None) -> list:

@@ -16,7 +16,8 @@ import yaml
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.submit import ENV_REFERENCE, STOP_GRACE_S, JobPlan, entrypoint_command
+from orchestrator.jobs import variables
+from orchestrator.submit import STOP_GRACE_S, JobPlan, entrypoint_command
 
 IMAGE = "hpo-orchestrator:0.1.0"  # docker/Dockerfile, as docker-compose.yml tags it
 SECRET = "hpo-db"
@@ -122,8 +123,7 @@ def _sweep_files(config: SweepConfig, plan: JobPlan, sweep: Path) -> dict[str, t
 def _secret_variables(plan: JobPlan) -> list[str]:
     """The environment variables the sweep's storage URLs name: each comes from the Secret."""
     raw_storage = yaml.safe_load(Path(plan.working_dir, plan.sweep_file).read_text()).get("storage") or {}
-    names = {a or b for value in raw_storage.values() if isinstance(value, str) for a, b in ENV_REFERENCE.findall(value)}
-    return sorted(names)
+    return sorted({name for value in raw_storage.values() if isinstance(value, str) for name in variables(value)})
 
 
 def _labels(config: SweepConfig) -> dict[str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from orchestrator.secrets import mask, url_secrets
 STOP_GRACE_S = 120
 # Never uploaded with the sweep's folder: databases, run outputs, caches.
 EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "*.db", "*.db-journal", "*.db-wal", "*.db-shm", "hpo_runs", "mlruns", "mlartifacts"]
-ENV_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _DEFAULT_STORAGE = {"study_db": "sqlite:///hpo.db", "mlflow": "sqlite:///mlruns.db", "results_dir": "hpo_runs"}
 _WHERE = "the job's working directory is a temporary copy of the sweep file's folder on the cluster"
 
@@ -113,6 +111,7 @@ def submit(plan: JobPlan, address: str, debug: bool = False) -> str:
     if running is not None:
         raise jobs.StudyJobRunningError(plan.study, running.submission_id, address)
     _refuse_if_study_held(plan)
+    jobs.quiet_ray(debug)  # the upload's loggers exist only now
     return client.submit_job(
         entrypoint=plan.entrypoint, submission_id=jobs.next_job_id(client, plan.study),
         metadata=plan.metadata, runtime_env=plan.runtime_env,
@@ -126,7 +125,7 @@ def check_job_storage(storage: dict) -> None:
 
     for key in ("study_db", "mlflow"):
         written = storage.get(key)
-        if written is not None and not all(ENV_REFERENCE.fullmatch(secret) for secret in url_secrets(str(written))):
+        if written is not None and not all(jobs.ENV_REFERENCE.fullmatch(secret) for secret in url_secrets(str(written))):
             raise ConfigError(f"storage.{key}", mask(str(written)),
                               "the sweep file travels with the job, and a password written in it with it; write ${PGPASSWORD} "
                               "there and set PGPASSWORD in the head node's environment (see the README, Submit and walk away)")
@@ -201,7 +200,7 @@ def _refuse_if_study_held(plan: JobPlan) -> None:
 @contextlib.contextmanager
 def _placeholders_for_unset(storage: dict) -> Iterator[None]:
     """Let the sweep parse here although ``${VAR}``s meant for the cluster are not set on this machine."""
-    names = {a or b for value in storage.values() if isinstance(value, str) for a, b in ENV_REFERENCE.findall(value)}
+    names = {name for value in storage.values() if isinstance(value, str) for name in jobs.variables(value)}
     unset = [name for name in names if name not in os.environ]
     for name in unset:
         os.environ[name] = f"unset-{name.lower()}"
