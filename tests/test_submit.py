@@ -248,7 +248,9 @@ def test_submit_status_logs_stop_then_resubmit_continues(job_server, workdir, fl
     assert "interrupted" in final_logs or "FAIL" in final_logs, final_logs[-2000:]
 
     complete_before = sum(t.state == TrialState.COMPLETE for t in trials)
-    resubmitted = hpo("submit", str(sweep), "--address", job_server, "--python", sys.executable, "--n-trials", "2", "--json")
+    raw = yaml.safe_load(sweep.read_text())
+    sweep.write_text(yaml.safe_dump({**raw, "cluster": {"address": job_server}}))  # --address's default; on the head, hpo run joins by RAY_ADDRESS
+    resubmitted = hpo("submit", str(sweep), "--python", sys.executable, "--n-trials", "2", "--json")
     assert resubmitted.returncode == 0, resubmitted.stderr
     second = json.loads(resubmitted.stdout)["job_id"]
     assert second == "hpo-walk-away-2"
@@ -269,7 +271,7 @@ def test_submit_status_logs_stop_then_resubmit_continues(job_server, workdir, fl
         sent = json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata, "runtime_env": info.runtime_env})
         assert HEAD_SECRET not in sent and "unset-" not in sent and HEAD_SECRET not in client.get_job_logs(job)
     if "${" in template:
-        blind = json.loads(hpo("status", second, "--address", job_server, "--json").stdout)
+        blind = json.loads(hpo("status", second, "--json", env={"RAY_ADDRESS": job_server}).stdout)  # --address from RAY_ADDRESS
         assert not blind["study"]["readable"] and "HPO_TEST_PGPASSWORD" in blind["study"]["why"]
 
 
