@@ -112,7 +112,12 @@ def state_line(job: dict, study: dict) -> str:
         return f"the job ended ({status}) but pid {held['pid']} on {held['host']} still holds the study; wait for its lease to expire"
     if status == "SUCCEEDED":
         return "finished"
-    return RESUBMIT
+    code = job.get("driver_exit_code")
+    if code == 2:
+        return f"failed: hpo run refused its input on the cluster (exit 2); see hpo logs {job['id']}, fix it and resubmit"
+    if code == 3:
+        return "failed: another hpo run held the study (exit 3); resubmit when it is done"
+    return RESUBMIT  # stopped, or its driver died: the study resumes where it was
 
 
 def status_document(client, target: str | None, address: str, db: str | None) -> dict:

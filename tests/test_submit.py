@@ -363,3 +363,40 @@ def test_emit_rayjob_refuses_a_sqlite_study_the_cluster_would_delete(workdir):
     done = CliRunner().invoke(app, ["submit", str(sweep), "--emit", "rayjob"])
     assert done.exit_code == 2 and done.stdout == ""
     assert done.stderr.startswith("error: storage.study_db: 'sqlite:////srv/hpo/hpo.db' is invalid:") and "a RayJob's cluster is deleted when the job ends" in done.stderr
+
+
+@pytest.mark.parametrize("status, code, lease, state", [
+    ("RUNNING", None, None, "running"),
+    ("STOPPED", None, None, "stopped; resubmit to continue"),
+    ("FAILED", 1, None, "stopped; resubmit to continue"),  # the driver died (head restarted, crashed)
+    ("FAILED", 2, None, "failed: hpo run refused its input on the cluster (exit 2); see hpo logs hpo-s-1, fix it and resubmit"),
+    ("FAILED", 1, {"pid": 7, "host": "head", "expires_at": 0}, "the job ended (FAILED) but pid 7 on head still holds the study"),
+    ("SUCCEEDED", 0, None, "finished"),
+])
+def test_status_says_what_to_do_about_a_job(status, code, lease, state):
+    from orchestrator.job_status import state_line
+
+    line = state_line({"id": "hpo-s-1", "status": status, "driver_exit_code": code}, {"readable": True, "lease": lease})
+    assert line.startswith(state)
+
+
+@pytest.mark.parametrize("value, from_environment, expected", [
+    ("http://head:8265", False, "http://head:8265"),
+    ("http://head:8265", True, "http://head:8265"),
+    ("auto", True, None),  # RAY_ADDRESS meant for hpo run: passed over, so cluster.address can answer
+    ("head:6379", False, "head:6379"),  # an explicit --address is checked, and refused, by its form
+])
+def test_the_job_server_address_comes_from_option_environment_or_sweep(value, from_environment, expected):
+    from orchestrator.cli_jobs import address_or_none
+    from orchestrator.errors import ConfigError
+    from orchestrator.jobs import job_server_address
+
+    address, field = address_or_none(value, from_environment)
+    assert address == expected and field == ("RAY_ADDRESS" if from_environment else "--address")
+    if expected == "head:6379":
+        with pytest.raises(ConfigError, match=r"^--address: 'head:6379' is invalid: not a job server address"):
+            job_server_address(address, field)
+    elif expected is None:
+        assert job_server_address(address, field, "http://head:8265/") == "http://head:8265"
+        with pytest.raises(ConfigError, match=r"^--address: .*e.g. --address http://HEAD:8265"):
+            job_server_address(address, field, "auto")
