@@ -24,7 +24,7 @@ def check_ray_address(address: str | None, field: str) -> None:
     if not separator:
         scheme, rest = "", address
     if scheme in ("http", "https"):
-        raise ConfigError(field, mask(address), f"that is a web address (the dashboard's or the job API's); give {ADDRESS_FORMS}")
+        raise ConfigError(field, mask(address), f"that is a web address (the dashboard's or the job API's): hpo submit sends a sweep there; to run it from here give {ADDRESS_FORMS}")
     if scheme not in ("", "ray"):
         raise ConfigError(field, mask(address), f"unsupported scheme {scheme!r}; give {ADDRESS_FORMS}")
     try:
