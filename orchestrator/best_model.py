@@ -15,9 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trials import checkpoint
-from trials.model import load_classifier
-
 INPUT_EXAMPLE = ["what a great day", "this is the worst service ever"]
 
 
@@ -40,6 +37,9 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     from mlflow import MlflowClient
     from transformers import AutoTokenizer, pipeline
     from transformers.utils import logging as transformers_logging
+
+    from trials import checkpoint
+    from trials.model import load_classifier
 
     transformers_logging.disable_progress_bar()
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # e.g. "Unable to find license information"
