@@ -15,6 +15,7 @@ from rich.table import Table
 
 from orchestrator.cli_console import out
 from orchestrator.naming import SHORT_NAMES, short_params
+from orchestrator.result import ExitStatus
 
 
 def run_summary(result) -> dict:
@@ -40,7 +41,7 @@ def run_summary(result) -> dict:
 def print_result(result) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
     total = sum(result.study_trials.values())
-    ended = "" if result.exit_status == "ok" else f" [yellow]ended: {result.exit_status}[/yellow];"
+    ended = "" if result.exit_status == ExitStatus.OK else f" [yellow]ended: {result.exit_status}[/yellow];"
     out.print(f"\n[bold]{result.study_name}[/bold]: this run {counts};{ended} the study now has {total} trials ({result.duration_s:.0f}s)")
     if result.best is not None and result.best_before is not None:
         change = "[green]new best[/green]" if result.new_best else "no new best"

@@ -48,7 +48,8 @@ def _optuna_schema_ready(url: str) -> bool:
         engine.dispose()
 
 
-def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """The study ``name`` in ``storage``; an unknown name is a :class:`ConfigError` listing the studies there."""
     names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
         raise ConfigError("STUDY", name, f"no such study; studies here: {', '.join(sorted(names)) or 'none'}")
@@ -101,7 +102,7 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
         if unknown:
             raise ConfigError("--state", unknown[0], f"valid states are {', '.join(valid)}")
         wanted = tuple(TrialState[state.upper()] for state in states)
-    study = _load(storage, name)
+    study = load_study(storage, name)
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=wanted)]
     if sort == "value":
         maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
@@ -114,7 +115,7 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
 def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
     """The ``top`` best completed trials, the sweep's chosen configuration first (its answer
     attached); with several objectives, the whole Pareto front."""
-    study = _load(storage, name)
+    study = load_study(storage, name)
     if len(study.directions) > 1:
         from orchestrator.result import rank
 
@@ -138,7 +139,7 @@ def export(storage: optuna.storages.BaseStorage, name: str, fmt: str, path: Path
     """Write every trial of the study (one row each: state, value, params_*, user_attrs_*, times) to ``path``."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError("--format", fmt, f"choose one of {', '.join(EXPORT_FORMATS)}")
-    frame = _load(storage, name).trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs"))
+    frame = load_study(storage, name).trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs"))
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds()
     if fmt == "csv":

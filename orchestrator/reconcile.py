@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from orchestrator.ledger import Ledger
 from orchestrator.outcome import MLFLOW_STATUS
+from orchestrator.result import ExitStatus
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 
@@ -34,6 +35,6 @@ def reconcile(study: optuna.Study, storage: optuna.storages.BaseStorage, ledger:
         closed.append(trial.number)
     for invocation in ledger.unfinished_invocations():
         if invocation["mlflow_parent_run_id"]:
-            tracker.finish(invocation["mlflow_parent_run_id"], "KILLED", tags={"hpo.exit_status": "interrupted"})
-        ledger.close_invocation(invocation["id"], "interrupted", "the process stopped without recording an end")
+            tracker.finish(invocation["mlflow_parent_run_id"], ExitStatus.INTERRUPTED.mlflow_status, tags={"hpo.exit_status": ExitStatus.INTERRUPTED})
+        ledger.close_invocation(invocation["id"], ExitStatus.INTERRUPTED, "the process stopped without recording an end")
     return closed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 import optuna
 from optuna.trial import TrialState
@@ -35,6 +36,23 @@ def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
     return trial.values[0] if trial.values else None
 
 
+class ExitStatus(str, Enum):
+    """How an invocation ended, as the ledger, the MLflow parent run and ``--json-summary`` say it."""
+
+    OK = "ok"
+    BUDGET = "budget"  # the --timeout budget was spent
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def mlflow_status(self) -> str:
+        """The MLflow run status of the invocation's parent run."""
+        return {ExitStatus.INTERRUPTED: "KILLED", ExitStatus.FAILED: "FAILED"}.get(self, "FINISHED")
+
+
 @dataclass(frozen=True)
 class SweepResult:
     study_name: str
@@ -54,7 +72,7 @@ class SweepResult:
     interrupted: bool = False
     best_before: float | None = None  # the study's best value before this invocation
     new_best: bool = False  # this invocation found a better trial
-    exit_status: str = "ok"  # ok | budget | interrupted | failed
+    exit_status: ExitStatus = ExitStatus.OK
     notes: list[str] = field(default_factory=list)
     objectives: list[str] = field(default_factory=list)  # metric names, primary first; two or more: ``top`` is the Pareto front
     answer: dict | None = None  # orchestrator.answer.Answer: the chosen configuration's search, confirmed and test scores

@@ -80,3 +80,16 @@ def test_the_probe_sees_a_heavy_import(tmp_path):
     """The check above can fail: a command that does import Ray is reported."""
     probe = run_probe("run", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert probe["code"] == 2 and "ray" in probe["heavy"]
+
+
+def test_import_orchestrator_is_light_and_names_the_api(tmp_path):
+    """``import orchestrator`` loads no heavy package; every name it exports resolves, the API's from orchestrator.api."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = f"import sys, orchestrator; print(sorted(name for name in {HEAVY!r} if name in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+    import orchestrator
+    from orchestrator import api
+
+    assert all(getattr(orchestrator, name) is getattr(api, name) for name in orchestrator.API_NAMES)
+    assert all(hasattr(orchestrator, name) for name in orchestrator.__all__)
