@@ -24,12 +24,13 @@ from orchestrator.search_space import (
 )
 from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import DOMAINS
+from trials.result_keys import EPOCH, FINAL
 from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION
 from trials.user_function import FunctionRef, UserFunctionError
 
 DEFAULT_TASK = TEXT_CLASSIFICATION
 # Keys our trials add to every report; a metric of a training function of your own cannot use them.
-_RESERVED_METRICS = ("epoch", "is_final")
+_RESERVED_METRICS = (EPOCH, FINAL)
 
 
 class _Section(BaseModel):

@@ -14,13 +14,14 @@ from sqlalchemy.engine import make_url
 from orchestrator.errors import ConfigError
 from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
 from orchestrator.secrets import mask
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
 SORT_KEYS = ("number", "value", "duration")
 
 
 def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     """The study storage at ``url``; a missing SQLite file is an error, never silently created."""
-    from orchestrator.study import check_reachable, sqlite_file
+    from orchestrator.study import SQLITE_BUSY_TIMEOUT_S, check_reachable, sqlite_file
 
     check_reachable(url, field="--db")
     database_file = sqlite_file(url)
@@ -29,7 +30,7 @@ def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     parsed = make_url(url)
     if not _optuna_schema_ready(url):
         raise ConfigError("--db", mask(url), "no studies there yet (the database has no complete Optuna schema); run a sweep first")
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {})
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if parsed.get_backend_name() == "sqlite" else {})
 
 
 def _optuna_schema_ready(url: str) -> bool:
@@ -87,8 +88,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict:
         "params": trial.params,
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
         "started": _iso(trial.datetime_start),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-        "reason": trial.user_attrs.get("state_reason"),
+        "mlflow_run_id": trial.user_attrs.get(MLFLOW_RUN_ID),
+        "reason": trial.user_attrs.get(STATE_REASON),
     }
 
 

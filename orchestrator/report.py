@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from orchestrator.naming import SHORT_NAMES
 from orchestrator.result import rank
 from orchestrator.secrets import mask
+from orchestrator.trial_attrs import MLFLOW_RUN_ID
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -246,7 +247,7 @@ def _best_table(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[list[st
     header = ["rank", "trial", *_objective_names(study), "state", "duration_s", *params, "mlflow_run_id"]
     rows = [
         [position, trial.number, *trial.values, trial.state.name, round(trial.duration.total_seconds()) if trial.duration else None,
-         *(trial.params.get(name) for name in params), trial.user_attrs.get("mlflow_run_id")]
+         *(trial.params.get(name) for name in params), trial.user_attrs.get(MLFLOW_RUN_ID)]
         for position, trial in enumerate(trials, 1)
     ]
     return header, rows
@@ -285,7 +286,7 @@ def _best_html(study: optuna.Study, trials: list[FrozenTrial], mlflow_ui: str | 
 
 
 def _run_cell(study: optuna.Study, trial: FrozenTrial, mlflow_ui: str | None) -> str:
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(MLFLOW_RUN_ID)
     if not run_id:
         return ""
     if not mlflow_ui or not mlflow_ui.startswith(("http://", "https://")):

@@ -9,6 +9,8 @@ from enum import Enum
 import optuna
 from optuna.trial import TrialState
 
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+
 
 @dataclass(frozen=True)
 class TrialSummary:
@@ -26,7 +28,7 @@ class TrialSummary:
         duration = trial.duration.total_seconds() if trial.duration else None
         return cls(
             trial.number, trial.state.name, primary_value(trial), dict(trial.params), duration,
-            trial.user_attrs.get("mlflow_run_id"), trial.user_attrs.get("state_reason"),
+            trial.user_attrs.get(MLFLOW_RUN_ID), trial.user_attrs.get(STATE_REASON),
             list(trial.values) if trial.values else None,
         )
 

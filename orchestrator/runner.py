@@ -25,6 +25,7 @@ from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
 from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
+from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
@@ -168,7 +169,7 @@ def _record_failure(config, ledger, error: BaseException) -> None:
             from mlflow import MlflowClient
 
             client = MlflowClient(config.storage.mlflow)
-            client.set_tag(parent_run_id, "hpo.exit_status", status)
+            client.set_tag(parent_run_id, f"{TAG_PREFIX}exit_status", status)
             client.set_terminated(parent_run_id, status=status.mlflow_status)
     except Exception:  # noqa: BLE001 - the error being raised is the one to report
         pass
@@ -227,11 +228,11 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=_sweep_params(config, prepared, n_trials),
         tags={
-            "hpo.study": config.name, "hpo.role": "sweep", "hpo.invocation_id": ledger.invocation_id,
-            "hpo.host": socket.gethostname(), "hpo.user": getpass.getuser(),
-            "hpo.sampler": config.sampler.name, "hpo.scheduler": config.scheduler.name,
-            "hpo.objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
-            **({"hpo.code_version": version} if (version := code_version()) else {}),
+            f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}role": "sweep", f"{TAG_PREFIX}invocation_id": ledger.invocation_id,
+            f"{TAG_PREFIX}host": socket.gethostname(), f"{TAG_PREFIX}user": getpass.getuser(),
+            f"{TAG_PREFIX}sampler": config.sampler.name, f"{TAG_PREFIX}scheduler": config.scheduler.name,
+            f"{TAG_PREFIX}objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
+            **({f"{TAG_PREFIX}code_version": version} if (version := code_version()) else {}),
         },
     )
     ledger.set_parent_run(parent_run_id)
@@ -299,9 +300,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             parent_run_id,
             exit_status.mlflow_status,
             tags={
-                "hpo.exit_status": exit_status,
-                "hpo.new_best": result.new_best,
-                **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
+                f"{TAG_PREFIX}exit_status": exit_status,
+                f"{TAG_PREFIX}new_best": result.new_best,
+                **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
             },
             metrics=dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values)) if result.best is not None else None,
             step=sum(this_run.values()),

@@ -18,7 +18,7 @@ from orchestrator.secrets import mask, remember_url
 if TYPE_CHECKING:  # the inspection commands open study databases without loading the sweep file's models
     from orchestrator.config import SweepConfig
 
-SQLITE_BUSY_TIMEOUT_S = 60
+SQLITE_BUSY_TIMEOUT_S = 60  # how long every SQLite connection waits for a concurrent writer
 
 
 def sqlite_file(url: str) -> Path | None:
