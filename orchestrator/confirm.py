@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator.result import rank
+from orchestrator.result import maximized, rank
 from orchestrator.trial_attrs import STATE_REASON
 from trials.hyperparameters import SEED_KEY
 
@@ -106,5 +106,5 @@ def confirmed(search: optuna.Study, confirmation: optuna.Study) -> list[Confirme
         for number, trials in runs.items() if number in sources
     ]
     results = [result for result in results if result.values]
-    sign = 1 if search.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = 1 if maximized(search) else -1
     return sorted(results, key=lambda result: (result.failed > 0, -sign * result.mean))

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.errors import ConfigError
 from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
+from orchestrator.result import maximized, primary_value, rank
 from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
@@ -66,14 +67,13 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict]:
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        complete = [t.values[0] for t in trials if t.state == TrialState.COMPLETE and t.values]
-        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        ranked = rank(study, [t for t in trials if t.state == TrialState.COMPLETE])
         starts = [t.datetime_start for t in trials if t.datetime_start]
         rows.append({
             "study": summary.study_name,
             "direction": ",".join("max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions),
             "trials": dict(Counter(t.state.name for t in trials)),
-            "best_value": (max(complete) if maximize else min(complete)) if complete else None,
+            "best_value": primary_value(ranked[0]) if ranked else None,
             "last_run": _iso(max(starts)) if starts else None,
         })
     return rows
@@ -106,7 +106,7 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
     study = load_study(storage, name)
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=wanted)]
     if sort == "value":
-        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        maximize = maximized(study)
         rows.sort(key=lambda row: (row["value"] is None, -(row["value"] or 0) if maximize else (row["value"] or 0)))
     elif sort == "duration":
         rows.sort(key=lambda row: (row["duration_s"] is None, -(row["duration_s"] or 0)))
@@ -117,11 +117,9 @@ def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[
     """The ``top`` best completed trials, the sweep's chosen configuration first (its answer
     attached); with several objectives, the whole Pareto front."""
     study = load_study(storage, name)
+    ranked = [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
     if len(study.directions) > 1:
-        from orchestrator.result import rank
-
-        return [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
-    ranked = trials(storage, name, states=["COMPLETE"], sort="value")
+        return ranked
     for row in ranked:
         row["measured_on"] = SEARCH_SCORE
     answer = study.user_attrs.get(ANSWER_ATTR)

@@ -32,6 +32,7 @@ from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE
+from trials.objective import is_better
 from trials.result_keys import BOOKKEEPING, EPOCH, INTERIM, STEP
 
 # Keys of a result that are not metrics: Ray Tune's bookkeeping, the trial's position and flags
@@ -246,7 +247,7 @@ class TrialRecorder(Callback):
         return self._better(value, self.best)
 
     def _better(self, value: float | None, than: float | None) -> bool:
-        return value is not None and (than is None or (value > than if self.mode == "max" else value < than))
+        return value is not None and is_better(value, than, self.mode)
 
     def _log_progress(self, outcome: Outcome) -> None:
         """The parent run's live story: best value so far and trials by state, step = trials finished."""

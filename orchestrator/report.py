@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote
 
 import optuna
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.naming import SHORT_NAMES
-from orchestrator.result import rank
+from orchestrator.result import maximized, rank
 from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID
 
@@ -167,7 +166,7 @@ def _importance_arguments(study: optuna.Study) -> dict:
     if len(study.directions) == 1:
         return {"evaluator": evaluator}
     # With an explicit target PED-ANOVA takes lower as better, so a maximised objective is negated.
-    sign = -1.0 if study.directions[0] == StudyDirection.MAXIMIZE else 1.0
+    sign = -1.0 if maximized(study) else 1.0
     return {"evaluator": evaluator, "target": lambda trial: sign * trial.values[0], "target_name": _objective_names(study)[0]}
 
 

@@ -95,9 +95,14 @@ def summarize_study(study: optuna.Study, top_k: int = 5) -> tuple[dict[str, int]
 
 
 def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials best first by the primary objective; with several objectives, only the Pareto front."""
+    """Completed trials best first by the primary objective; with several objectives, only the Pareto front.
+    The one ranking of "best trials": the result, the answer, ``hpo best`` and ``hpo studies`` use it."""
     if len(study.directions) > 1:
         on_front = {trial.number for trial in study.best_trials}
         complete = [trial for trial in complete if trial.number in on_front]
-    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=primary_value, reverse=reverse)
+    return sorted(complete, key=primary_value, reverse=maximized(study))
+
+
+def maximized(study: optuna.Study) -> bool:
+    """True when the study's primary objective is maximised: its higher values are better."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
