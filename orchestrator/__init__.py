@@ -9,12 +9,15 @@ Public API::
 
 from orchestrator.errors import ConfigError, HpoError, StudyLockedError, SweepFailedError
 
-__all__ = ["ConfigError", "HpoError", "StudyLockedError", "SweepFailedError", "load_sweep", "run_sweep", "validate_sweep", "RunOptions"]
+API_NAMES = ("SweepConfig", "PreparedSweep", "SweepResult", "RunOptions", "load_sweep", "parse_sweep", "run_sweep", "validate_sweep")
+"""What :mod:`orchestrator.api` exports; imported from there on first use, so ``import orchestrator``
+stays fast (no Ray, MLflow or torch) until a sweep runs."""
+
+__all__ = ["ConfigError", "HpoError", "StudyLockedError", "SweepFailedError", *API_NAMES]
 
 
 def __getattr__(name: str):
-    # Imported lazily: ``import orchestrator`` stays fast (no Ray, MLflow or torch) until a sweep runs.
-    if name in {"load_sweep", "run_sweep", "validate_sweep", "RunOptions", "parse_sweep", "SweepResult"}:
+    if name in API_NAMES:
         from orchestrator import api
 
         return getattr(api, name)

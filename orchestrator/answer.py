@@ -18,6 +18,7 @@ import optuna
 
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import Confirmed, confirmed
+from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.result import rank
 
 ANSWER_ATTR = "hpo_answer"
@@ -152,17 +153,17 @@ def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_ru
 def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_run_id: str) -> list[str]:
     from orchestrator.best_model import register_best_model
 
-    tags = {"hpo.study": config.name, "hpo.search_score": f"{answer.search_value:.6g}"}
+    tags = {f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}search_score": f"{answer.search_value:.6g}"}
     if answer.confirmed is not None:
-        tags["hpo.confirmed_mean"] = f"{answer.confirmed['mean']:.6g}"
+        tags[f"{TAG_PREFIX}confirmed_mean"] = f"{answer.confirmed['mean']:.6g}"
     for name, value in ((answer.test or {}).get("metrics") or {}).items():
-        tags[f"hpo.{name}"] = f"{value:.6g}"
+        tags[f"{TAG_PREFIX}{name}"] = f"{value:.6g}"
     try:
         version = register_best_model(kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model, tags=tags)
     except Exception as error:  # noqa: BLE001
         return [f"best model not registered: {type(error).__name__}: {error}"]
     answer.registered = f"{config.registered_model}/{version}"
-    tracker.set_tags(parent_run_id, {"hpo.registered_model": answer.registered})
+    tracker.set_tags(parent_run_id, {f"{TAG_PREFIX}registered_model": answer.registered})
     source = f"its best confirmation run (run {kept.run_id})" if answer.confirmed is not None else f"trial {kept.trial_number}"
     return [f"registered the chosen configuration's model as {config.registered_model} version {version} ({source})"]
 
@@ -173,4 +174,4 @@ def _log_answer(answer: Answer, tracker, parent_run_id: str) -> None:
     if answer.confirmed is not None:
         metrics.update({f"confirmed_mean_{metric}": answer.confirmed["mean"], f"confirmed_std_{metric}": answer.confirmed["std"]})
     tracker.log_metrics(parent_run_id, metrics, step=0)
-    tracker.set_tags(parent_run_id, {"hpo.chosen_trial": answer.trial, "hpo.answer": "; ".join(f"{what}: {score}" for what, score in score_lines(answer))})
+    tracker.set_tags(parent_run_id, {f"{TAG_PREFIX}chosen_trial": answer.trial, f"{TAG_PREFIX}answer": "; ".join(f"{what}: {score}" for what, score in score_lines(answer))})

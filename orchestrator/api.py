@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from orchestrator import API_NAMES
 from orchestrator.config import SweepConfig, load_sweep, parse_sweep
 from orchestrator.prepare import PreparedSweep
 from orchestrator.result import SweepResult
 from orchestrator.runner import RunOptions, run_sweep, validate as validate_sweep
 
-__all__ = ["SweepConfig", "PreparedSweep", "SweepResult", "RunOptions", "load_sweep", "parse_sweep", "run_sweep", "validate_sweep"]
+__all__ = list(API_NAMES)

@@ -15,8 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trials import checkpoint
-from trials.model import load_classifier
+from orchestrator.mlflow_tags import TAG_PREFIX
 
 INPUT_EXAMPLE = ["what a great day", "this is the worst service ever"]
 
@@ -41,6 +40,9 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     from transformers import AutoTokenizer, pipeline
     from transformers.utils import logging as transformers_logging
 
+    from trials import checkpoint
+    from trials.model import load_classifier
+
     transformers_logging.disable_progress_bar()
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # e.g. "Unable to find license information"
 
@@ -57,7 +59,7 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
         )
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri)
-    for key, value in {**tags, "hpo.optuna_trial_number": str(kept.trial_number), "hpo.value": f"{kept.value:.6g}"}.items():
+    for key, value in {**tags, f"{TAG_PREFIX}optuna_trial_number": str(kept.trial_number), f"{TAG_PREFIX}value": f"{kept.value:.6g}"}.items():
         client.set_model_version_tag(registered_name, version, key, value)
     return version
 

@@ -1,10 +1,11 @@
 """The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
 
-Exit codes: 0 success; 1 the sweep failed (every trial failed, or an unexpected error);
-2 invalid input (sweep file, model, data, where the run writes, Ray address, command line),
-nothing written; 3 another invocation holds the study; 4 the --timeout budget was spent before
-any trial started; 130 interrupted (SIGINT or SIGTERM; a second signal exits at once).
-Every error is one line on stderr naming the field or option, the value and the fix.
+Exit codes (:class:`orchestrator.errors.ExitCode`): 0 success; 1 the sweep failed (every trial
+failed, or an unexpected error); 2 invalid input (sweep file, model, data, where the run writes,
+Ray address, command line), nothing written; 3 another invocation holds the study; 4 the
+--timeout budget was spent before any trial started; 130 interrupted (SIGINT or SIGTERM; a
+second signal exits at once). Every error is one line on stderr naming the field or option, the
+value and the fix.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from orchestrator.cli_console import EXIT_BUDGET_SPENT, EXIT_INTERRUPTED, err, one_line_errors, out, print_json
+from orchestrator.cli_console import err, one_line_errors, out, print_json
 from orchestrator.cli_output import cell, print_result, run_summary
 from orchestrator.cli_usage import OneLineUsageErrors
+from orchestrator.errors import EXIT_CODE_MEANINGS, ExitCode
 from orchestrator.naming import SHORT_NAMES
 from orchestrator.secrets import mask, remember_url
 
@@ -33,7 +35,7 @@ app = typer.Typer(
         "Ray Tune schedules the trials, Optuna proposes each configuration, the study lives in a SQL "
         "database (SQLite by default, PostgreSQL for teams) and every trial is logged to MLflow.\n\n"
         "Start with:  hpo run sweeps/demo.yaml\n\n"
-        "Exit codes: 0 ok, 1 sweep failed, 2 invalid input (nothing written), 3 study locked by another run, 130 interrupted."
+        "Exit codes: " + ", ".join(f"{int(code)} {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()) + "."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -133,6 +135,7 @@ def run(
     from orchestrator.budget import parse_duration
     from orchestrator.errors import ConfigError
     from orchestrator.progress import SweepProgress
+    from orchestrator.result import ExitStatus
     from orchestrator.runner import RunOptions
     from orchestrator.targets import check_output_file
 
@@ -164,10 +167,10 @@ def run(
                 err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
             print_result(result)
         if result.interrupted:
-            raise typer.Exit(EXIT_INTERRUPTED)
-        if result.exit_status == "budget" and not result.trials_this_run:
-            err.print("[yellow]note:[/yellow] the --timeout budget was spent before any trial started (exit 4)", highlight=False)
-            raise typer.Exit(EXIT_BUDGET_SPENT)
+            raise typer.Exit(ExitCode.INTERRUPTED)
+        if result.exit_status == ExitStatus.BUDGET and not result.trials_this_run:
+            err.print(f"[yellow]note:[/yellow] the --timeout budget was spent before any trial started (exit {int(ExitCode.BUDGET_SPENT)})", highlight=False)
+            raise typer.Exit(ExitCode.BUDGET_SPENT)
 
 
 def _read_points(path: Path, config) -> tuple[dict, ...]:
@@ -324,7 +327,7 @@ def report(
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
             raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
         check_output_file(out_path, "--out")
-        loaded = queries._load(queries.open_for_reading(db), study)
+        loaded = queries.load_study(queries.open_for_reading(db), study)
         page = render_report(loaded, mlflow_ui)
         out_path.write_text(page, encoding="utf-8")
         trials = loaded.get_trials(deepcopy=False)

@@ -4,7 +4,7 @@
 document goes to stdout with :func:`print_json`, secrets masked; :func:`report_error` says an
 error as the one line on stderr (and, with ``--json``, a JSON document on stdout), and
 :func:`one_line_errors`, around each command, turns what it raises into that line and an exit
-code; the ``EXIT_*`` codes are what a command exits with. The commands (:mod:`orchestrator.cli`),
+code (:class:`orchestrator.errors.ExitCode`). The commands (:mod:`orchestrator.cli`),
 the usage errors (:mod:`orchestrator.cli_usage`) and the rendering of results
 (:mod:`orchestrator.cli_output`) all print through here.
 """
@@ -19,11 +19,8 @@ from typing import Iterator
 import typer
 from rich.console import Console
 
-from orchestrator.errors import HpoError
+from orchestrator.errors import ExitCode, HpoError
 from orchestrator.secrets import mask
-
-# The exit codes orchestrator.cli's docstring documents.
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED, EXIT_BUDGET_SPENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 # Piped output (cron logs, CI) gets a wide fixed width so result tables are not truncated.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -54,12 +51,12 @@ def one_line_errors(debug: bool, as_json: bool) -> Iterator[None]:
             _print_traceback()
         _fail(mask(str(error)), error.exit_code, as_json)
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED, as_json)
+        _fail("interrupted", ExitCode.INTERRUPTED, as_json)
     except Exception as error:  # noqa: BLE001 - the last line of defence for the CLI
         if debug:
             _print_traceback()
         hint = "" if debug else " (run again with --debug for the traceback)"
-        _fail(mask(f"unexpected error: {type(error).__name__}: {error}") + hint, EXIT_FAILED, as_json)
+        _fail(mask(f"unexpected error: {type(error).__name__}: {error}") + hint, ExitCode.FAILED, as_json)
 
 
 def _print_traceback() -> None:

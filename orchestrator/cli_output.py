@@ -38,9 +38,11 @@ def run_summary(result) -> dict:
 
 
 def print_result(result) -> None:
+    from orchestrator.result import ExitStatus  # not at the top: it imports Optuna, which hpo --help does not need
+
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
     total = sum(result.study_trials.values())
-    ended = "" if result.exit_status == "ok" else f" [yellow]ended: {result.exit_status}[/yellow];"
+    ended = "" if result.exit_status == ExitStatus.OK else f" [yellow]ended: {result.exit_status}[/yellow];"
     out.print(f"\n[bold]{result.study_name}[/bold]: this run {counts};{ended} the study now has {total} trials ({result.duration_s:.0f}s)")
     if result.best is not None and result.best_before is not None:
         change = "[green]new best[/green]" if result.new_best else "no new best"

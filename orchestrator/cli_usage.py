@@ -15,8 +15,8 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from orchestrator.cli_console import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, report_error
-from orchestrator.errors import MISSING, ConfigError
+from orchestrator.cli_console import report_error
+from orchestrator.errors import MISSING, ConfigError, ExitCode
 from orchestrator.secrets import mask
 
 try:
@@ -51,15 +51,15 @@ class OneLineUsageErrors(TyperGroup):
                 if error.format_message().strip():
                     error.show()
                 sys.exit(error.exit_code)
-            report_error(_usage_line(error, args), EXIT_CONFIG, "--json" in args)
-            sys.exit(EXIT_CONFIG)
+            report_error(_usage_line(error, args), ExitCode.INVALID_INPUT, "--json" in args)
+            sys.exit(ExitCode.INVALID_INPUT)
         except usage.ClickException as error:
             report_error(mask(error.format_message()), error.exit_code, "--json" in args)
             sys.exit(error.exit_code)
         except typer.Abort:
-            report_error("aborted", EXIT_FAILED, "--json" in args)
-            sys.exit(EXIT_FAILED)
-        sys.exit(code if isinstance(code, int) else EXIT_OK)
+            report_error("aborted", ExitCode.FAILED, "--json" in args)
+            sys.exit(ExitCode.FAILED)
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 def _usage_line(error, args: list[str]) -> str:

@@ -24,17 +24,13 @@ from orchestrator.search_space import (
 )
 from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import DOMAINS
-from trials.tasks import TASKS
+from trials.result_keys import BOOKKEEPING
+from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION
 from trials.user_function import FunctionRef, UserFunctionError
 
-DEFAULT_TASK = "text-classification"
-# Data keys that only one task reads.
-_TASK_DATA_KEYS = {
-    "text-classification": {"text_column", "max_length", "noisy_val_rate"},
-    "image-classification": {"image_column"},
-}
+DEFAULT_TASK = TEXT_CLASSIFICATION
 # Keys our trials add to every report; a metric of a training function of your own cannot use them.
-_RESERVED_METRICS = ("epoch", "is_final")
+_RESERVED_METRICS = tuple(sorted(BOOKKEEPING))
 
 
 class _Section(BaseModel):
@@ -179,7 +175,7 @@ REGISTERED_MODEL_PATTERN = r"^[^/:%]+$"
 
 class SweepConfig(_Section):
     name: str = Field(pattern=NAME_PATTERN)
-    task: str = DEFAULT_TASK  # which built-in trials run: a name in trials.tasks.TASKS
+    task: str = DEFAULT_TASK  # which built-in trials run: a name in trials.task_specs.TASK_SPECS
     objective: Objective = Objective()
     objectives: list[Objective] | None = None  # two or more: multi-objective search for the Pareto front
     model: ModelReference | None = None  # required by the built-in tasks; trial.function loads its own
@@ -200,7 +196,7 @@ class SweepConfig(_Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        return check_known(TASKS, task, "task")
+        return check_known(TASK_SPECS, task, "task")
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -290,17 +286,17 @@ class SweepConfig(_Section):
         reserved = next((o.metric for o in self.objective_list if o.metric in _RESERVED_METRICS), None)
         if reserved is not None:
             raise ConfigError("objectives" if self.objectives else "objective.metric", reserved,
-                              f"every report sets {' and '.join(_RESERVED_METRICS)}; report the metric under another name")
+                              f"reports use {', '.join(_RESERVED_METRICS)} for bookkeeping; report the metric under another name")
 
     def _check_task(self) -> None:
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
-        read_by_another = {key: task for task, keys in _TASK_DATA_KEYS.items() if task != self.task for key in keys}
+        read_by_another = {key: name for name, spec in TASK_SPECS.items() if name != self.task for key in spec.data_keys}
         wrong = sorted(self.data.model_fields_set & set(read_by_another))
         if wrong:
             raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
-        task = TASKS[self.task]
+        task = TASK_SPECS[self.task]
         check_hyperparameters(self.search_space, task.hyperparameters)
         for index, objective in enumerate(self.objective_list):
             field = f"objectives.{index}.metric" if self.objectives else "objective.metric"

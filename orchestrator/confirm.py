@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator.result import rank
+from orchestrator.result import maximized, rank
+from orchestrator.trial_attrs import STATE_REASON
 from trials.hyperparameters import SEED_KEY
 
 CONFIRM_SUFFIX = ".confirm"
@@ -96,7 +97,7 @@ def confirmed(search: optuna.Study, confirmation: optuna.Study) -> list[Confirme
     first: no failed run, then the best mean."""
     runs: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for trial in confirmation.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if CONFIRMS in trial.user_attrs and not trial.user_attrs.get("state_reason", "").startswith("interrupted"):
+        if CONFIRMS in trial.user_attrs and not trial.user_attrs.get(STATE_REASON, "").startswith("interrupted"):
             runs.setdefault(trial.user_attrs[CONFIRMS], []).append(trial)
     sources = {trial.number: trial for trial in search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     results = [
@@ -105,5 +106,5 @@ def confirmed(search: optuna.Study, confirmation: optuna.Study) -> list[Confirme
         for number, trials in runs.items() if number in sources
     ]
     results = [result for result in results if result.values]
-    sign = 1 if search.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    sign = 1 if maximized(search) else -1
     return sorted(results, key=lambda result: (result.failed > 0, -sign * result.mean))

@@ -6,6 +6,28 @@ class; the CLI maps each subclass to a documented exit code.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What ``hpo`` exits with; :data:`EXIT_CODE_MEANINGS` says each in the words of ``hpo --help``."""
+
+    OK = 0
+    FAILED = 1  # every trial failed, or an unexpected error
+    INVALID_INPUT = 2  # nothing written
+    STUDY_LOCKED = 3
+    BUDGET_SPENT = 4
+    INTERRUPTED = 130
+
+
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILED: "sweep failed",
+    ExitCode.INVALID_INPUT: "invalid input (nothing written)",
+    ExitCode.STUDY_LOCKED: "study locked by another run",
+    ExitCode.BUDGET_SPENT: "--timeout spent before any trial started",
+    ExitCode.INTERRUPTED: "interrupted",
+}
 
 MISSING = object()
 """Stands for the value of a required key that is absent."""
@@ -17,7 +39,7 @@ UNKNOWN_KEY = object()
 class HpoError(Exception):
     """Root of every error this package raises on purpose."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class ConfigError(HpoError):
@@ -26,7 +48,7 @@ class ConfigError(HpoError):
     The message names the field path, the value received and the fix, on one line.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.INVALID_INPUT
 
     def __init__(self, field: str, value: object, fix: str) -> None:
         self.field = field
@@ -39,7 +61,7 @@ class ConfigError(HpoError):
 class StudyLockedError(HpoError):
     """Another ``hpo run`` holds the study's lease."""
 
-    exit_code = 3
+    exit_code = ExitCode.STUDY_LOCKED
 
     def __init__(self, study_name: str, holder: dict | None) -> None:
         self.study_name = study_name
@@ -54,7 +76,7 @@ class StudyLockedError(HpoError):
 class SweepFailedError(HpoError):
     """The sweep ran but could not finish (every trial failed, or the backend broke)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 def _short(value: object, limit: int = 80) -> str:

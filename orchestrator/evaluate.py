@@ -82,7 +82,7 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
     if not path.is_file():
         raise ConfigError("--data", str(data), "no such file; give a CSV, TSV, JSON Lines or Parquet file with a text and a label column")
     _check_device(device)
-    study = queries._load(queries.open_for_reading(db), study_name)
+    study = queries.load_study(queries.open_for_reading(db), study_name)
     sweep = recorded_sweep(db, study_name) or {}
     sweep_data = sweep.get("data") or {}
     answer = stored_answer(study)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from optuna.trial import TrialState
 
+from trials.objective import is_better
 from trials.result_keys import EPOCH, FINAL, INTERIM
 
 FINAL_FLAG = FINAL  # set on the last report of a trial that ran to its end
@@ -31,10 +32,11 @@ class Outcome:
 
 
 def best_of(values: list[float], mode: str) -> float | None:
-    finite = [value for value in values if math.isfinite(value)]
-    if not finite:
-        return None
-    return max(finite) if mode == "max" else min(finite)
+    best = None
+    for value in values:
+        if math.isfinite(value) and is_better(value, best, mode):
+            best = value
+    return best
 
 
 def classify(history: list[dict], metric: str, mode: str, error: str | None, others: tuple[str, ...] = ()) -> Outcome:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.naming import short_params
+from trials.objective import is_better
 
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
 
@@ -70,9 +71,7 @@ class SweepProgress(Callback):
         self._done += 1
         outcome = self._recorder.outcomes.get(trial.trial_id) if self._recorder else None
         if outcome is not None:
-            if outcome.value is not None and (
-                self._best is None or (outcome.value > self._best if self._mode == "max" else outcome.value < self._best)
-            ):
+            if outcome.value is not None and is_better(outcome.value, self._best, self._mode):
                 self._best = outcome.value
             seconds = time.monotonic() - self._started.pop(trial.trial_id, time.monotonic())
             value = "" if outcome.value is None else f"{self._metric}={outcome.value:.4f} "

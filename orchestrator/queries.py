@@ -13,14 +13,16 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.errors import ConfigError
 from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
+from orchestrator.result import maximized, primary_value, rank
 from orchestrator.secrets import mask
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
 SORT_KEYS = ("number", "value", "duration")
 
 
 def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     """The study storage at ``url``; a missing SQLite file is an error, never silently created."""
-    from orchestrator.study import check_reachable, sqlite_file
+    from orchestrator.study import SQLITE_BUSY_TIMEOUT_S, check_reachable, sqlite_file
 
     check_reachable(url, field="--db")
     database_file = sqlite_file(url)
@@ -29,7 +31,7 @@ def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     parsed = make_url(url)
     if not _optuna_schema_ready(url):
         raise ConfigError("--db", mask(url), "no studies there yet (the database has no complete Optuna schema); run a sweep first")
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.get_backend_name() == "sqlite" else {})
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if parsed.get_backend_name() == "sqlite" else {})
 
 
 def _optuna_schema_ready(url: str) -> bool:
@@ -48,7 +50,8 @@ def _optuna_schema_ready(url: str) -> bool:
         engine.dispose()
 
 
-def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+def load_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """The study ``name`` in ``storage``; an unknown name is a :class:`ConfigError` listing the studies there."""
     names = [summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
         raise ConfigError("STUDY", name, f"no such study; studies here: {', '.join(sorted(names)) or 'none'}")
@@ -64,14 +67,13 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict]:
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        complete = [t.values[0] for t in trials if t.state == TrialState.COMPLETE and t.values]
-        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        ranked = rank(study, [t for t in trials if t.state == TrialState.COMPLETE])
         starts = [t.datetime_start for t in trials if t.datetime_start]
         rows.append({
             "study": summary.study_name,
             "direction": ",".join("max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions),
             "trials": dict(Counter(t.state.name for t in trials)),
-            "best_value": (max(complete) if maximize else min(complete)) if complete else None,
+            "best_value": primary_value(ranked[0]) if ranked else None,
             "last_run": _iso(max(starts)) if starts else None,
         })
     return rows
@@ -86,8 +88,8 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict:
         "params": trial.params,
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
         "started": _iso(trial.datetime_start),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-        "reason": trial.user_attrs.get("state_reason"),
+        "mlflow_run_id": trial.user_attrs.get(MLFLOW_RUN_ID),
+        "reason": trial.user_attrs.get(STATE_REASON),
     }
 
 
@@ -101,10 +103,10 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
         if unknown:
             raise ConfigError("--state", unknown[0], f"valid states are {', '.join(valid)}")
         wanted = tuple(TrialState[state.upper()] for state in states)
-    study = _load(storage, name)
+    study = load_study(storage, name)
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=wanted)]
     if sort == "value":
-        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        maximize = maximized(study)
         rows.sort(key=lambda row: (row["value"] is None, -(row["value"] or 0) if maximize else (row["value"] or 0)))
     elif sort == "duration":
         rows.sort(key=lambda row: (row["duration_s"] is None, -(row["duration_s"] or 0)))
@@ -114,12 +116,10 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
 def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
     """The ``top`` best completed trials, the sweep's chosen configuration first (its answer
     attached); with several objectives, the whole Pareto front."""
-    study = _load(storage, name)
+    study = load_study(storage, name)
+    ranked = [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
     if len(study.directions) > 1:
-        from orchestrator.result import rank
-
-        return [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
-    ranked = trials(storage, name, states=["COMPLETE"], sort="value")
+        return ranked
     for row in ranked:
         row["measured_on"] = SEARCH_SCORE
     answer = study.user_attrs.get(ANSWER_ATTR)
@@ -138,7 +138,7 @@ def export(storage: optuna.storages.BaseStorage, name: str, fmt: str, path: Path
     """Write every trial of the study (one row each: state, value, params_*, user_attrs_*, times) to ``path``."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError("--format", fmt, f"choose one of {', '.join(EXPORT_FORMATS)}")
-    frame = _load(storage, name).trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs"))
+    frame = load_study(storage, name).trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs"))
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds()
     if fmt == "csv":

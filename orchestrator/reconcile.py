@@ -11,9 +11,12 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.ledger import Ledger
+from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.outcome import MLFLOW_STATUS
+from orchestrator.result import ExitStatus
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
 INTERRUPTED = "interrupted: the hpo run executing this trial stopped (killed or crashed) before it finished"
 
@@ -24,16 +27,16 @@ def reconcile(study: optuna.Study, storage: optuna.storages.BaseStorage, ledger:
     closed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, "state_reason", INTERRUPTED)
+        storage.set_trial_user_attr(trial_id, STATE_REASON, INTERRUPTED)
         study.tell(trial.number, state=TrialState.FAIL)
         requeue(study, trial)
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = trial.user_attrs.get(MLFLOW_RUN_ID)
         if run_id:
-            tracker.finish(run_id, MLFLOW_STATUS[TrialState.FAIL], tags={"hpo.state": "FAIL", "hpo.state_reason": INTERRUPTED})
+            tracker.finish(run_id, MLFLOW_STATUS[TrialState.FAIL], tags={f"{TAG_PREFIX}state": "FAIL", f"{TAG_PREFIX}state_reason": INTERRUPTED})
         ledger.trial_finished(trial.number, "FAIL", INTERRUPTED)
         closed.append(trial.number)
     for invocation in ledger.unfinished_invocations():
         if invocation["mlflow_parent_run_id"]:
-            tracker.finish(invocation["mlflow_parent_run_id"], "KILLED", tags={"hpo.exit_status": "interrupted"})
-        ledger.close_invocation(invocation["id"], "interrupted", "the process stopped without recording an end")
+            tracker.finish(invocation["mlflow_parent_run_id"], ExitStatus.INTERRUPTED.mlflow_status, tags={f"{TAG_PREFIX}exit_status": ExitStatus.INTERRUPTED})
+        ledger.close_invocation(invocation["id"], ExitStatus.INTERRUPTED, "the process stopped without recording an end")
     return closed

@@ -24,15 +24,16 @@ from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
 from orchestrator.ledger import Ledger
+from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import FINAL_FLAG, Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE
+from trials.objective import is_better
 from trials.result_keys import BOOKKEEPING, EPOCH, FROZEN_CACHE, INTERIM, STEP
-
-TAG_PREFIX = "hpo."
 
 # Keys of a result that are not metrics: Ray Tune's bookkeeping, the trial's position and flags
 # (trials.result_keys) and micro_batch_size (recorded as a tag).
@@ -143,7 +144,7 @@ class TrialRecorder(Callback):
         self.history[trial.trial_id] = []
         self.trial_paths[trial.trial_id] = trial.path
         optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
-        optuna_trial.set_user_attr("mlflow_run_id", run_id)
+        optuna_trial.set_user_attr(MLFLOW_RUN_ID, run_id)
         self.ledger.trial_started(
             optuna_trial._trial_id, number, trial.trial_id, run_id,  # Optuna exposes the trial id only privately
             self.resources.cpu, self.resources.gpu, trial.path,
@@ -206,7 +207,7 @@ class TrialRecorder(Callback):
         self._record(trial_id, optuna_trial, outcome)
 
     def _record(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> None:
-        optuna_trial.set_user_attr("state_reason", outcome.reason)
+        optuna_trial.set_user_attr(STATE_REASON, outcome.reason)
         values = list(outcome.values) if self.other_objectives and outcome.values else outcome.value
         self.study.tell(optuna_trial, values, state=outcome.state)
         self.outcomes[trial_id] = outcome
@@ -251,7 +252,7 @@ class TrialRecorder(Callback):
         return self._better(value, self.best)
 
     def _better(self, value: float | None, than: float | None) -> bool:
-        return value is not None and (than is None or (value > than if self.mode == "max" else value < than))
+        return value is not None and is_better(value, than, self.mode)
 
     def _log_progress(self, outcome: Outcome) -> None:
         """The parent run's live story: best value so far and trials by state, step = trials finished."""

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import quote
 
 import optuna
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.naming import SHORT_NAMES
-from orchestrator.result import rank
+from orchestrator.result import maximized, rank
 from orchestrator.secrets import mask
+from orchestrator.trial_attrs import MLFLOW_RUN_ID
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -166,7 +166,7 @@ def _importance_arguments(study: optuna.Study) -> dict:
     if len(study.directions) == 1:
         return {"evaluator": evaluator}
     # With an explicit target PED-ANOVA takes lower as better, so a maximised objective is negated.
-    sign = -1.0 if study.directions[0] == StudyDirection.MAXIMIZE else 1.0
+    sign = -1.0 if maximized(study) else 1.0
     return {"evaluator": evaluator, "target": lambda trial: sign * trial.values[0], "target_name": _objective_names(study)[0]}
 
 
@@ -246,7 +246,7 @@ def _best_table(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[list[st
     header = ["rank", "trial", *_objective_names(study), "state", "duration_s", *params, "mlflow_run_id"]
     rows = [
         [position, trial.number, *trial.values, trial.state.name, round(trial.duration.total_seconds()) if trial.duration else None,
-         *(trial.params.get(name) for name in params), trial.user_attrs.get("mlflow_run_id")]
+         *(trial.params.get(name) for name in params), trial.user_attrs.get(MLFLOW_RUN_ID)]
         for position, trial in enumerate(trials, 1)
     ]
     return header, rows
@@ -285,7 +285,7 @@ def _best_html(study: optuna.Study, trials: list[FrozenTrial], mlflow_ui: str | 
 
 
 def _run_cell(study: optuna.Study, trial: FrozenTrial, mlflow_ui: str | None) -> str:
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(MLFLOW_RUN_ID)
     if not run_id:
         return ""
     if not mlflow_ui or not mlflow_ui.startswith(("http://", "https://")):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 import optuna
 from optuna.trial import TrialState
+
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class TrialSummary:
         duration = trial.duration.total_seconds() if trial.duration else None
         return cls(
             trial.number, trial.state.name, primary_value(trial), dict(trial.params), duration,
-            trial.user_attrs.get("mlflow_run_id"), trial.user_attrs.get("state_reason"),
+            trial.user_attrs.get(MLFLOW_RUN_ID), trial.user_attrs.get(STATE_REASON),
             list(trial.values) if trial.values else None,
         )
 
@@ -33,6 +36,23 @@ class TrialSummary:
 def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
     """The first objective's value (``trial.value`` raises in a multi-objective study)."""
     return trial.values[0] if trial.values else None
+
+
+class ExitStatus(str, Enum):
+    """How an invocation ended, as the ledger, the MLflow parent run and ``--json-summary`` say it."""
+
+    OK = "ok"
+    BUDGET = "budget"  # the --timeout budget was spent
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def mlflow_status(self) -> str:
+        """The MLflow run status of the invocation's parent run."""
+        return {ExitStatus.INTERRUPTED: "KILLED", ExitStatus.FAILED: "FAILED"}.get(self, "FINISHED")
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,7 @@ class SweepResult:
     interrupted: bool = False
     best_before: float | None = None  # the study's best value before this invocation
     new_best: bool = False  # this invocation found a better trial
-    exit_status: str = "ok"  # ok | budget | interrupted | failed
+    exit_status: ExitStatus = ExitStatus.OK
     notes: list[str] = field(default_factory=list)
     objectives: list[str] = field(default_factory=list)  # metric names, primary first; two or more: ``top`` is the Pareto front
     answer: dict | None = None  # orchestrator.answer.Answer: the chosen configuration's search, confirmed and test scores
@@ -75,9 +95,14 @@ def summarize_study(study: optuna.Study, top_k: int = 5) -> tuple[dict[str, int]
 
 
 def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials best first by the primary objective; with several objectives, only the Pareto front."""
+    """Completed trials best first by the primary objective; with several objectives, only the Pareto front.
+    The one ranking of "best trials": the result, the answer, ``hpo best`` and ``hpo studies`` use it."""
     if len(study.directions) > 1:
         on_front = {trial.number for trial in study.best_trials}
         complete = [trial for trial in complete if trial.number in on_front]
-    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=primary_value, reverse=reverse)
+    return sorted(complete, key=primary_value, reverse=maximized(study))
+
+
+def maximized(study: optuna.Study) -> bool:
+    """True when the study's primary objective is maximised: its higher values are better."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE

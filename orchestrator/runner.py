@@ -25,10 +25,11 @@ from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
 from orchestrator.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
+from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
-from orchestrator.result import SweepResult, summarize_study
+from orchestrator.result import ExitStatus, SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.summary import summarise
 from orchestrator.study import (
@@ -162,16 +163,15 @@ def _record_failure(config, ledger, error: BaseException) -> None:
     """An invocation that ends by raising (exit 1, or 130 for a second signal) is never left looking
     ok or running: its ledger row and its MLflow parent run say failed (or interrupted). Best effort:
     when the database itself broke, the next run's reconcile closes the invocation."""
-    interrupted = isinstance(error, KeyboardInterrupt)
-    status, mlflow_status = ("interrupted", "KILLED") if interrupted else ("failed", "FAILED")
+    status = ExitStatus.INTERRUPTED if isinstance(error, KeyboardInterrupt) else ExitStatus.FAILED
     try:
         ended, parent_run_id = ledger.end_if_open(status, mask(f"{type(error).__name__}: {error}"))
         if ended and parent_run_id:
             from mlflow import MlflowClient
 
             client = MlflowClient(config.storage.mlflow)
-            client.set_tag(parent_run_id, "hpo.exit_status", status)
-            client.set_terminated(parent_run_id, status=mlflow_status)
+            client.set_tag(parent_run_id, f"{TAG_PREFIX}exit_status", status)
+            client.set_terminated(parent_run_id, status=status.mlflow_status)
     except Exception:  # noqa: BLE001 - the error being raised is the one to report
         pass
 
@@ -232,11 +232,11 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=_sweep_params(config, prepared, n_trials),
         tags={
-            "hpo.study": config.name, "hpo.role": "sweep", "hpo.invocation_id": ledger.invocation_id,
-            "hpo.host": socket.gethostname(), "hpo.user": getpass.getuser(),
-            "hpo.sampler": config.sampler.name, "hpo.scheduler": config.scheduler.name,
-            "hpo.objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
-            **({"hpo.code_version": version} if (version := code_version()) else {}),
+            f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}role": "sweep", f"{TAG_PREFIX}invocation_id": ledger.invocation_id,
+            f"{TAG_PREFIX}host": socket.gethostname(), f"{TAG_PREFIX}user": getpass.getuser(),
+            f"{TAG_PREFIX}sampler": config.sampler.name, f"{TAG_PREFIX}scheduler": config.scheduler.name,
+            f"{TAG_PREFIX}objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
+            **({f"{TAG_PREFIX}code_version": version} if (version := code_version()) else {}),
         },
     )
     ledger.set_parent_run(parent_run_id)
@@ -259,7 +259,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             callback.attach(recorder, n_trials, prepared)
     stop = GracefulStop()
     confirmation: Confirmation | None = None
-    exit_status, mlflow_status, reason = "failed", "FAILED", None
+    exit_status, reason = ExitStatus.FAILED, None
     failpoints.reached("before-first-trial")
     try:
         with stop.installed():
@@ -271,11 +271,11 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
                 notes += confirmation.run(options, stop, results_dir)
         if stop.signal_name:
-            exit_status, mlflow_status, reason = "interrupted", "KILLED", f"stopped by {stop.signal_name}"
+            exit_status, reason = ExitStatus.INTERRUPTED, f"stopped by {stop.signal_name}"
         else:
-            exit_status, mlflow_status = "ok", "FINISHED"
+            exit_status = ExitStatus.OK
     except KeyboardInterrupt:
-        exit_status, mlflow_status, reason = "interrupted", "KILLED", "stopped at once by a second signal"
+        exit_status, reason = ExitStatus.INTERRUPTED, "stopped at once by a second signal"
     except BaseException as error:
         reason = f"{type(error).__name__}: {error}"
         raise
@@ -284,16 +284,16 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         recorder.close_open_trials(closing)
         if confirmation is not None:
             confirmation.close(closing, exit_status)
-        if exit_status == "ok" and deadline.passed:
-            exit_status = "budget"
+        if exit_status == ExitStatus.OK and deadline.passed:
+            exit_status = ExitStatus.BUDGET
         this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
         answer = None
-        if exit_status != "failed":
+        if exit_status != ExitStatus.FAILED:
             answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
             notes += answer_notes + summarise(config, study, tracker, parent_run_id)
-        if exit_status == "ok" and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
+        if exit_status == ExitStatus.OK and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
             reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
-            exit_status, mlflow_status = "failed", "FAILED"
+            exit_status = ExitStatus.FAILED
         notes += recorder.notes + (confirmation.recorder.notes if confirmation is not None else [])
         recorder.release_kept()
         if confirmation is not None:
@@ -302,18 +302,18 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         failpoints.reached("mlflow-summary")
         tracker.finish(
             parent_run_id,
-            mlflow_status,
+            exit_status.mlflow_status,
             tags={
-                "hpo.exit_status": exit_status,
-                "hpo.new_best": result.new_best,
-                **{f"hpo.trials.{state.lower()}": n for state, n in this_run.items()},
+                f"{TAG_PREFIX}exit_status": exit_status,
+                f"{TAG_PREFIX}new_best": result.new_best,
+                **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
             },
             metrics=dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values)) if result.best is not None else None,
             step=sum(this_run.values()),
         )
         ledger.end_invocation(exit_status, reason)
 
-    if exit_status == "failed":  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
+    if exit_status == ExitStatus.FAILED:  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
         raise SweepFailedError(reason)
     return result
 
@@ -336,7 +336,7 @@ def _result(config, prepared, study, this_run, best_before, started, tracker, pa
         mlflow_experiment_id=tracker.experiment_id,
         parent_run_id=parent_run_id,
         invocation_id=ledger.invocation_id,
-        interrupted=exit_status == "interrupted",
+        interrupted=exit_status == ExitStatus.INTERRUPTED,
         best_before=best_before.value if best_before else None,
         new_best=improved,
         exit_status=exit_status,

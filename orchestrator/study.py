@@ -5,19 +5,20 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.registries import SAMPLERS, SamplerInputs
-from orchestrator.search_space import space_changes
 from orchestrator.confirm import CONFIRMS, SEED_ATTR
 from orchestrator.secrets import mask, remember_url
 
-SQLITE_BUSY_TIMEOUT_S = 60
+if TYPE_CHECKING:  # the inspection commands open study databases without loading the sweep file's models
+    from orchestrator.config import SweepConfig
+
+SQLITE_BUSY_TIMEOUT_S = 60  # how long every SQLite connection waits for a concurrent writer
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -109,6 +110,8 @@ def startup_trials(config: SweepConfig) -> int:
 
 def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the sweep's study, or load it to continue when it exists."""
+    from orchestrator.registries import SAMPLERS, SamplerInputs
+
     sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space))
     directions = ["maximize" if objective.mode == "max" else "minimize" for objective in config.objective_list]
     study = optuna.create_study(
@@ -125,6 +128,8 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
 
 def check_space_unchanged(study: optuna.Study, config: SweepConfig) -> None:
     """Refuse a search space the study's earlier trials cannot be mixed with (nothing is written)."""
+    from orchestrator.search_space import space_changes
+
     used: dict = {}
     for trial in study.get_trials(deepcopy=False):
         used.update(trial.distributions)

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.secrets import mask
 
 # Against a tracking server MLflow prints each finished run's URL to stdout (the stream of
@@ -109,7 +110,7 @@ class MlflowTracker:
             lines.append(f"| best {metric} | {best.value:.4f}: trial {best.number} {link} |")
         lines.append(f"| updated | {time.strftime('%Y-%m-%d %H:%M:%S %Z')} |")
         self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", "\n".join(lines))
-        self.client.set_experiment_tag(self.experiment_id, "hpo.study", study.study_name)
+        self.client.set_experiment_tag(self.experiment_id, f"{TAG_PREFIX}study", study.study_name)
 
 
 def mlflow_ui(tracking_uri: str) -> str | None:

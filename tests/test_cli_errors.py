@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.errors import EXIT_CODE_MEANINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 HPO = str(Path(sys.executable).parent / "hpo")
@@ -138,7 +139,10 @@ def test_usage_error_from_the_installed_command(workdir):
 
 
 def test_help_still_works():
-    assert runner.invoke(app, ["--help"]).exit_code == 0
+    top = runner.invoke(app, ["--help"])
+    assert top.exit_code == 0
+    words = " ".join(top.stdout.replace("│", " ").split())  # the help panel's lines, unwrapped
+    assert all(f"{int(code)} {meaning}" in words for code, meaning in EXIT_CODE_MEANINGS.items())
     result = runner.invoke(app, ["run", "--help"])
     assert result.exit_code == 0 and "--n-trials" in result.stdout
     bare = runner.invoke(app, [])  # plain `hpo` shows the help, as before

@@ -16,26 +16,30 @@ DEAD_BIG_NODE = {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0, "memory"
 CLUSTER = [HEAD, GPU_NODE, GPU_NODE, DEAD_BIG_NODE]
 
 
-@pytest.mark.parametrize("resources", [
-    Resources(cpu=4),
-    Resources(cpu=2, gpu=0.5),
-    Resources(cpu=8, gpu=1, memory_gb=64),
+@pytest.mark.parametrize("resources, asked, granted_by", [
+    (Resources(cpu=4), {"cpu": 4.0, "gpu": 0.0}, [HEAD, GPU_NODE]),
+    (Resources(cpu=2, gpu=0.5), {"cpu": 2.0, "gpu": 0.5}, [GPU_NODE]),
+    (Resources(cpu=8, gpu=1, memory_gb=64), {"cpu": 8.0, "gpu": 1.0, "memory": 64 * GIB}, [GPU_NODE]),
+    (Resources(cpu=6, gpu=0, memory_gb=32), {"cpu": 6.0, "gpu": 0.0, "memory": 32 * GIB}, [GPU_NODE]),
+    (Resources(cpu=8, gpu=0.5, memory_gb=16), {"cpu": 8.0, "gpu": 0.5, "memory": 16 * GIB}, [GPU_NODE]),
 ])
-def test_a_request_that_one_node_can_grant_passes(resources):
+def test_a_request_that_one_node_can_grant_passes(resources, asked, granted_by):
+    """The request Ray gets passes where a node grants all of it, and only there (a dead node grants nothing)."""
+    assert ray_request(resources) == asked
     check_some_node_fits(resources, CLUSTER)
+    for node in granted_by:
+        check_some_node_fits(resources, [node])
+    without = [node for node in CLUSTER if not any(node is granting for granting in granted_by)]
+    with pytest.raises(ConfigError, match=r"^resources(\.\w+)?: .* no (single )?node of the Ray cluster has"):
+        check_some_node_fits(resources, without)
 
 
 @pytest.mark.parametrize("resources, message", [
     (Resources(cpu=1, gpu=2), "resources.gpu: 2.0 is invalid: no node of the Ray cluster has that much (the largest has 1.0); ask for at most 1.0 per trial"),
     (Resources(cpu=16), "resources.cpu: 16.0 is invalid: no node of the Ray cluster has that much (the largest has 8.0)"),
     (Resources(memory_gb=100), "resources.memory_gb: '100 GiB' is invalid: no node of the Ray cluster has that much (the largest has 64 GiB)"),
-    (Resources(cpu=6, gpu=0, memory_gb=32), None),  # the GPU nodes have it; fine
-    (Resources(cpu=8, gpu=0.5, memory_gb=16), None),
 ])
 def test_a_request_no_single_node_has_names_the_field_and_the_largest_node(resources, message):
-    if message is None:
-        check_some_node_fits(resources, CLUSTER)
-        return
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
         check_some_node_fits(resources, CLUSTER)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -109,24 +110,52 @@ def test_parallel_suggestions_after_start_up_come_from_the_model(tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in running}) == 4  # the liar spreads them out
 
 
+SCORES = """
+from trials import report
+
+def main(config):
+    for epoch in range(1, 4):
+        report.epoch({"score": config["x"] * epoch})
+"""
+SEEDED = [1.0, 0.8, 0.6, 0.4, 0.2]
+"""Values of x run first, one at a time: each trial scores below every earlier one at every epoch,
+so a scheduler that compares a trial with those before it must stop the later ones."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler, scheduler", [("cmaes", "hyperband"), ("gp", "median"), ("qmc", "asha"), ("grid", "fifo"), ("nsga2", "fifo")])
-def test_each_sampler_and_scheduler_drives_a_sweep(ray_session, write_sweep, sampler, scheduler):
-    space = {"learning_rate": {"type": "float", "low": 2e-3, "high": 1e-2, "step": 2e-3}, "batch_size": {"type": "categorical", "choices": [8, 16]},
-             "unfreeze_depth": 2, "dropout": 0.0}
-    config = load_sweep(write_sweep(
-        name=f"{sampler}-{scheduler}", search_space=space, trial={"max_epochs": 3},
-        sampler={"name": sampler, "seed": 0, "n_startup_trials": 2}, budget={"n_trials": 4, "max_concurrent": 2},
-        scheduler={"name": scheduler, "grace_period": 1, "reduction_factor": 2, "min_samples_required": 1},
-    ))
+def test_each_sampler_and_scheduler_drives_a_sweep(ray_session, tmp_path, sampler, scheduler):
+    np.random.seed(0)  # Ray's asynchronous Hyperband draws each trial's bracket from NumPy's global generator
+    (tmp_path / "train.py").write_text(SCORES)
+    config = parse_sweep({
+        "name": f"{sampler}-{scheduler}", "objective": {"metric": "score", "mode": "max"},
+        "trial": {"function": "train.py:main", "max_epochs": 3},
+        "search_space": {"x": {"type": "float", "low": 0.2, "high": 1.0, "step": 0.2}, "y": {"type": "categorical", "choices": [0, 1]}},
+        "seed_trials": [{"x": x, "y": 0} for x in SEEDED],
+        "budget": {"n_trials": len(SEEDED) + 2, "max_concurrent": 1},
+        "sampler": {"name": sampler, "seed": 0, "n_startup_trials": 2},
+        "scheduler": {"name": scheduler, "grace_period": 1, "reduction_factor": 2, "min_samples_required": 1},
+        "storage": {"study_db": f"sqlite:///{tmp_path / 'study.db'}", "mlflow": f"sqlite:///{tmp_path / 'mlruns.db'}",
+                    "results_dir": str(tmp_path / "runs")},
+    }, tmp_path)
     result = run_sweep(config)
     trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
-    assert len(trials) == 4 and sum(result.trials_this_run.values()) == 4
+    assert len(trials) == len(SEEDED) + 2 and sum(result.trials_this_run.values()) == len(trials)
+    assert [trial.params["x"] for trial in trials[:len(SEEDED)]] == SEEDED
     for trial in trials:
         assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs.get("state_reason")
-        assert trial.intermediate_values
-        if trial.state == TrialState.PRUNED:  # stopped by the scheduler before its last epoch
-            assert max(trial.intermediate_values) < 3 and trial.value is None or trial.user_attrs["state_reason"].startswith("stopped early")
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == pytest.approx(3 * trial.params["x"]) and sorted(trial.intermediate_values) == [1, 2, 3]
+        else:  # stopped by the scheduler before its last epoch
+            assert max(trial.intermediate_values) < 3
+            assert trial.user_attrs["state_reason"].startswith("stopped early after"), trial.user_attrs
+    pruned = [trial.params["x"] for trial in trials[:len(SEEDED)] if trial.state == TrialState.PRUNED]
+    if scheduler == "fifo":
+        assert not pruned  # FIFO never stops a trial
+    elif scheduler == "hyperband":
+        assert pruned  # the trials that share a bracket with a better one
+    else:
+        assert pruned == SEEDED[1:]  # every trial below the first, at its first comparison
 
 
 def test_grid_search_refuses_conditional_parameters(tmp_path):

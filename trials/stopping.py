@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from trials.objective import is_better
+
 
 @dataclass
 class EarlyStopping:
@@ -15,7 +17,7 @@ class EarlyStopping:
 
     def update(self, value: float) -> bool:
         """Record one epoch's value; return True when training should stop."""
-        improved = math.isnan(self.best) or (value > self.best if self.mode == "max" else value < self.best)
+        improved = is_better(value, None if math.isnan(self.best) else self.best, self.mode)
         if improved:
             self.best, self.stale_epochs = value, 0
         else:

@@ -1,8 +1,8 @@
 """Task types. The fine-tuning loop (:mod:`trials.finetune`) is one for every task; a task
 supplies what differs: the model head, how rows become batches, and the augmentation.
 
-``TASKS`` maps the sweep file's ``task`` to its class; each class also says which
-hyperparameters it understands and which metrics its trials report.
+``TASKS`` maps the sweep file's ``task`` to its class; :mod:`trials.task_specs` says which
+hyperparameters each understands and which metrics its trials report.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from torch import nn
 
 from trials import data as text_data, images
 from trials.augment import drop_and_swap_tokens
-from trials.hyperparameters import HYPERPARAMETER_NAMES, Hyperparameters
-from trials.metrics import METRIC_NAMES
+from trials.hyperparameters import Hyperparameters
 from trials.model import load_classifier
+from trials.task_specs import IMAGE_CLASSIFICATION, TASK_SPECS, TEXT_CLASSIFICATION
 
 
 class Task(Protocol):
@@ -49,8 +49,8 @@ class TextClassification:
     label_names: list[str]
     pad_token_id: int
 
-    hyperparameters: ClassVar[tuple[str, ...]] = tuple(name for name in HYPERPARAMETER_NAMES if name != "image_augment")
-    metrics: ClassVar[tuple[str, ...]] = METRIC_NAMES
+    hyperparameters: ClassVar[tuple[str, ...]] = TASK_SPECS[TEXT_CLASSIFICATION].hyperparameters
+    metrics: ClassVar[tuple[str, ...]] = TASK_SPECS[TEXT_CLASSIFICATION].metrics
     hidden_input: ClassVar[str] = "inputs_embeds"
 
     @classmethod
@@ -83,8 +83,8 @@ class ImageClassification:
     model_path: str
     label_names: list[str]
 
-    hyperparameters: ClassVar[tuple[str, ...]] = HYPERPARAMETER_NAMES
-    metrics: ClassVar[tuple[str, ...]] = tuple(name for name in METRIC_NAMES if not name.startswith("val_noisy_"))
+    hyperparameters: ClassVar[tuple[str, ...]] = TASK_SPECS[IMAGE_CLASSIFICATION].hyperparameters
+    metrics: ClassVar[tuple[str, ...]] = TASK_SPECS[IMAGE_CLASSIFICATION].metrics
     hidden_input: ClassVar[str] = "pixel_values"
 
     @classmethod
@@ -112,8 +112,8 @@ class ImageClassification:
 
 
 TASKS: dict[str, type] = {
-    "text-classification": TextClassification,
-    "image-classification": ImageClassification,
+    TEXT_CLASSIFICATION: TextClassification,
+    IMAGE_CLASSIFICATION: ImageClassification,
 }
 
 

@@ -9,13 +9,15 @@ import sqlalchemy
 from alembic import command
 from alembic.config import Config
 
+from orchestrator.study import SQLITE_BUSY_TIMEOUT_S
+
 VERSION_TABLE = "hpo_alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def create_engine(url: str) -> sqlalchemy.Engine:
     if sqlalchemy.engine.make_url(url).get_backend_name() == "sqlite":
-        return sqlalchemy.create_engine(url, connect_args={"timeout": 60})
+        return sqlalchemy.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
     return sqlalchemy.create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
 
 
