@@ -27,6 +27,7 @@ from trials.checkpoint import TrainingState
 from trials.data import EncodedSplit, balanced_rows, stratified_rows
 from trials.hyperparameters import CLASS_BALANCE, HYPERPARAMETER_NAMES, Hyperparameters  # noqa: F401 (re-exported)
 from trials.images import ImageSplit
+from trials.lora import adapter_groups, is_adapted
 from trials.metrics import classification_metrics, per_class_f1
 from trials.model import apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
 from trials.result_keys import EPOCH, FINAL, INTERIM, STEP, WARMING_UP
@@ -98,10 +99,13 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     task = task_for(settings)
 
     model = task.load_model(hyperparameters)
-    depth = hyperparameters.unfreeze_depth
-    depth = len(encoder_layers(model)) if depth is None else depth
-    apply_unfreeze_depth(model, depth)
-    groups = layer_groups(model, depth)
+    if is_adapted(model):
+        groups = adapter_groups(model)
+    else:
+        depth = hyperparameters.unfreeze_depth
+        depth = len(encoder_layers(model)) if depth is None else depth
+        apply_unfreeze_depth(model, depth)
+        groups = layer_groups(model, depth)
     model.to(device)
 
     optimizer = _adamw(groups, hyperparameters)

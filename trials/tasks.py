@@ -17,6 +17,7 @@ from torch import nn
 from trials import data as text_data, images
 from trials.augment import drop_and_swap_tokens
 from trials.hyperparameters import HYPERPARAMETER_NAMES, Hyperparameters
+from trials.lora import with_method
 from trials.metrics import METRIC_NAMES
 from trials.model import load_classifier
 
@@ -28,7 +29,8 @@ class Task(Protocol):
     @classmethod
     def from_settings(cls, settings) -> "Task": ...
 
-    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module: ...
+    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
+        """The pre-trained model with a fresh head and, with ``method: lora``, its adapters."""
 
     def train_batches(self, split, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> Iterator[np.ndarray]: ...
 
@@ -56,7 +58,7 @@ class TextClassification:
         return cls(settings.model_path, settings.label_names, settings.pad_token_id)
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
-        return load_classifier(self.model_path, self.label_names, hyperparameters.dropout)
+        return with_method(load_classifier(self.model_path, self.label_names, hyperparameters.dropout), hyperparameters)
 
     def train_batches(self, split, batch_size, rng, rows=None):
         return text_data.train_batches(split, batch_size, rng, rows=rows)
@@ -91,7 +93,8 @@ class ImageClassification:
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
         from transformers import AutoModelForImageClassification
 
-        return load_classifier(self.model_path, self.label_names, hyperparameters.dropout, AutoModelForImageClassification)
+        model = load_classifier(self.model_path, self.label_names, hyperparameters.dropout, AutoModelForImageClassification)
+        return with_method(model, hyperparameters)
 
     def train_batches(self, split, batch_size, rng, rows=None):
         return images.shuffled_batches(len(split), batch_size, rng, rows)
