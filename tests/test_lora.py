@@ -15,6 +15,7 @@ from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
 from tests.conftest import TINY_SPACE, encoded_tiny_data
+from tests.test_image_classification import IMAGE_SPACE, _image_sweep, digits_folder, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune
 from trials.lora import LoraTargetsError, adapter_groups, merged, target_modules, with_method
@@ -239,3 +240,66 @@ def test_lora_targets_an_unknown_model_cannot_resolve_are_refused_before_anythin
     assert message.startswith("search_space.lora_targets: 'attention' is invalid: cannot tell the attention and MLP modules of a convnext model"), message
     assert "use lora_targets: all_linear" in message and "\n" not in message
     assert not (tmp_path / "study.db").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+# ---- real sweeps through Ray ----
+
+
+@pytest.mark.slow
+def test_a_text_lora_sweep_registers_the_merged_model_which_scores_what_its_trial_did(ray_session, write_sweep):
+    import mlflow
+    import numpy as np
+    import optuna
+
+    from orchestrator.api import run_sweep
+    from tests.conftest import mlflow_runs
+    from trials.metrics import classification_metrics
+
+    config = load_sweep(write_sweep(name="lora-text", search_space=LORA_SPACE, registered_model="tiny-lora", trial={"max_epochs": 2},
+                                    budget={"n_trials": 2, "max_concurrent": 2}))
+    result = run_sweep(config)
+    assert result.trials_this_run == {"COMPLETE": 2} and result.answer["registered"] == "tiny-lora/1", result.answer
+    study = optuna.load_study(study_name=config.name, storage=config.storage.study_db)
+    assert all(t.params["lora_rank"] in (2, 4) and t.params["lora_targets"] in ("attention", "all_linear") for t in study.trials)
+    client, _, children = mlflow_runs(config)
+    assert all(run.data.metrics["trainable_params"] < 10_000 for run in children)  # the tiny BERT has 21,219 parameters
+
+    mlflow.set_tracking_uri(config.storage.mlflow)
+    try:
+        classifier = mlflow.transformers.load_model("models:/tiny-lora/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert type(classifier.model).__name__ == "BertForSequenceClassification"
+    assert not any("lora_" in name for name, _ in classifier.model.named_parameters())
+    prepared = validate(config)
+    validation = prepared.splits.validation
+    predicted = [output["label"] for output in classifier(list(validation.texts), truncation=True, max_length=16)]
+    scores = classification_metrics(validation.labels, np.array([prepared.label_names.index(label) for label in predicted]), len(prepared.label_names))
+    assert scores["val_f1_macro"] == pytest.approx(study.best_value, abs=0.02)
+
+
+@pytest.mark.slow
+def test_an_image_sweep_searches_lora_beside_full_fine_tuning(ray_session, write_sweep, tiny_vit, digits_folder):
+    import optuna
+
+    from orchestrator.api import run_sweep
+    from tests.conftest import mlflow_runs
+
+    space = {
+        **IMAGE_SPACE,
+        "method": {"type": "categorical", "choices": ["full", "lora"]},
+        "lora_rank": {"type": "categorical", "choices": [2, 4], "when": {"method": ["lora"]}},
+        "lora_targets": {"type": "categorical", "choices": ["attention", "attention_mlp"], "when": {"method": ["lora"]}},
+    }
+    seeds = [{"method": "full", "unfreeze_depth": 2}, {"method": "lora", "unfreeze_depth": 2, "lora_rank": 2}]
+    config = load_sweep(_image_sweep(write_sweep, tiny_vit, digits_folder, name="lora-images", search_space=space, seed_trials=seeds,
+                                     trial={"max_epochs": 2}, budget={"n_trials": 2, "max_concurrent": 2}))
+    result = run_sweep(config)
+    assert result.trials_this_run == {"COMPLETE": 2}
+    trials = sorted(optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials, key=lambda t: t.params["method"])
+    assert [t.params["method"] for t in trials] == ["full", "lora"]
+    assert "lora_rank" not in trials[0].params and trials[1].params["lora_rank"] == 2
+    assert all(sorted(t.intermediate_values) == [1, 2] and 0.0 <= t.value <= 1.0 for t in trials)
+    _, _, children = mlflow_runs(config)
+    trainable = {run.data.params["method"]: run.data.metrics["trainable_params"] for run in children}
+    assert trainable["lora"] < trainable["full"] / 3
