@@ -135,22 +135,32 @@ def _check_unfreeze_depth(config: SweepConfig, model_path: str) -> None:
         )
 
 
-def _check_lora_targets(config: SweepConfig, model_path: str) -> None:
-    """Each ``lora_targets`` the search can give resolves to modules of this model (read from a
-    skeleton of it on the meta device: no weights loaded)."""
-    targets = lora_targets_values(config.search_space)
-    if not targets:
-        return
+def _skeleton(model_path: str):
+    """The model's modules without weights (on the meta device), or None when transformers
+    cannot build it (the task's own check says why)."""
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from trials.lora import LoraTargetsError, target_modules
-
     try:
         with torch.device("meta"):
-            model = AutoModel.from_config(AutoConfig.from_pretrained(model_path))
+            return AutoModel.from_config(AutoConfig.from_pretrained(model_path))
     except ValueError:
-        return  # a model transformers cannot build: the task's own check says so
+        return None
+
+
+def _check_model_settings(config: SweepConfig, model_path: str) -> None:
+    """Each ``lora_targets`` the search can give resolves to modules of this model, and the model
+    can checkpoint its activations when ``trial.gradient_checkpointing`` asks."""
+    targets = lora_targets_values(config.search_space)
+    if not targets and not config.trial.gradient_checkpointing:
+        return
+    model = _skeleton(model_path)
+    if model is None:
+        return
+    if config.trial.gradient_checkpointing and not model.supports_gradient_checkpointing:
+        raise ConfigError("trial.gradient_checkpointing", True, f"a {model.config.model_type} model does not support it; set it to false")
+    from trials.lora import LoraTargetsError, target_modules
+
     for value in targets:
         try:
             target_modules(model, value, None)
@@ -321,7 +331,7 @@ def prepare(config: SweepConfig) -> PreparedSweep:
         return PreparedSweep(config, None, [], 0, None, {}, function=_user_function(config))
     model_path = resolve_model(config.model)
     _check_unfreeze_depth(config, model_path)
-    _check_lora_targets(config, model_path)
+    _check_model_settings(config, model_path)
     data, test, splits, pad_token_id = TASK_DATA[config.task](config, model_path)
     baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names))
     return PreparedSweep(config, model_path, splits.label_names, pad_token_id, data, baseline, test=test, splits=splits)
