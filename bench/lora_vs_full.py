@@ -10,7 +10,7 @@ Each arm runs in a fresh process, so its peak memory (the largest of its trials'
 peak resident set on CPU (the Python, torch and model baseline included), the peak allocated on a
 CUDA GPU. s / epoch is the mean over the arm's trials of an epoch's training and evaluation.
 
-Usage:  python bench/lora_vs_full.py [--trials 3 --train-size 300 --val-size 150 --epochs 1 --max-length 48] [--arms full lora both]
+Usage:  python bench/lora_vs_full.py [--trials 3 --train-size 200 --val-size 100 --epochs 1 --max-length 32] [--arms full lora both]
         python bench/lora_vs_full.py --smoke      # 1 trial per arm on 64 rows: a quick check that it runs
 """
 
@@ -134,10 +134,10 @@ def table(rows: list[dict], args, baseline: float) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--train-size", type=int, default=300)
-    parser.add_argument("--val-size", type=int, default=150)
+    parser.add_argument("--train-size", type=int, default=200)
+    parser.add_argument("--val-size", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--smoke", action="store_true", help="1 trial per arm, 64 train / 32 val rows, 1 epoch")
