@@ -12,7 +12,7 @@ The answer is kept in the search study (user attribute :data:`ANSWER_ATTR`), so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import optuna
 
@@ -113,6 +113,8 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
     previous = stored_answer(study)
     same_choice = previous is not None and previous.trial == answer.trial
     kept = model_to_score(answer, recorder.kept, confirmation.recorder.kept_models if confirmation is not None else {})
+    if kept is not None:  # rebuilt with what its trial ran with: the fixed values too (method: lora needs its adapters)
+        kept = replace(kept, params={**config.search_space.fixed, **kept.params})
     notes: list[str] = []
     if prepared.test is not None:
         if kept is not None:

@@ -4,6 +4,7 @@ Trials keep the trained parameters of their best epoch (``trials.checkpoint.BEST
 the recorder keeps that file only for the trial that beat the study's best. After the
 invocation, the model is rebuilt from the pre-trained weights plus those parameters, logged on
 the trial's MLflow run, and registered as a new version: never overwriting an earlier one.
+A LoRA trial's adapters are merged into the weights first.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     from transformers.utils import logging as transformers_logging
 
     from trials import checkpoint
+    from trials.hyperparameters import HYPERPARAMETER_NAMES, Hyperparameters
+    from trials.lora import merged, with_method
     from trials.model import load_classifier
 
     transformers_logging.disable_progress_bar()
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # e.g. "Unable to find license information"
 
-    model = load_classifier(model_path, label_names, kept.params.get("dropout"))
+    hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k in HYPERPARAMETER_NAMES})
+    model = with_method(load_classifier(model_path, label_names, hyperparameters.dropout), hyperparameters)
     checkpoint.apply_weights(model, checkpoint.load_best_model(kept.weights_file.parent))
-    model.eval()
+    model = merged(model).eval()  # LoRA adapters folded into the weights: it loads like a full fine-tune
     classifier = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(model_path), device="cpu")
     mlflow.set_tracking_uri(tracking_uri)
     # MLflow prints run URLs to stdout, which belongs to `hpo run --json`, and "Successfully registered ..." to stderr: our note says it.

@@ -24,6 +24,7 @@ from orchestrator.search_space import (
 )
 from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import DOMAINS
+from trials.precision import PRECISIONS
 from trials.result_keys import BOOKKEEPING
 from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION
 from trials.user_function import FunctionRef, UserFunctionError
@@ -83,9 +84,16 @@ class TrialConfig(_Section):
     # (with a note) when the cache would take more than cache_frozen_max_gb (default: a quarter of memory).
     cache_frozen: Literal["auto", "off"] = "auto"
     cache_frozen_max_gb: float | None = Field(None, gt=0)
+    precision: str = "auto"  # a name in trials.precision.PRECISIONS: autocast on CUDA GPUs (auto: bf16 where supported)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more compute
     # A training function of your own instead of the built-in fine-tuning: "package.module:function"
     # or "path/to/train.py:function" (relative to the sweep file). It loads its own model and data.
     function: str | None = None
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, precision: str) -> str:
+        return check_known(dict.fromkeys(PRECISIONS), precision, "precision")
 
     @field_validator("function")
     @classmethod
@@ -265,6 +273,13 @@ class SweepConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _precision_fits_the_resources(self) -> "SweepConfig":
+        if self.trial.precision in ("bf16", "fp16") and self.resources.gpu == 0:
+            raise ConfigError("trial.precision", self.trial.precision,
+                              "it autocasts on CUDA GPUs and these trials run on CPU (resources.gpu: 0); use auto or fp32, or ask for resources.gpu")
+        return self
+
+    @model_validator(mode="after")
     def _registrable(self) -> "SweepConfig":
         if self.registered_model is not None and (self.user_function or self.task != DEFAULT_TASK):
             kind = "trial.function" if self.user_function else f"task {self.task}"
@@ -279,7 +294,7 @@ class SweepConfig(_Section):
                                   "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
         if self.confirm.top_k:
             raise ConfigError("confirm.top_k", self.confirm.top_k, "confirmation retrains with new seeds, which the built-in fine-tuning sets; trial.function seeds itself: remove confirm")
-        built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed"})
+        built_in = sorted(self.trial.model_fields_set & {"eval_batch_size", "checkpoint", "seed", "precision", "gradient_checkpointing"})
         if built_in:
             raise ConfigError(f"trial.{built_in[0]}", getattr(self.trial, built_in[0]),
                               "it sets the built-in fine-tuning; trial.function evaluates, checkpoints and seeds itself (fixed search_space values reach it)")

@@ -17,7 +17,7 @@ import yaml
 
 from orchestrator.errors import ConfigError
 from orchestrator.search_space import CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text
-from trials.hyperparameters import CHOICES, DOMAINS, Domain, Hyperparameters
+from trials.hyperparameters import CHOICES, DOMAINS, LORA_HYPERPARAMETERS, Domain, Hyperparameters
 
 
 def check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
@@ -36,6 +36,43 @@ def check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
     for name, domain in DOMAINS.items():
         if name in valid:
             _check_domain(space, name, domain)
+    _check_lora_settings(space)
+
+
+def method_values(space: SearchSpace) -> list:
+    """Every ``method`` a trial of ``space`` can run with."""
+    param = space.params.get("method")
+    if isinstance(param, CategoricalParam):
+        return list(param.choices)
+    return [space.fixed.get("method", Hyperparameters().method)]
+
+
+def lora_targets_values(space: SearchSpace) -> list:
+    """Every ``lora_targets`` a LoRA trial of ``space`` can run with; none when no trial uses LoRA."""
+    if "lora" not in method_values(space):
+        return []
+    param = space.params.get("lora_targets")
+    return list(param.choices) if isinstance(param, CategoricalParam) else [space.fixed.get("lora_targets", Hyperparameters().lora_targets)]
+
+
+def _shown(space: SearchSpace, name: str) -> object:
+    return space.params[name].model_dump(exclude_defaults=True) if name in space.params else space.fixed[name]
+
+
+def _check_lora_settings(space: SearchSpace) -> None:
+    """LoRA settings reach only trials that use LoRA: a search never spends a dimension on
+    settings that a full fine-tune ignores."""
+    methods = method_values(space)
+    named = [name for name in LORA_HYPERPARAMETERS if name in space.params or name in space.fixed]
+    for name in named:
+        value = _shown(space, name)
+        if "lora" not in methods:
+            raise ConfigError(f"search_space.{name}", value, "LoRA settings apply only with method: lora; add method: lora (or search it), or remove it")
+        condition = (space.params[name].when or {}).get("method") if name in space.params else None
+        if "full" in methods and name in space.params and (not isinstance(condition, list) or "full" in condition):
+            raise ConfigError(f"search_space.{name}", value, "searched for full fine-tuning trials too, which ignore it; add when: {method: [lora]}")
+    if "lora_alpha" in named and "lora_alpha_ratio" in named:
+        raise ConfigError("search_space.lora_alpha", _shown(space, "lora_alpha"), "give lora_alpha or lora_alpha_ratio (alpha = ratio x rank), not both; remove one")
 
 
 def _check_domain(space: SearchSpace, name: str, domain: Domain) -> None:

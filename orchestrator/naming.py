@@ -6,6 +6,7 @@ SHORT_NAMES = {
     "learning_rate": "lr", "batch_size": "bs", "unfreeze_depth": "unfreeze", "weight_decay": "wd",
     "label_smoothing": "ls", "warmup_ratio": "warmup", "layer_lr_decay": "lrdecay", "unfreeze_every": "gradual",
     "class_balance": "balance", "augment_prob": "augment", "image_augment": "imgaug",
+    "lora_rank": "rank", "lora_alpha": "alpha", "lora_alpha_ratio": "alpha/rank", "lora_dropout": "lora_dropout", "lora_targets": "targets",
 }
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from orchestrator.bundled import BundledNotFoundError, bundled_dataset, bundled_model_path, is_bundled
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.hyperparameter_checks import lora_targets_values
 from trials.augment import noisy_copies
 from orchestrator.splits import Splits, make_splits
 from trials.data import DataError, EncodedSplit, encode, labelled_texts, read_table
 from trials.finetune import TrialData
 from trials.images import ImageSplit, images_in_folder, images_in_table, preprocess
 from trials.metrics import majority_baseline
-from trials.model import layer_count
+from trials.model import LayerStackNotFoundError, layer_count
 from trials.user_function import FunctionRef, UserFunctionError
 
 
@@ -132,6 +133,41 @@ def _check_unfreeze_depth(config: SweepConfig, model_path: str) -> None:
             {"low": low, "high": high},
             f"the model has {layers} {what}; keep unfreeze_depth between 0 and {layers}",
         )
+
+
+def _skeleton(model_path: str):
+    """The model's modules without weights (on the meta device), or None when transformers
+    cannot build it (the task's own check says why)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        with torch.device("meta"):
+            return AutoModel.from_config(AutoConfig.from_pretrained(model_path))
+    except ValueError:
+        return None
+
+
+def _check_model_settings(config: SweepConfig, model_path: str) -> None:
+    """Each ``lora_targets`` the search can give resolves to modules of this model, and the model
+    can checkpoint its activations when ``trial.gradient_checkpointing`` asks."""
+    targets = lora_targets_values(config.search_space)
+    if not targets and not config.trial.gradient_checkpointing:
+        return
+    model = _skeleton(model_path)
+    if model is None:
+        return
+    if config.trial.gradient_checkpointing and not model.supports_gradient_checkpointing:
+        raise ConfigError("trial.gradient_checkpointing", True, f"a {model.config.model_type} model does not support it; set it to false")
+    from trials.lora import LoraTargetsError, target_modules
+
+    for value in targets:
+        try:
+            target_modules(model, value, None)
+        except LoraTargetsError as error:
+            raise ConfigError("search_space.lora_targets", value, str(error)) from None
+        except LayerStackNotFoundError:
+            raise ConfigError("search_space.method", "lora", f"a {model.config.model_type} model has no list of layers to put adapters on; use method: full") from None
 
 
 def _read_table(field: str, source: str, path: Path):
@@ -295,6 +331,7 @@ def prepare(config: SweepConfig) -> PreparedSweep:
         return PreparedSweep(config, None, [], 0, None, {}, function=_user_function(config))
     model_path = resolve_model(config.model)
     _check_unfreeze_depth(config, model_path)
+    _check_model_settings(config, model_path)
     data, test, splits, pad_token_id = TASK_DATA[config.task](config, model_path)
     baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names))
     return PreparedSweep(config, model_path, splits.label_names, pad_token_id, data, baseline, test=test, splits=splits)

@@ -50,6 +50,8 @@ def trial_settings(prepared, keep_best_model: bool):
         keep_best_model=keep_best_model,
         evals_per_epoch=config.trial.evals_per_epoch,
         quick_val_size=config.trial.quick_val_size,
+        precision=config.trial.precision,
+        gradient_checkpointing=config.trial.gradient_checkpointing,
     )
 
 

@@ -70,3 +70,15 @@ def test_search_replay_smoke_run_replays_the_recorded_table():
     assert all(run["trials"] == settings["budget"] / 4 for run in fifo)  # whole 4-epoch trials
     assert sum(run["trials"] for run in asha) > sum(run["trials"] for run in fifo)
     assert rows["random+fifo"]["ratio"] == 1.0
+
+
+def test_lora_vs_full_smoke_run_reports_every_arm():
+    """One trial per arm on the bundled MiniLM: LoRA trains a small fraction of the parameters."""
+    done = subprocess.run([sys.executable, "bench/lora_vs_full.py", "--smoke", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["arm"]: row for row in json.loads(done.stdout)["rows"]}
+    assert list(rows) == ["full", "lora", "both"]
+    assert rows["full"]["methods"] == ["full"] and rows["lora"]["methods"] == ["lora"]
+    assert rows["lora"]["best_trainable"] < rows["full"]["best_trainable"] / 5
+    for row in rows.values():
+        assert 0.0 <= row["best"] <= 1.0 and row["epoch_s"] > 0 and row["peak_mb"] > 100 and len(row["trials"]) == 1

@@ -48,3 +48,40 @@ def test_hpo_run_on_bundled_model_and_tweets(tmp_path):
     assert len(answer["confirmed"]["values"]) == 1 and answer["test"]["rows"] == sweep["data"]["test_size"]
     assert 0 <= answer["test"]["metrics"]["test_f1_macro"] <= 1
     assert "Traceback" not in completed.stderr
+
+
+def test_hpo_run_lora_preset_on_bundled_model_registers_the_merged_model(tmp_path):
+    """The LoRA preset on the bundled MiniLM: adapters train, and the registered model is the
+    merged MiniLM that loads like a full fine-tune."""
+    import mlflow
+
+    sweep = yaml.safe_load((REPO / "sweeps" / "demo.yaml").read_text())
+    sweep["search_space"] = "lora"
+    sweep["data"].update(train_size=96, val_size=48, test_size=48, max_length=32)
+    sweep["trial"] = {"max_epochs": 1}
+    sweep["budget"] = {"n_trials": 2, "max_concurrent": 2}
+    sweep.pop("confirm")
+    sweep["storage"] = {"study_db": "sqlite:///hpo.db", "mlflow": "sqlite:///mlruns.db", "results_dir": "hpo_runs"}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    hpo = shutil.which("hpo", path=str(Path(sys.executable).parent)) or "hpo"
+
+    completed = subprocess.run([hpo, "run", "sweep.yaml", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout)
+    assert result["ok"] and result["study_trials"] == {"COMPLETE": 2}
+    assert result["best"]["params"]["lora_rank"] in (4, 8, 16, 32) and 5e-4 <= result["best"]["params"]["learning_rate"] <= 5e-3
+    children = [run for run in MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").search_runs([result["mlflow_experiment_id"]])
+                if "mlflow.parentRunId" in run.data.tags]
+    assert len(children) == 2 and all(run.data.metrics["trainable_params"] < 2_000_000 for run in children)  # MiniLM-L6 has 22.7 million
+    answer = result["answer"]
+    assert answer["registered"] == f"{sweep['registered_model']}/1" and 0 <= answer["test"]["metrics"]["test_f1_macro"] <= 1
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    try:
+        classifier = mlflow.transformers.load_model(f"models:/{sweep['registered_model']}/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert not any("lora_" in name for name, _ in classifier.model.named_parameters())
+    assert {p["label"] for p in classifier(["what a great day", "worst service ever"])} <= {"negative", "neutral", "positive"}
+    assert "Traceback" not in completed.stderr

@@ -72,3 +72,42 @@ def test_a_finished_trial_gives_its_gpu_memory_back(tiny_model, tiny_csv):
         release_accelerator_memory()
         assert torch.cuda.memory_allocated() == allocated
         assert torch.cuda.memory_reserved() == reserved
+
+
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp16", "fp32"])
+def test_each_precision_trains_on_the_gpu(tiny_model, tiny_csv, monkeypatch, precision):
+    """auto is bf16 where the GPU supports it; the forward passes really run in that format."""
+    import trials.finetune
+    from trials.precision import precision_for
+
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    resolved = precision_for(precision, torch.device("cuda"))
+    expected = {"auto": torch.bfloat16 if torch.cuda.is_bf16_supported() else None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+    assert resolved.dtype == expected[precision] and resolved.scaler.is_enabled() == (precision == "fp16")
+    casts = []
+    real_forward = trials.finetune.forward_loss
+
+    def recording_forward(model, batch, loss_fn):
+        casts.append(torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None)
+        return real_forward(model, batch, loss_fn)
+
+    monkeypatch.setattr(trials.finetune, "forward_loss", recording_forward)
+    label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 400, 100)
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=3, objective="val_f1_macro", mode="max",
+                             use_gpu=True, precision=precision)
+    reports: list[dict] = []
+    fine_tune(settings, Hyperparameters(learning_rate=5e-3, batch_size=8, unfreeze_depth=2), data, reports.append)
+    assert set(casts) == {expected[precision]}
+    assert all(np.isfinite(r["train_loss"]) for r in reports)
+    assert max(r["val_f1_macro"] for r in reports) > 0.4
+
+
+def test_lora_with_gradient_checkpointing_trains_on_the_gpu(tiny_model, tiny_csv):
+    label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 400, 100)
+    settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=3, objective="val_f1_macro", mode="max",
+                             use_gpu=True, gradient_checkpointing=True)
+    reports: list[dict] = []
+    fine_tune(settings, Hyperparameters(method="lora", learning_rate=1e-2, batch_size=8, lora_rank=8), data, reports.append)
+    assert all(np.isfinite(r["train_loss"]) for r in reports)
+    assert reports[-1]["trainable_params"] < 10_000

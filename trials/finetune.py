@@ -7,6 +7,7 @@ stopping, checkpoints, out-of-memory retries, metrics) is here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -27,9 +28,11 @@ from trials.checkpoint import TrainingState
 from trials.data import EncodedSplit, balanced_rows, stratified_rows
 from trials.hyperparameters import CLASS_BALANCE, HYPERPARAMETER_NAMES, Hyperparameters  # noqa: F401 (re-exported)
 from trials.images import ImageSplit
+from trials.lora import adapter_groups, is_adapted
 from trials.metrics import classification_metrics, per_class_f1
 from trials.frozen_cache import FrozenCache
 from trials.model import FromBoundary, apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
+from trials.precision import Precision, enable_gradient_checkpointing, precision_for
 from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP, WARMING_UP
 from trials.stopping import EarlyStopping
 from trials.tasks import Task, task_for
@@ -68,6 +71,8 @@ class TrialSettings:
     keep_best_model: bool = False  # also hand over the best epoch's trained parameters, the last report included
     evals_per_epoch: int = 1  # evaluate and report this many times per epoch, evenly spaced, the last at its end
     quick_val_size: int | None = None  # evaluations within an epoch score a fixed stratified subset of this many rows
+    precision: str = "auto"  # a name in trials.precision.PRECISIONS
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,12 +105,19 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     task = task_for(settings)
 
     model = task.load_model(hyperparameters)
-    layers = len(encoder_layers(model))
-    depth = layers if hyperparameters.unfreeze_depth is None else hyperparameters.unfreeze_depth
-    apply_unfreeze_depth(model, depth)
-    groups = layer_groups(model, depth)
+    if is_adapted(model):
+        groups = adapter_groups(model)
+        boundary, cache_use = None, frozen_cache.OFF_FOR_ADAPTERS
+    else:
+        layers = len(encoder_layers(model))
+        depth = layers if hyperparameters.unfreeze_depth is None else hyperparameters.unfreeze_depth
+        apply_unfreeze_depth(model, depth)
+        groups = layer_groups(model, depth)
+        boundary, cache_use = frozen_cache.plan(data.frozen, hyperparameters, depth, layers, settings.max_epochs)
     model.to(device)
-    boundary, cache_use = frozen_cache.plan(data.frozen, hyperparameters, depth, layers, settings.max_epochs)
+    precision = precision_for(settings.precision, device)
+    if settings.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     runner, task, data = _from_cache(model, task, data, boundary)
 
     optimizer = _adamw(groups, hyperparameters)
@@ -133,7 +145,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
         segments = _train_epoch(
-            runner, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals,
+            runner, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals, precision,
         )
         for part, (train_loss, progress.micro_batch_size, trained_rows, train_seconds) in enumerate(segments, start=1):
             end_of_epoch = part == evals
@@ -146,14 +158,14 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
                 "trainable_params": trainable,
                 "micro_batch_size": progress.micro_batch_size,
                 FROZEN_CACHE: cache_use,
-                **evaluate(runner, task, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device),
+                **evaluate(runner, task, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device, precision),
                 WARMING_UP: int(scheduler.last_epoch < warmup_steps),
             }
             if not end_of_epoch:
                 report({**metrics, INTERIM: 1, FINAL: 0})
                 continue
             if data.val_noisy is not None:
-                noisy = evaluate(runner, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device)
+                noisy = evaluate(runner, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device, precision)
                 metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
             metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
@@ -237,7 +249,7 @@ def _interim_split(val, size: int | None):
 
 
 def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch,
-                 evals_per_epoch: int) -> Iterator[tuple[float, int, int, float]]:
+                 evals_per_epoch: int, precision: Precision) -> Iterator[tuple[float, int, int, float]]:
     """One pass over the training data, paused ``evals_per_epoch`` times (the last at its end):
     at each pause yield the mean loss of the epoch so far, the micro-batch size in use,
     the rows trained on and the seconds spent training so far; the caller evaluates and reports
@@ -257,15 +269,16 @@ def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, op
             step += 1
             while True:
                 try:
-                    batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size, loss_fn, device, optimizer, transform)
+                    batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size, loss_fn, device, optimizer, precision, transform)
                     break
                 except torch.OutOfMemoryError:
                     if micro_batch_size == 1:
                         raise
                     micro_batch_size = _halve_after_oom(micro_batch_size, device)
             if hyperparameters.max_grad_norm:
+                precision.unscale(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), hyperparameters.max_grad_norm)
-            optimizer.step()
+            precision.step(optimizer)
             scheduler.step()
             loss_sum += batch_loss * len(batch_rows)
             count += len(batch_rows)
@@ -277,7 +290,7 @@ def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, op
         model.train()  # the evaluation in between switched it to eval mode
 
 
-def _accumulate_gradients(model, task: Task, split, rows, micro_batch_size, loss_fn, device, optimizer, transform=None) -> torch.Tensor:
+def _accumulate_gradients(model, task: Task, split, rows, micro_batch_size, loss_fn, device, optimizer, precision: Precision, transform=None) -> torch.Tensor:
     """Forward and backward one batch in chunks of ``micro_batch_size`` rows. Each chunk's loss is
     weighted by its share of the batch, so the gradient equals the whole batch's and the effective
     batch size is unchanged. Returns the batch's mean loss."""
@@ -286,8 +299,9 @@ def _accumulate_gradients(model, task: Task, split, rows, micro_batch_size, loss
     for start in range(0, len(rows), micro_batch_size):
         chunk = rows[start : start + micro_batch_size]
         batch = {key: value.to(device, non_blocking=True) for key, value in task.collate(split, chunk, transform).items()}
-        loss = forward_loss(model, batch, loss_fn) * (len(chunk) / len(rows))
-        loss.backward()
+        with precision.autocast():
+            loss = forward_loss(model, batch, loss_fn) * (len(chunk) / len(rows))
+        precision.backward(loss)
         total += loss.detach()
     return total
 
@@ -318,9 +332,9 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
         )
 
 
-def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: list[str], device) -> dict[str, float]:
+def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: list[str], device, precision: Precision | None = None) -> dict[str, float]:
     """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1."""
-    loss, predictions = predict(model, task, split, batch_size, device)
+    loss, predictions = predict(model, task, split, batch_size, device, precision)
     return {
         "val_loss": loss,
         **classification_metrics(split.labels, predictions, len(label_names)),
@@ -329,14 +343,15 @@ def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: 
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, task: Task, split, batch_size: int, device) -> tuple[float, np.ndarray]:
+def predict(model: nn.Module, task: Task, split, batch_size: int, device, precision: Precision | None = None) -> tuple[float, np.ndarray]:
     """The mean cross-entropy over ``split`` and the predicted class of each row."""
     model.eval()
     loss_sum = 0.0
     predictions = np.empty(len(split), dtype=np.int64)
     for rows in task.eval_batches(split, batch_size):
         batch = {key: value.to(device) for key, value in task.collate(split, rows).items()}
-        logits = _logits(model, batch)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            logits = _logits(model, batch).float()
         loss_sum += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         predictions[rows] = logits.argmax(dim=-1).cpu().numpy()
     return loss_sum / max(len(split), 1), predictions

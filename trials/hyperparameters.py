@@ -9,6 +9,8 @@ from typing import Mapping
 
 CLASS_BALANCE = ("none", "weighted_loss", "oversample")
 IMAGE_AUGMENT = ("flip", "crop", "flip_crop")
+METHODS = ("full", "lora")
+LORA_TARGETS = ("attention", "attention_mlp", "all_linear")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class Hyperparameters:
     class_balance: str = "none"  # "none", "weighted_loss" (inverse class frequency) or "oversample"
     augment_prob: float = 0.0  # chance to augment each training example (texts: drop/swap tokens; images: see image_augment)
     image_augment: str = "flip_crop"  # images: which augmentations augment_prob applies
+    method: str = "full"  # "full": train the layers themselves; "lora": train low-rank adapters beside them (trials.lora)
+    lora_rank: int = 8
+    lora_alpha: float | None = None  # None: lora_alpha_ratio * lora_rank
+    lora_alpha_ratio: float = 2.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "all_linear"  # which linear modules of each adapted layer get adapters
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> "Hyperparameters":
@@ -47,7 +55,12 @@ class Hyperparameters:
 
 HYPERPARAMETER_NAMES = tuple(f.name for f in fields(Hyperparameters))
 
-CHOICES: dict[str, tuple[str, ...]] = {"class_balance": CLASS_BALANCE, "image_augment": IMAGE_AUGMENT}
+LORA_HYPERPARAMETERS = tuple(name for name in HYPERPARAMETER_NAMES if name.startswith("lora_"))
+"""The settings of ``method: lora``; a full fine-tune ignores them."""
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "class_balance": CLASS_BALANCE, "image_augment": IMAGE_AUGMENT, "method": METHODS, "lora_targets": LORA_TARGETS,
+}
 """Hyperparameters that take one of a few names."""
 
 
@@ -106,6 +119,10 @@ DOMAINS: dict[str, Domain] = {
     "layer_lr_decay": Domain(low=0, high=1, low_open=True),
     "unfreeze_every": Domain(low=0, integer=True),  # 0: every layer trains from the start
     "augment_prob": Domain(low=0, high=1),
+    "lora_rank": Domain(low=1, integer=True),
+    "lora_alpha": Domain(low=0, low_open=True, nullable=True),
+    "lora_alpha_ratio": Domain(low=0, low_open=True),
+    "lora_dropout": Domain(low=0, high=1, high_open=True),
 }
 """The valid values of each numeric hyperparameter, the one place they are declared."""
 

@@ -17,6 +17,7 @@ from torch import nn
 from trials import data as text_data, images
 from trials.augment import drop_and_swap_tokens
 from trials.hyperparameters import Hyperparameters
+from trials.lora import with_method
 from trials.model import load_classifier
 from trials.task_specs import IMAGE_CLASSIFICATION, TASK_SPECS, TEXT_CLASSIFICATION
 
@@ -29,7 +30,8 @@ class Task(Protocol):
     @classmethod
     def from_settings(cls, settings) -> "Task": ...
 
-    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module: ...
+    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
+        """The pre-trained model with a fresh head and, with ``method: lora``, its adapters."""
 
     def train_batches(self, split, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> Iterator[np.ndarray]: ...
 
@@ -58,7 +60,7 @@ class TextClassification:
         return cls(settings.model_path, settings.label_names, settings.pad_token_id)
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
-        return load_classifier(self.model_path, self.label_names, hyperparameters.dropout)
+        return with_method(load_classifier(self.model_path, self.label_names, hyperparameters.dropout), hyperparameters)
 
     def train_batches(self, split, batch_size, rng, rows=None):
         return text_data.train_batches(split, batch_size, rng, rows=rows)
@@ -94,7 +96,8 @@ class ImageClassification:
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
         from transformers import AutoModelForImageClassification
 
-        return load_classifier(self.model_path, self.label_names, hyperparameters.dropout, AutoModelForImageClassification)
+        model = load_classifier(self.model_path, self.label_names, hyperparameters.dropout, AutoModelForImageClassification)
+        return with_method(model, hyperparameters)
 
     def train_batches(self, split, batch_size, rng, rows=None):
         return images.shuffled_batches(len(split), batch_size, rng, rows)
