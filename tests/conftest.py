@@ -85,6 +85,11 @@ def encoded_tiny_data(tiny_model, tiny_csv, train_size: int, val_size: int, nois
     return texts.label_names, tokenizer.pad_token_id, data
 
 
+def comparable_metrics(metrics: dict) -> dict:
+    """A trial's report without what varies between identical runs (timings) or is not a number."""
+    return {key: value for key, value in metrics.items() if key not in ("samples_per_s", "setup_seconds", "epoch_seconds", "frozen_cache")}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

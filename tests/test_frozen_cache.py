@@ -106,6 +106,7 @@ def test_out_of_memory_retries_split_cached_batches_too(text, monkeypatch):
     ({"unfreeze_depth": 2}, "off: unfreeze_depth trains every layer"),
     ({"unfreeze_depth": None}, "off: unfreeze_depth trains every layer"),
     ({"unfreeze_depth": 2, "unfreeze_every": 1}, "on: the bottom 1 of 2 layers from the cache"),  # one epoch: head and top layer only
+    ({"unfreeze_depth": 1, "method": "lora"}, "off: LoRA adapters (their trials run every layer)"),
 ])
 def test_trials_the_cache_cannot_serve_run_every_layer_and_say_why(text, change, reason):
     settings, _, cached = text

@@ -14,7 +14,7 @@ import trials.finetune
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
-from tests.conftest import TINY_SPACE, encoded_tiny_data
+from tests.conftest import TINY_SPACE, comparable_metrics, encoded_tiny_data
 from tests.test_image_classification import IMAGE_SPACE, _image_sweep, digits_folder, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune
@@ -132,8 +132,6 @@ class Recorder:
             shutil.copytree(checkpoint_dir, self.folder / f"epoch{metrics['epoch']}")
 
 
-def _comparable(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if key not in ("samples_per_s", "setup_seconds", "epoch_seconds")}
 
 
 def test_a_lora_trial_learns_checkpoints_only_adapters_and_head_and_resumes_exactly(trial_inputs, tmp_path):
@@ -154,7 +152,7 @@ def test_a_lora_trial_learns_checkpoints_only_adapters_and_head_and_resumes_exac
     fine_tune(settings, LORA, data, resumed, resume=checkpoint.load(tmp_path / "epoch1"))
     assert [m["epoch"] for m in resumed.metrics] == [2, 3]
     for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics):
-        assert _comparable(got) == pytest.approx(_comparable(expected), rel=1e-5)
+        assert comparable_metrics(got) == pytest.approx(comparable_metrics(expected), rel=1e-5)
 
 
 def test_lora_out_of_memory_halves_the_micro_batch(trial_inputs, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import trials.finetune
-from tests.conftest import encoded_tiny_data
+from tests.conftest import comparable_metrics, encoded_tiny_data
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune
 
@@ -38,8 +38,6 @@ class Recorder:
             shutil.copytree(checkpoint_dir, self.folder / f"epoch{metrics['epoch']}")
 
 
-def _comparable(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if key not in ("samples_per_s", "setup_seconds", "epoch_seconds", "frozen_cache")}
 
 
 def test_resuming_from_a_checkpoint_continues_exactly_where_training_stopped(trial_inputs, tmp_path):
@@ -54,7 +52,7 @@ def test_resuming_from_a_checkpoint_continues_exactly_where_training_stopped(tri
 
     assert [m["epoch"] for m in resumed.metrics] == [2, 3]
     for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics):
-        assert _comparable(got) == pytest.approx(_comparable(expected), rel=1e-5)
+        assert comparable_metrics(got) == pytest.approx(comparable_metrics(expected), rel=1e-5)
 
 
 def test_checkpoint_holds_only_the_parameters_that_train(trial_inputs, tmp_path):
