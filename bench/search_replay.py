@@ -72,6 +72,9 @@ ARMS = {arm.name: arm for arm in (
     Arm("random+fifo", "random", "fifo"),
     Arm("tpe+fifo", "tpe", "fifo"),
     Arm("tpe+asha", "tpe", "asha"),
+    Arm("tpe+asha grace2", "tpe", "asha", grace_period=2.0),
+    Arm("tpe+asha grace2 rf2", "tpe", "asha", grace_period=2.0, reduction_factor=2),
+    Arm("tpe+median", "tpe", "median"),
     Arm("tpe+asha@4", "tpe", "asha", evals_per_epoch=4, grace_period=0.25),
     Arm("tpe+asha@4 rf2", "tpe", "asha", evals_per_epoch=4, grace_period=0.25, reduction_factor=2),
     Arm("tpe+asha@4 rf4", "tpe", "asha", evals_per_epoch=4, grace_period=0.25, reduction_factor=4),
@@ -191,6 +194,7 @@ def replay(table: CurveTable, arm: Arm, seed: int, budget: float, target: float)
     from orchestrator.searcher import StudySearcher
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    np.random.seed(seed)  # Ray's Hyperband draws each trial's bracket from NumPy's global generator
     n_trials = int(budget // table.max_epochs)
     sampler = SAMPLERS[arm.sampler](SamplerInputs(seed, _startup(n_trials), table.space))
     study = optuna.create_study(direction="maximize", sampler=sampler)

@@ -132,7 +132,9 @@ class SamplerConfig(_Section):
 
 class SchedulerConfig(_Section):
     name: str = "fifo"
-    grace_period: float = Field(1.0, gt=0)  # asha, hyperband, median: epochs (fractions too) before a trial can be stopped
+    # asha, hyperband, median: epochs (fractions too) before a trial can be stopped; by default half
+    # of trial.max_epochs, the setting the learning-curve replay found best (bench/README.md)
+    grace_period: float | None = Field(None, gt=0)
     reduction_factor: float = Field(3.0, gt=1)  # asha, hyperband: keep the top 1/reduction_factor at each rung
     min_samples_required: int = Field(3, ge=1)  # median: trials to compare against before stopping one
     spare_warmup: bool = True  # never stop a trial while its learning rate still warms up
@@ -141,6 +143,10 @@ class SchedulerConfig(_Section):
     @classmethod
     def _known(cls, name: str) -> str:
         return check_known(SCHEDULERS, name, "scheduler")
+
+    def grace(self, max_epochs: int) -> float:
+        """Epochs a trial runs before a scheduler may stop it."""
+        return self.grace_period if self.grace_period is not None else max_epochs / 2
 
 
 class Resources(_Section):

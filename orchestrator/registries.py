@@ -125,7 +125,7 @@ def _asha(scheduler_config, max_epochs: int, brackets: int = 1):
     return (AshaAfterWarmup if scheduler_config.spare_warmup else ASHAScheduler)(
         time_attr=EPOCH,
         max_t=max_epochs,
-        grace_period=scheduler_config.grace_period,
+        grace_period=scheduler_config.grace(max_epochs),
         reduction_factor=scheduler_config.reduction_factor,
         brackets=brackets,
     )
@@ -145,7 +145,7 @@ def _median(scheduler_config, max_epochs: int):
 
     return (MedianAfterWarmup if scheduler_config.spare_warmup else MedianStoppingRule)(
         time_attr=EPOCH,
-        grace_period=scheduler_config.grace_period,
+        grace_period=scheduler_config.grace(max_epochs),
         min_samples_required=scheduler_config.min_samples_required,
     )
 

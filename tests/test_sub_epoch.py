@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -15,7 +14,7 @@ from ray import cloudpickle
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.api import run_sweep
-from orchestrator.config import parse_sweep
+from orchestrator.config import SchedulerConfig, parse_sweep
 from orchestrator.registries import SCHEDULERS
 from tests.conftest import encoded_tiny_data, mlflow_runs
 from trials.data import stratified_rows
@@ -109,7 +108,7 @@ def test_interim_evaluations_score_a_fixed_stratified_subset(tiny):
 
 
 def _scheduler(name: str, spare_warmup: bool = True):
-    settings = SimpleNamespace(grace_period=0.25, reduction_factor=2, min_samples_required=1, spare_warmup=spare_warmup)
+    settings = SchedulerConfig(name=name, grace_period=0.25, reduction_factor=2, min_samples_required=1, spare_warmup=spare_warmup)
     scheduler = SCHEDULERS[name](settings, 2)
     scheduler.set_search_properties("score", "max")
     return scheduler
@@ -192,3 +191,9 @@ def test_asha_stops_poor_trials_within_their_first_epoch(ray_session, tmp_path):
     complete = next(run for run in children if run.info.status == "FINISHED" and run.data.params["x"] == "1.0")
     assert [m.step for m in client.get_metric_history(complete.info.run_id, "score")] == list(range(1, 9))
     assert {"epoch", "step", "interim", "is_final"}.isdisjoint(complete.data.metrics)
+
+
+def test_the_default_grace_period_is_half_the_trial():
+    assert SchedulerConfig(name="asha").grace(4) == 2.0  # bench/search_replay.py: earlier cuts lose the slow starters
+    assert SchedulerConfig(name="asha", grace_period=0.25).grace(4) == 0.25
+    assert SCHEDULERS["asha"](SchedulerConfig(name="asha"), 4)._brackets[0]._rungs[-1][0] == 2.0
