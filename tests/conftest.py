@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 
@@ -83,6 +84,19 @@ def encoded_tiny_data(tiny_model, tiny_csv, train_size: int, val_size: int, nois
     noisy = encode(tokenizer, noisy_copies(val.texts, noisy_rate, seed=0), val.labels, 16) if noisy_rate else None
     data = TrialData(encode(tokenizer, train.texts, train.labels, 16), encode(tokenizer, val.texts, val.labels, 16), val_noisy=noisy)
     return texts.label_names, tokenizer.pad_token_id, data
+
+
+class Recorder:
+    """A report function that keeps every epoch's metrics and a copy of every checkpoint."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.metrics: list[dict] = []
+
+    def __call__(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        self.metrics.append(metrics)
+        if checkpoint_dir is not None:
+            shutil.copytree(checkpoint_dir, self.folder / f"epoch{metrics['epoch']}")
 
 
 def comparable_metrics(metrics: dict) -> dict:

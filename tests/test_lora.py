@@ -4,7 +4,6 @@ its settings checked against the search space and the model before anything runs
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import trials.finetune
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
-from tests.conftest import TINY_SPACE, comparable_metrics, encoded_tiny_data
+from tests.conftest import TINY_SPACE, Recorder, comparable_metrics, encoded_tiny_data
 from tests.test_image_classification import IMAGE_SPACE, _image_sweep, digits_folder, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune
@@ -120,18 +119,6 @@ def trial_inputs(tiny_model, tiny_csv):
     label_names, pad_id, data = encoded_tiny_data(tiny_model, tiny_csv, 200, 100)
     settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=3, objective="val_f1_macro", mode="max", num_threads=1, checkpoint=True)
     return settings, data
-
-
-class Recorder:
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.metrics = folder, []
-
-    def __call__(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        self.metrics.append(metrics)
-        if checkpoint_dir is not None:
-            shutil.copytree(checkpoint_dir, self.folder / f"epoch{metrics['epoch']}")
-
-
 
 
 def test_a_lora_trial_learns_checkpoints_only_adapters_and_head_and_resumes_exactly(trial_inputs, tmp_path):

@@ -3,14 +3,13 @@ step is retried with half the rows per pass and gradient accumulation."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 import trials.finetune
-from tests.conftest import comparable_metrics, encoded_tiny_data
+from tests.conftest import Recorder, comparable_metrics, encoded_tiny_data
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune
 
@@ -23,21 +22,6 @@ def trial_inputs(tiny_model, tiny_csv):
     settings = TrialSettings(str(tiny_model), label_names, pad_id, max_epochs=3,
                              objective="val_f1_macro", mode="max", num_threads=1, checkpoint=True)
     return settings, data
-
-
-class Recorder:
-    """A report function that keeps every epoch's metrics and a copy of every checkpoint."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.metrics: list[dict] = []
-
-    def __call__(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        self.metrics.append(metrics)
-        if checkpoint_dir is not None:
-            shutil.copytree(checkpoint_dir, self.folder / f"epoch{metrics['epoch']}")
-
-
 
 
 def test_resuming_from_a_checkpoint_continues_exactly_where_training_stopped(trial_inputs, tmp_path):

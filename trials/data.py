@@ -52,11 +52,16 @@ class EncodedSplit:
         return np.diff(self.offsets)
 
     def take(self, rows: np.ndarray) -> "EncodedSplit":
-        texts = [self.ids[self.offsets[row] : self.offsets[row + 1]] for row in rows]
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum([len(ids) for ids in texts], out=offsets[1:])
-        ids = np.concatenate(texts) if texts else self.ids[:0]
-        return EncodedSplit(ids, offsets, self.labels[rows])
+        return EncodedSplit(*ragged_take(self.ids, self.offsets, rows), self.labels[rows])
+
+
+def ragged_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rows`` of a ragged array stored flat (row ``i`` is ``values[offsets[i]:offsets[i + 1]]``),
+    stored flat the same way: (values, offsets)."""
+    parts = [values[offsets[row] : offsets[row + 1]] for row in rows]
+    taken = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(part) for part in parts], out=taken[1:])
+    return (np.concatenate(parts) if parts else values[:0]), taken
 
 
 def read_table(path: Path) -> pd.DataFrame:

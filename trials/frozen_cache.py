@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trials.data import ragged_take
 from trials.model import encoder_layers, hidden_states_at
 
 
@@ -39,10 +40,7 @@ class HiddenStates:
         return np.diff(self.offsets)
 
     def take(self, rows: np.ndarray) -> "HiddenStates":
-        parts = [self.states[self.offsets[row] : self.offsets[row + 1]] for row in rows]
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum([len(part) for part in parts], out=offsets[1:])
-        return HiddenStates(np.concatenate(parts) if parts else self.states[:0], offsets, self.labels[rows])
+        return HiddenStates(*ragged_take(self.states, self.offsets, rows), self.labels[rows])
 
 
 @dataclass(frozen=True)
