@@ -69,7 +69,11 @@ def test_search_replay_smoke_run_replays_the_recorded_table():
     asha = [run for run in runs if run["arm"] == "tpe+asha@4"]
     assert all(run["trials"] == settings["budget"] / 4 for run in fifo)  # whole 4-epoch trials
     assert sum(run["trials"] for run in asha) > sum(run["trials"] for run in fifo)
-    assert rows["random+fifo"]["ratio"] == 1.0
+    baseline = rows["random+fifo"]
+    if baseline["median_to_target"] == float("inf"):  # beyond the smoke budget: no ratio to itself
+        assert baseline["ratio"] != baseline["ratio"]  # NaN
+    else:
+        assert baseline["ratio"] == 1.0
 
 
 def test_lora_vs_full_smoke_run_reports_every_arm():
