@@ -69,7 +69,7 @@ def study_state(study_db: str | None, study: str) -> dict:
     except ConfigError as error:
         return {"readable": False, "why": mask(str(error))}
     try:
-        study_obj = queries._load(storage, study)
+        study_obj = queries.load_study(storage, study)
         trials = study_obj.get_trials(deepcopy=False)
         rows = queries.best(storage, study, top=1)
     except ConfigError as error:

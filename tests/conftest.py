@@ -43,7 +43,11 @@ def tiny_model(tmp_path_factory) -> Path:
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64,
     )
-    BertModel(config).save_pretrained(folder)
+    import torch
+
+    with torch.random.fork_rng():  # the same weights whatever ran before: a test's outcome must not depend on the order
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(folder)
     return folder
 
 
