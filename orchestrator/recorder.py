@@ -238,7 +238,10 @@ class TrialRecorder(Callback):
         group = optuna_trial.user_attrs.get(CONFIRMS)
         previous = self.kept_models.get(group)
         if not self._better(outcome.value, previous.value if previous is not None else self.best if group is None else None):
-            return False
+            # a tie goes to the lower trial number, as in result.rank, whichever trial finished first
+            tied_earlier = previous is not None and outcome.value == previous.value and optuna_trial.number < previous.trial_number
+            if not tied_earlier:
+                return False
         folder, run_id = self.checkpoint_dirs.get(trial_id), self.run_ids.get(trial_id)
         weights = Path(folder) / BEST_MODEL_FILE if folder is not None else None
         if weights is None or not weights.is_file() or run_id is None:  # storage must be a file system (local, NFS)
