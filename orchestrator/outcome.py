@@ -10,8 +10,6 @@ from optuna.trial import TrialState
 from trials.objective import is_better
 from trials.result_keys import EPOCH, FINAL, INTERIM
 
-FINAL_FLAG = FINAL  # set on the last report of a trial that ran to its end
-
 MLFLOW_STATUS = {
     TrialState.COMPLETE: "FINISHED",
     TrialState.PRUNED: "KILLED",
@@ -57,7 +55,7 @@ def classify(history: list[dict], metric: str, mode: str, error: str | None, oth
         return Outcome(TrialState.FAIL, None, f"the trial never reported {metric}")
     if not math.isfinite(values[-1]):
         return Outcome(TrialState.FAIL, None, f"{metric} is {values[-1]}")
-    if not history[-1].get(FINAL_FLAG):
+    if not history[-1].get(FINAL):
         return Outcome(TrialState.PRUNED, None, f"stopped early after {_trained(history)}")
     epochs = [result for result in history if metric in result and not result.get(INTERIM)]
     best = best_of([float(result[metric]) for result in epochs], mode)

@@ -26,14 +26,14 @@ from orchestrator.dataset_inputs import log_dataset_inputs
 from orchestrator.ledger import Ledger
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
-from orchestrator.outcome import FINAL_FLAG, Outcome, classify
+from orchestrator.outcome import Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE
 from trials.objective import is_better
-from trials.result_keys import BOOKKEEPING, EPOCH, FROZEN_CACHE, INTERIM, STEP
+from trials.result_keys import BOOKKEEPING, EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
 
 # Keys of a result that are not metrics: Ray Tune's bookkeeping, the trial's position and flags
 # (trials.result_keys) and micro_batch_size (recorded as a tag).
@@ -153,7 +153,7 @@ class TrialRecorder(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         metrics = reported_metrics(result)
         step = int(result.get(STEP, result.get(EPOCH, result.get("training_iteration", 0))))
-        self.history[trial.trial_id].append({**metrics, **{key: result[key] for key in (FINAL_FLAG, INTERIM, EPOCH) if key in result}})
+        self.history[trial.trial_id].append({**metrics, **{key: result[key] for key in (FINAL, INTERIM, EPOCH) if key in result}})
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         value = metrics.get(self.metric)
         reported = self.reported_steps.setdefault(trial.trial_id, set())

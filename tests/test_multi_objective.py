@@ -14,8 +14,9 @@ from orchestrator.api import load_sweep, run_sweep
 from orchestrator.cli import app
 from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.outcome import FINAL_FLAG, classify
+from orchestrator.outcome import classify
 from tests.conftest import TINY_SPACE, mlflow_runs
+from trials.result_keys import FINAL
 
 TWO = [{"metric": "val_f1_macro", "mode": "max"}, {"metric": "trainable_params", "mode": "min"}]
 
@@ -36,9 +37,9 @@ def test_objective_lists_are_validated(tmp_path, change, message):
 
 def test_other_objectives_are_read_from_the_best_epoch_of_the_first():
     history = [
-        {"val_f1_macro": 0.5, "trainable_params": 10, FINAL_FLAG: 0},
-        {"val_f1_macro": 0.7, "trainable_params": 20, FINAL_FLAG: 0},
-        {"val_f1_macro": 0.6, "trainable_params": 30, FINAL_FLAG: 1},
+        {"val_f1_macro": 0.5, "trainable_params": 10, FINAL: 0},
+        {"val_f1_macro": 0.7, "trainable_params": 20, FINAL: 0},
+        {"val_f1_macro": 0.6, "trainable_params": 30, FINAL: 1},
     ]
     outcome = classify(history, "val_f1_macro", "max", None, ("trainable_params",))
     assert outcome.state == TrialState.COMPLETE and outcome.values == (0.7, 20.0)
