@@ -18,15 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.hyperparameter_checks import check_hyperparameters, check_points
 from orchestrator.paths import DatabaseURL, LocalPath, ModelReference, base_dir_of
-from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, check_known, grid_points
+from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, SamplerName, SchedulerName, check_known, grid_points
 from orchestrator.search_space import (
     CategoricalParam, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference, yaml_reads_as_text,
 )
 from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import DOMAINS
-from trials.precision import PRECISIONS
+from trials.objective import Mode
+from trials.precision import PRECISIONS, PrecisionName
 from trials.result_keys import BOOKKEEPING
-from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION
+from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION, TaskName
 from trials.user_function import FunctionRef, UserFunctionError
 
 DEFAULT_TASK = TEXT_CLASSIFICATION
@@ -40,7 +41,7 @@ class _Section(BaseModel):
 
 class Objective(_Section):
     metric: str = "val_f1_macro"  # checked against what the trials report in SweepConfig
-    mode: Literal["max", "min"] = "max"
+    mode: Mode = "max"
 
 
 class DataConfig(_Section):
@@ -84,16 +85,18 @@ class TrialConfig(_Section):
     # (with a note) when the cache would take more than cache_frozen_max_gb (default: a quarter of memory).
     cache_frozen: Literal["auto", "off"] = "auto"
     cache_frozen_max_gb: float | None = Field(None, gt=0)
-    precision: str = "auto"  # a name in trials.precision.PRECISIONS: autocast on CUDA GPUs (auto: bf16 where supported)
+    precision: PrecisionName = "auto"  # a name in trials.precision.PRECISIONS: autocast on CUDA GPUs (auto: bf16 where supported)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more compute
     # A training function of your own instead of the built-in fine-tuning: "package.module:function"
     # or "path/to/train.py:function" (relative to the sweep file). It loads its own model and data.
     function: str | None = None
 
-    @field_validator("precision")
+    # The Literal types hold the valid names; these checks run first, so an unknown name is told
+    # in our words ("unknown precision; valid names are ..."), not pydantic's.
+    @field_validator("precision", mode="before")
     @classmethod
-    def _known_precision(cls, precision: str) -> str:
-        return check_known(dict.fromkeys(PRECISIONS), precision, "precision")
+    def _known_precision(cls, precision: Any) -> Any:
+        return check_known(dict.fromkeys(PRECISIONS), precision, "precision") if isinstance(precision, str) else precision
 
     @field_validator("function")
     @classmethod
@@ -120,18 +123,18 @@ class Budget(_Section):
 
 
 class SamplerConfig(_Section):
-    name: str = "tpe"
+    name: SamplerName = "tpe"
     seed: int | None = 0
     n_startup_trials: int | None = Field(None, ge=0)
 
-    @field_validator("name")
+    @field_validator("name", mode="before")  # before the Literal's check: our words for an unknown name
     @classmethod
-    def _known(cls, name: str) -> str:
-        return check_known(SAMPLERS, name, "sampler")
+    def _known(cls, name: Any) -> Any:
+        return check_known(SAMPLERS, name, "sampler") if isinstance(name, str) else name
 
 
 class SchedulerConfig(_Section):
-    name: str = "fifo"
+    name: SchedulerName = "fifo"
     # asha, hyperband, median: epochs (fractions too) before a trial can be stopped; by default half
     # of trial.max_epochs, the setting the learning-curve replay found best (bench/README.md)
     grace_period: float | None = Field(None, gt=0)
@@ -139,10 +142,10 @@ class SchedulerConfig(_Section):
     min_samples_required: int = Field(3, ge=1)  # median: trials to compare against before stopping one
     spare_warmup: bool = True  # never stop a trial while its learning rate still warms up
 
-    @field_validator("name")
+    @field_validator("name", mode="before")  # before the Literal's check: our words for an unknown name
     @classmethod
-    def _known(cls, name: str) -> str:
-        return check_known(SCHEDULERS, name, "scheduler")
+    def _known(cls, name: Any) -> Any:
+        return check_known(SCHEDULERS, name, "scheduler") if isinstance(name, str) else name
 
     def grace(self, max_epochs: int) -> float:
         """Epochs a trial runs before a scheduler may stop it."""
@@ -189,7 +192,7 @@ REGISTERED_MODEL_PATTERN = r"^[^/:%]+$"
 
 class SweepConfig(_Section):
     name: str = Field(pattern=NAME_PATTERN)
-    task: str = DEFAULT_TASK  # which built-in trials run: a name in trials.task_specs.TASK_SPECS
+    task: TaskName = DEFAULT_TASK  # which built-in trials run: a name in trials.task_specs.TASK_SPECS
     objective: Objective = Objective()
     objectives: list[Objective] | None = None  # two or more: multi-objective search for the Pareto front
     model: ModelReference | None = None  # required by the built-in tasks; trial.function loads its own
@@ -207,10 +210,10 @@ class SweepConfig(_Section):
     registered_model: str | None = Field(None, min_length=1, max_length=200, pattern=REGISTERED_MODEL_PATTERN)
     # MLflow Model Registry name: an invocation that beats the study's best registers a new version of it
 
-    @field_validator("task")
+    @field_validator("task", mode="before")  # before the Literal's check: our words for an unknown name
     @classmethod
-    def _known_task(cls, task: str) -> str:
-        return check_known(TASK_SPECS, task, "task")
+    def _known_task(cls, task: Any) -> Any:
+        return check_known(TASK_SPECS, task, "task") if isinstance(task, str) else task
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -248,6 +251,20 @@ class SweepConfig(_Section):
         return len(self.objective_list) > 1
 
     @property
+    def task_model(self) -> str:
+        """``model``, which the built-in tasks require (validation made sure it is given)."""
+        if self.model is None:
+            raise ConfigError("model", MISSING, "this key is required by the built-in tasks; add it")
+        return self.model
+
+    @property
+    def task_data(self) -> DataConfig:
+        """``data``, which the built-in tasks require (validation made sure it is given)."""
+        if self.data is None:
+            raise ConfigError("data", MISSING, "this key is required by the built-in tasks; add it")
+        return self.data
+
+    @property
     def user_function(self) -> bool:
         """True when trials run ``trial.function`` instead of the built-in fine-tuning of ``task``."""
         return self.trial.function is not None
@@ -261,11 +278,13 @@ class SweepConfig(_Section):
 
         for name, param in self.search_space.params.items():
             text = next((c for c in param.choices if yaml_reads_as_text(c)), None) if isinstance(param, CategoricalParam) else None
-            if text is not None:
-                raise ConfigError(f"search_space.{name}", text, numeric_text(text, whole(name)))
+            fix = numeric_text(text, whole(name))  # None unless text is a number written as text
+            if text is not None and fix is not None:
+                raise ConfigError(f"search_space.{name}", text, fix)
         for name, value in self.search_space.fixed.items():
-            if yaml_reads_as_text(value):
-                raise ConfigError(f"search_space.{name}", value, numeric_text(value, whole(name)))
+            fix = numeric_text(value, whole(name))
+            if yaml_reads_as_text(value) and fix is not None:
+                raise ConfigError(f"search_space.{name}", value, fix)
         return self
 
     @model_validator(mode="after")
@@ -296,7 +315,7 @@ class SweepConfig(_Section):
     def _check_user_function(self) -> None:
         for key in ("task", "model", "data"):
             if key in self.model_fields_set:
-                raise ConfigError(key, self.data.source if key == "data" else getattr(self, key),
+                raise ConfigError(key, self.data.source if key == "data" and self.data is not None else getattr(self, key),
                                   "trial.function loads its own model and data; remove this key (fixed search_space values reach the function)")
         if self.confirm.top_k:
             raise ConfigError("confirm.top_k", self.confirm.top_k, "confirmation retrains with new seeds, which the built-in fine-tuning sets; trial.function seeds itself: remove confirm")
@@ -310,9 +329,11 @@ class SweepConfig(_Section):
                               f"reports use {', '.join(_RESERVED_METRICS)} for bookkeeping; report the metric under another name")
 
     def _check_task(self) -> None:
-        for key in ("model", "data"):
-            if getattr(self, key) is None:
-                raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
+        required = "this key is required; add it (or set trial.function to train with a function of your own)"
+        if self.model is None:
+            raise ConfigError("model", MISSING, required)
+        if self.data is None:
+            raise ConfigError("data", MISSING, required)
         read_by_another = {key: name for name, spec in TASK_SPECS.items() if name != self.task for key in spec.data_keys}
         wrong = sorted(self.data.model_fields_set & set(read_by_another))
         if wrong:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from optuna.trial import TrialState
 
-from trials.objective import is_better
+from trials.objective import Mode, is_better
 from trials.result_keys import EPOCH, FINAL, INTERIM
 
 MLFLOW_STATUS = {
@@ -29,7 +29,7 @@ class Outcome:
         return MLFLOW_STATUS[self.state]
 
 
-def best_of(values: list[float], mode: str) -> float | None:
+def best_of(values: list[float], mode: Mode) -> float | None:
     best = None
     for value in values:
         if math.isfinite(value) and is_better(value, best, mode):
@@ -37,7 +37,7 @@ def best_of(values: list[float], mode: str) -> float | None:
     return best
 
 
-def classify(history: list[dict], metric: str, mode: str, error: str | None, others: tuple[str, ...] = ()) -> Outcome:
+def classify(history: list[dict], metric: str, mode: Mode, error: str | None, others: tuple[str, ...] = ()) -> Outcome:
     """Decide a trial's state from its reported results and error, if any.
 
     - an error -> FAIL with the error as reason;

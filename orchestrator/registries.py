@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import optuna
 
 from trials.result_keys import EPOCH
 
+if TYPE_CHECKING:  # search_space imports this module
+    from orchestrator.search_space import SearchSpace
+
+SamplerName = Literal["tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2"]
+SchedulerName = Literal["fifo", "asha", "hyperband", "median"]
+
 
 @dataclass(frozen=True)
 class SamplerInputs:
     seed: int | None
     n_startup_trials: int
-    space: object  # orchestrator.search_space.SearchSpace
+    space: SearchSpace
 
 
 def _tpe(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
@@ -67,7 +73,7 @@ def _nsga2(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=inputs.seed, population_size=max(4, inputs.n_startup_trials))
 
 
-SAMPLERS: dict[str, Callable[[SamplerInputs], optuna.samplers.BaseSampler]] = {
+SAMPLERS: dict[SamplerName, Callable[[SamplerInputs], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
     "random": _random,
     "cmaes": _cmaes,
@@ -150,7 +156,7 @@ def _median(scheduler_config, max_epochs: int):
     )
 
 
-SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha, "hyperband": _hyperband, "median": _median}
+SCHEDULERS: dict[SchedulerName, Callable] = {"fifo": _fifo, "asha": _asha, "hyperband": _hyperband, "median": _median}
 
 
 def check_known(registry: dict, name: str, what: str) -> str:

@@ -406,3 +406,17 @@ def test_local_gpus_are_counted_as_ray_would(monkeypatch):
         targets.check_fits_this_machine(Resources(cpu=1, gpu=2))
     monkeypatch.setattr(targets, "local_gpu_count", lambda: None)  # unknown: left to hpo run's check of the started Ray
     targets.check_fits_this_machine(Resources(cpu=1, gpu=8))
+
+
+def test_literal_types_name_what_the_registries_hold():
+    """The sweep file's Literal types and the registries behind them list the same names."""
+    from typing import get_args
+
+    from orchestrator.registries import SAMPLERS, SCHEDULERS, SamplerName, SchedulerName
+    from trials.precision import PRECISIONS, PrecisionName
+    from trials.task_specs import TASK_SPECS, TaskName
+
+    assert set(get_args(SamplerName)) == set(SAMPLERS)
+    assert set(get_args(SchedulerName)) == set(SCHEDULERS)
+    assert set(get_args(PrecisionName)) == set(PRECISIONS)
+    assert set(get_args(TaskName)) == set(TASK_SPECS)

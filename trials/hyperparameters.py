@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, fields
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
-CLASS_BALANCE = ("none", "weighted_loss", "oversample")
-IMAGE_AUGMENT = ("flip", "crop", "flip_crop")
-METHODS = ("full", "lora")
-LORA_TARGETS = ("attention", "attention_mlp", "all_linear")
+ClassBalance = Literal["none", "weighted_loss", "oversample"]
+ImageAugment = Literal["flip", "crop", "flip_crop"]
+Method = Literal["full", "lora"]
+LoraTargets = Literal["attention", "attention_mlp", "all_linear"]
+CLASS_BALANCE: tuple[ClassBalance, ...] = get_args(ClassBalance)
+IMAGE_AUGMENT: tuple[ImageAugment, ...] = get_args(ImageAugment)
+METHODS: tuple[Method, ...] = get_args(Method)
+LORA_TARGETS: tuple[LoraTargets, ...] = get_args(LoraTargets)
 
 
 @dataclass(frozen=True)
@@ -27,15 +31,15 @@ class Hyperparameters:
     max_grad_norm: float = 1.0
     layer_lr_decay: float = 1.0  # each layer further down learns at this fraction of the one above (1.0: one rate)
     unfreeze_every: int = 0  # gradual unfreezing: one more layer trains every this many epochs (0: all from the start)
-    class_balance: str = "none"  # "none", "weighted_loss" (inverse class frequency) or "oversample"
+    class_balance: ClassBalance = "none"  # "none", "weighted_loss" (inverse class frequency) or "oversample"
     augment_prob: float = 0.0  # chance to augment each training example (texts: drop/swap tokens; images: see image_augment)
-    image_augment: str = "flip_crop"  # images: which augmentations augment_prob applies
-    method: str = "full"  # "full": train the layers themselves; "lora": train low-rank adapters beside them (trials.lora)
+    image_augment: ImageAugment = "flip_crop"  # images: which augmentations augment_prob applies
+    method: Method = "full"  # "full": train the layers themselves; "lora": train low-rank adapters beside them (trials.lora)
     lora_rank: int = 8
     lora_alpha: float | None = None  # None: lora_alpha_ratio * lora_rank
     lora_alpha_ratio: float = 2.0
     lora_dropout: float = 0.0
-    lora_targets: str = "all_linear"  # which linear modules of each adapted layer get adapters
+    lora_targets: LoraTargets = "all_linear"  # which linear modules of each adapted layer get adapters
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> "Hyperparameters":
@@ -84,7 +88,7 @@ class Domain:
             return False
         if self.integer and not isinstance(value, numbers.Integral):
             return False
-        return self.above_low(value) and self.below_high(value)
+        return self.above_low(float(value)) and self.below_high(float(value))
 
     def above_low(self, value: float) -> bool:
         return self.low is None or (value > self.low if self.low_open else value >= self.low)

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
 
-def is_better(value: float, than: float | None, mode: str) -> bool:
+Mode = Literal["max", "min"]
+"""An objective's direction: higher values are better (max) or lower ones (min)."""
+
+
+def is_better(value: float, than: float | None, mode: Mode) -> bool:
     """True when ``value`` improves on ``than`` for an objective whose ``mode`` is "max" or "min"; any value beats None."""
     return than is None or (value > than if mode == "max" else value < than)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # torch is imported where a trial runs: the sweep's config reads PRECISIONS without it
     import torch
 
 _TORCH_DTYPES: dict[str, str | None] = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 PRECISIONS = ("auto", *_TORCH_DTYPES)
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]  # PRECISIONS, for the sweep file's type
 
 
 @dataclass(frozen=True)
@@ -69,4 +70,4 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     if enable is not None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[operator]  # torch types a Module's unknown attributes as Tensor | Module; checked above

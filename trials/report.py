@@ -31,12 +31,13 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
+from trials.objective import Mode
 from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
+from trials.stopping import EarlyStopping
 
 _NO_CACHE = "off: trial.function trains its own model"  # the frozen-layer cache is the built-in loop's
-from trials.stopping import EarlyStopping
 
 
 class TrialStopped(BaseException):
@@ -156,7 +157,7 @@ _session: _Session | None = None
 
 
 @contextmanager
-def user_trial(max_epochs: int, objectives: tuple[str, ...], mode: str, patience: int | None,
+def user_trial(max_epochs: int, objectives: tuple[str, ...], mode: Mode, patience: int | None,
                evals_per_epoch: int = 1) -> Iterator[_Session]:
     """Make :func:`epoch` report to this trial while a training function of your own runs; a
     restarted trial continues its report count and early-stopping state from its checkpoint."""
@@ -179,7 +180,7 @@ def user_trial(max_epochs: int, objectives: tuple[str, ...], mode: str, patience
         _session = None
 
 
-def _numbers(metrics: Mapping[str, object]) -> dict[str, float]:
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
     if not isinstance(metrics, Mapping):
         raise TypeError(f"report.epoch() takes a mapping of metric names to numbers, got {type(metrics).__name__}")
     values = {}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from trials.objective import is_better
+from trials.objective import Mode, is_better
 
 
 @dataclass
 class EarlyStopping:
-    mode: str  # "max" or "min"
+    mode: Mode
     patience: int | None  # None never stops
     best: float = math.nan
     stale_epochs: int = 0

@@ -8,12 +8,14 @@ training code; :mod:`trials.tasks` implements each task named here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from trials.hyperparameters import HYPERPARAMETER_NAMES
 from trials.metrics import METRIC_NAMES
 
-TEXT_CLASSIFICATION = "text-classification"
-IMAGE_CLASSIFICATION = "image-classification"
+TaskName = Literal["text-classification", "image-classification"]
+TEXT_CLASSIFICATION: TaskName = "text-classification"
+IMAGE_CLASSIFICATION: TaskName = "image-classification"
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class TaskSpec:
     data_keys: frozenset[str]  # keys of the sweep's data section that only this task reads
 
 
-TASK_SPECS: dict[str, TaskSpec] = {
+TASK_SPECS: dict[TaskName, TaskSpec] = {
     TEXT_CLASSIFICATION: TaskSpec(
         hyperparameters=tuple(name for name in HYPERPARAMETER_NAMES if name != "image_augment"),
         metrics=METRIC_NAMES,

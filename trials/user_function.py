@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from trials import report
+from trials.objective import Mode
 
 
 class UserFunctionError(ValueError):
@@ -119,7 +120,7 @@ class UserFunctionSettings:
     function: FunctionRef
     max_epochs: int
     objectives: tuple[str, ...]  # every report must include these; the first is the primary
-    mode: str  # of the primary objective: "max" or "min"
+    mode: Mode  # of the primary objective
     patience: int | None = None  # epochs without improvement before the trial ends; None never
     evals_per_epoch: int = 1  # reports that make one epoch
 
@@ -137,5 +138,5 @@ def run_user_function(config: dict, settings: UserFunctionSettings, data=None) -
         session.close(returned)
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())[:300]
