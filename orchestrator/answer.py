@@ -119,11 +119,11 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
     if prepared.test is not None:
         if kept is not None:
             notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
-        elif same_choice and previous.test is not None:
+        elif same_choice and previous is not None and previous.test is not None:
             answer.test = previous.test
         else:
             notes.append("no test score yet: the chosen configuration's model was trained by an earlier invocation; run again to score it")
-    answer.registered = previous.registered if same_choice else None
+    answer.registered = previous.registered if same_choice and previous is not None else None
     if config.registered_model and kept is not None and answer.registered is None:
         notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
     study.set_user_attr(ANSWER_ATTR, answer.to_dict())

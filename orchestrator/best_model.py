@@ -51,9 +51,9 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
 
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k in HYPERPARAMETER_NAMES})
     model = with_method(load_classifier(model_path, label_names, hyperparameters.dropout), hyperparameters)
-    checkpoint.apply_weights(model, checkpoint.load_best_model(kept.weights_file.parent))
+    checkpoint.apply_weights(model, checkpoint.best_model_weights(kept.weights_file.parent))
     model = merged(model).eval()  # LoRA adapters folded into the weights: it loads like a full fine-tune
-    classifier = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(model_path), device="cpu")
+    classifier = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(model_path), device="cpu")  # type: ignore[call-overload]  # a PreTrainedModel, which trials.lora types as nn.Module
     mlflow.set_tracking_uri(tracking_uri)
     # MLflow prints run URLs to stdout, which belongs to `hpo run --json`, and "Successfully registered ..." to stderr: our note says it.
     with contextlib.redirect_stdout(sys.stderr), contextlib.redirect_stderr(io.StringIO()), mlflow.start_run(run_id=kept.run_id):

@@ -22,7 +22,7 @@ from orchestrator.secrets import mask
 try:
     from typer._click import exceptions as usage  # typer >= 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - an older typer builds on click itself
-    from click import exceptions as usage
+    from click import exceptions as usage  # type: ignore[no-redef]  # the same module, from click itself
 
 # What a usage error says to do, by option or argument: plain advice with an example.
 _USAGE_ADVICE = {

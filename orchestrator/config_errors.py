@@ -100,8 +100,8 @@ def config_error_from(error: ValidationError) -> ConfigError:
         value = UNKNOWN_KEY
     elif kind == "missing":
         fix, value = "this key is required; add it", MISSING
-    elif kind == "int_parsing" and yaml_reads_as_text(value) and float(value).is_integer():
-        fix = numeric_text(value, whole=True)  # pydantic reads '1000' or 1.0e+3 as an int, but not '1e3'
+    elif kind == "int_parsing" and yaml_reads_as_text(value) and float(value).is_integer() and (advice := numeric_text(value, whole=True)):
+        fix = advice  # pydantic reads '1000' or 1.0e+3 as an int, but not '1e3'
     elif kind == "string_pattern_mismatch" and first.get("ctx", {}).get("pattern") in _PATTERN_ADVICE:
         fix = _PATTERN_ADVICE[first["ctx"]["pattern"]]
     elif kind in _ADVICE:

@@ -122,13 +122,13 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
     guesses = np.array([index[label] for label in predicted], dtype=np.int64)
     metrics, per_class, confusion, notes = score(truth, guesses, model_labels)
     study_test = None
-    if is_registered and answer.test is not None:
+    if is_registered and answer is not None and answer.test is not None:
         earlier = {key.removeprefix("test_"): value for key, value in answer.test["metrics"].items()}
         study_test = {"metrics": {metric: earlier[metric] for metric in METRICS if metric in earlier},
                       "per_class_f1": {label: earlier.get(_per_class_key(label)) for label in model_labels}, "rows": answer.test["rows"]}
     return Evaluation(
         study=study_name, model_uri=model_uri, model_name=name, model_version=version,
-        trial=answer.trial if is_registered else None, data=str(data), text_column=text_column, label_column=label_column,
+        trial=answer.trial if is_registered and answer is not None else None, data=str(data), text_column=text_column, label_column=label_column,
         rows=len(labels), dropped=dropped, metrics=metrics, per_class=per_class, labels=model_labels, confusion=confusion,
         max_length=int(limit), batch_size=batch_size, device=device, study_test=study_test, notes=notes,
     )
@@ -244,7 +244,7 @@ def load_classifier(model_uri: str, mlflow_uri: str, device: str, folder: Path, 
                                                         "pass --mlflow with the sweep's storage.mlflow" + _sweep_mlflow_hint(sweep or {}, mlflow_uri)) from None
         raise ConfigError("--model-uri", model_uri, f"cannot load it as an MLflow transformers model ({reason})") from None
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # mlflow annotates str | Path; None unsets it, as it was
     task = getattr(classifier, "task", None)
     if task != TEXT_CLASSIFICATION or not hasattr(classifier, "model"):
         raise ConfigError("--model-uri", model_uri, f"a {task or type(classifier).__name__} model; {ONLY_TEXT}")
@@ -271,7 +271,7 @@ def predict(classifier, texts: list[str], batch_size: int, max_length: int) -> l
     with torch.inference_mode(), contextlib.redirect_stdout(sys.stderr):
         outputs = classifier([texts[i] for i in order], batch_size=batch_size, truncation=True, max_length=max_length)
     predicted = [""] * len(texts)
-    for position, output in zip(order, outputs):
+    for position, output in zip(order, outputs, strict=True):
         predicted[position] = str((output[0] if isinstance(output, list) else output)["label"])
     return predicted
 

@@ -45,7 +45,7 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     task = task_for(settings)
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k != SEED_PARAM})
     model = task.load_model(hyperparameters)
-    checkpoint.apply_weights(model, checkpoint.load_best_model(kept.weights_file.parent))
+    checkpoint.apply_weights(model, checkpoint.best_model_weights(kept.weights_file.parent))
     loss, predictions = predict(model, task, test_split, settings.eval_batch_size, torch.device("cpu"))
     labels = test_split.labels
     metrics = {"val_loss": loss, **classification_metrics(labels, predictions, len(settings.label_names)),

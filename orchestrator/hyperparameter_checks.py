@@ -94,7 +94,7 @@ def _check_domain(space: SearchSpace, name: str, domain: Domain) -> None:
             raise ConfigError(field, shown, f"{name} must be {domain}{reach}; {' and '.join(fixes)}")
         return
     in_choices = isinstance(param, CategoricalParam)
-    for value in param.choices if in_choices else [space.fixed[name]] if name in space.fixed else []:
+    for value in param.choices if isinstance(param, CategoricalParam) else [space.fixed[name]] if name in space.fixed else []:
         problem = _value_problem(name, value, domain, in_choices)
         if problem is not None:
             raise ConfigError(field, value, problem)

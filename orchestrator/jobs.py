@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import time
 import urllib.parse
-from typing import Callable
+from typing import Callable, TypeGuard
 
-from orchestrator.errors import ConfigError, HpoError
+from orchestrator.errors import ConfigError, ExitCode, HpoError
 from orchestrator.secrets import mask
 
 STUDY_KEY = "hpo.study"  # metadata: the study the job runs
@@ -27,7 +27,7 @@ ADDRESS_FIX = f"give the Ray head's job server, e.g. --address {ADDRESS_EXAMPLE}
 class StudyJobRunningError(HpoError):
     """A job of this study is already running on the cluster (exit 3, like a held study lease)."""
 
-    exit_code = 3
+    exit_code = ExitCode.STUDY_LOCKED
 
     def __init__(self, study: str, job_id: str, address: str) -> None:
         super().__init__(
@@ -36,8 +36,8 @@ class StudyJobRunningError(HpoError):
         )
 
 
-def is_job_server_address(address: str | None) -> bool:
-    return bool(address) and address.startswith(("http://", "https://"))
+def is_job_server_address(address: str | None) -> TypeGuard[str]:
+    return address is not None and address.startswith(("http://", "https://"))
 
 
 def job_server_address(option: str | None, option_field: str, cluster_address: str | None = None) -> str:
@@ -58,7 +58,7 @@ def check_job_server_address(address: str, field: str) -> None:
         port_ok = parts is not None and (parts.port is None or 0 < parts.port < 65536)
     except ValueError:
         port_ok = False
-    if not port_ok or not parts.hostname or any(c.isspace() for c in address) or parts.path not in ("", "/"):
+    if parts is None or not port_ok or not parts.hostname or any(c.isspace() for c in address) or parts.path not in ("", "/"):
         raise ConfigError(field, mask(address), f"not a job server address; {ADDRESS_FIX}")
 
 
@@ -132,7 +132,7 @@ def wait_until_done(client, job_id: str, timeout_s: float, poll_s: float = 1.0) 
         time.sleep(poll_s)
 
 
-def follow_logs(client, job_id: str, write: Callable[[str], None]) -> None:
+def follow_logs(client, job_id: str, write: Callable[[str], object]) -> None:
     """Write the job's log as it grows, until the job ends (Ray's own tail over its websocket)."""
     import asyncio
 

@@ -40,9 +40,12 @@ class Ledger:
         with self.engine.begin() as connection:
             sweep_id = connection.execute(select(Sweep.id).where(Sweep.name == self.study_name)).scalar()
             if sweep_id is None:
-                sweep_id = connection.execute(
+                key = connection.execute(
                     insert(Sweep).values(name=self.study_name, config_json=snapshot, config_hash=digest, created_at=now, updated_at=now)
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                if key is None:
+                    raise RuntimeError(f"the database returned no id for the new sweep {self.study_name!r}")
+                sweep_id = key[0]
             else:
                 connection.execute(update(Sweep).where(Sweep.id == sweep_id).values(config_json=snapshot, config_hash=digest, updated_at=now))
             connection.execute(insert(Invocation).values(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from orchestrator.bundled import BundledNotFoundError, bundled_dataset, bundled_model_path, is_bundled
 from orchestrator.config import SweepConfig
-from orchestrator.errors import ConfigError
+from orchestrator.errors import MISSING, ConfigError
 from orchestrator.hyperparameter_checks import lora_targets_values
 from trials.augment import noisy_copies
 from orchestrator.splits import Splits, make_splits
@@ -179,7 +179,7 @@ def _read_table(field: str, source: str, path: Path):
 
 def _columns(config: SweepConfig, *names: str) -> dict[str, str]:
     """The data's column names: as set, else the bundled dataset's, else the defaults."""
-    data = config.data
+    data = config.task_data
     defaults = {"text_column": "text", "image_column": "image", "label_column": "label"}
     if is_bundled(data.source):
         try:
@@ -277,12 +277,12 @@ def _text_data(config: SweepConfig, model_path: str) -> tuple[TrialData, Encoded
     splits = make_splits(config.data, **_text_readers(config))
     train, val = splits.train, splits.validation
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    max_length = config.data.max_length
+    max_length = config.task_data.max_length
     data = TrialData(
         train=encode(tokenizer, train.texts, train.labels, max_length),
         val=encode(tokenizer, val.texts, val.labels, max_length),
-        val_noisy=encode(tokenizer, noisy_copies(val.texts, config.data.noisy_val_rate, config.data.split_seed), val.labels, max_length)
-        if config.data.noisy_val_rate > 0 else None,
+        val_noisy=encode(tokenizer, noisy_copies(val.texts, config.task_data.noisy_val_rate, config.task_data.split_seed), val.labels, max_length)
+        if config.task_data.noisy_val_rate > 0 else None,
     )
     test = encode(tokenizer, splits.test.texts, splits.test.labels, max_length) if splits.test is not None else None
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -307,7 +307,7 @@ def _image_data(config: SweepConfig, model_path: str) -> tuple[TrialData, ImageS
         data = TrialData(train=preprocess(processor, splits.train, channels), val=preprocess(processor, splits.validation, channels))
         test = preprocess(processor, splits.test, channels) if splits.test is not None else None
     except DataError as error:
-        raise ConfigError(error.field, config.data.source, str(error)) from None
+        raise ConfigError(error.field, config.task_data.source, str(error)) from None
     return data, test, splits, 0
 
 
@@ -316,6 +316,8 @@ TASK_DATA = {"text-classification": _text_data, "image-classification": _image_d
 
 def _user_function(config: SweepConfig) -> FunctionRef:
     """The sweep's own training function, imported once here so that a mistake stops the sweep before it starts."""
+    if config.trial.function is None:
+        raise ConfigError("trial.function", MISSING, "give the training function as package.module:function or path/to/train.py:function")
     here = Path.cwd()
     function = FunctionRef.parse(config.trial.function, here, search_path=(str(here),))
     try:
@@ -329,7 +331,7 @@ def prepare(config: SweepConfig) -> PreparedSweep:
     """Validate the model and data against ``config`` and tokenise or preprocess the data once."""
     if config.user_function:
         return PreparedSweep(config, None, [], 0, None, {}, function=_user_function(config))
-    model_path = resolve_model(config.model)
+    model_path = resolve_model(config.task_model)
     _check_unfreeze_depth(config, model_path)
     _check_model_settings(config, model_path)
     data, test, splits, pad_token_id = TASK_DATA[config.task](config, model_path)

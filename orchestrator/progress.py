@@ -6,7 +6,7 @@ import time
 
 from ray.tune import Callback
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from orchestrator.naming import short_params
 from trials.objective import is_better
@@ -20,7 +20,7 @@ class SweepProgress(Callback):
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._recorder = None
         self._metric = ""
         self._mode = "max"
@@ -34,7 +34,7 @@ class SweepProgress(Callback):
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        SweepProgress.__init__(self)
 
     def attach(self, recorder, n_trials: int, prepared) -> None:
         self._recorder = recorder
@@ -52,7 +52,7 @@ class SweepProgress(Callback):
         return f"running {self._running} · best {self._metric} {best}"
 
     def _refresh(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=self._done, description=self._description())
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

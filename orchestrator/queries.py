@@ -43,7 +43,7 @@ def _optuna_schema_ready(url: str) -> bool:
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as connection:
-            return connection.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() > 0
+            return (connection.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() or 0) > 0
     except sqlalchemy.exc.SQLAlchemyError:
         return False
     finally:

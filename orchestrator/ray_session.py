@@ -57,7 +57,7 @@ def start_ray(address: str | None, debug: bool) -> bool:
             num_cpus=None if address else os.cpu_count(),
             include_dashboard=False,
             log_to_driver=debug,
-            logging_level="INFO" if debug else "ERROR",
+            logging_level=logging.INFO if debug else logging.ERROR,
             configure_logging=True,
         )
     if not debug:

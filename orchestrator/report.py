@@ -117,7 +117,7 @@ def _answer_html(study: optuna.Study) -> str:
         labels = [name.removeprefix("test_f1_class.") for name in answer.test["metrics"] if name.startswith("test_f1_class.")]
         header = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
         body = "".join(f"<tr><th>{html.escape(label)}</th>{''.join(f'<td>{count}</td>' for count in counts)}</tr>"
-                       for label, counts in zip(labels, answer.test["confusion"]))
+                       for label, counts in zip(labels, answer.test["confusion"], strict=True))
         per_class = ", ".join(f"{label} {answer.test['metrics']['test_f1_class.' + label]:.3f}" for label in labels)
         confusion = (f"<p>Test F1 per class: {html.escape(per_class)}.</p>"
                      f"<table><tr><th>true \\ predicted</th>{header}</tr>{body}</table>")
@@ -206,7 +206,7 @@ def _objective_names(study: optuna.Study) -> list[str]:
 
 
 def _objective_text(study: optuna.Study) -> str:
-    parts = [f"{direction.name.lower()} {name}" for direction, name in zip(study.directions, _objective_names(study))]
+    parts = [f"{direction.name.lower()} {name}" for direction, name in zip(study.directions, _objective_names(study), strict=True)]
     return parts[0] if len(parts) == 1 else f"{', '.join(parts)} (the first is the primary one)"
 
 
@@ -278,7 +278,7 @@ def _best_html(study: optuna.Study, trials: list[FrozenTrial], mlflow_ui: str | 
     header, rows = _best_table(study, trials)
     head = "".join(f"<th>{html.escape(SHORT_NAMES.get(name, name))}</th>" for name in header[:-1]) + "<th>MLflow run</th>"
     body = []
-    for trial, row in zip(trials, rows):
+    for trial, row in zip(trials, rows, strict=True):
         cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in _display_cells(study, row)[:-1])
         body.append(f"<tr>{cells}<td>{_run_cell(study, trial, mlflow_ui)}</td></tr>")
     return f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"

@@ -100,7 +100,7 @@ def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[
     if len(study.directions) > 1:
         on_front = {trial.number for trial in study.best_trials}
         complete = [trial for trial in complete if trial.number in on_front]
-    return sorted(complete, key=primary_value, reverse=maximized(study))
+    return sorted(complete, key=lambda trial: trial.values[0], reverse=maximized(study))  # complete trials have values
 
 
 def maximized(study: optuna.Study) -> bool:

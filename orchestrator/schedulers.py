@@ -14,7 +14,7 @@ from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialSchedule
 from trials.result_keys import WARMING_UP
 
 
-class _SpareWarmup:
+class _SpareWarmup(TrialScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get(WARMING_UP):
             return TrialScheduler.CONTINUE

@@ -44,7 +44,7 @@ def numeric_text(value: object, whole: bool = False) -> str | None:
 def yaml_reads_as_text(value: object) -> bool:
     """``value`` is a number that YAML read as text because of how it is written (``1e-4``), not
     because it was quoted: nobody means it as a word."""
-    return numeric_text(value) is not None and isinstance(yaml.safe_load(value.strip()), str)
+    return isinstance(value, str) and numeric_text(value) is not None and isinstance(yaml.safe_load(value.strip()), str)
 
 
 def _as_yaml_float(text: str) -> str:
@@ -126,7 +126,7 @@ class FloatParam(_Param):
         _check_range(self.low, self.high, self.log, self.step)
         return self
 
-    def distribution(self) -> od.BaseDistribution:
+    def distribution(self) -> od.FloatDistribution:
         return od.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
 
@@ -146,7 +146,7 @@ class IntParam(_Param):
             raise ValueError(f"step must be at least 1, got {self.step}")
         return self
 
-    def distribution(self) -> od.BaseDistribution:
+    def distribution(self) -> od.IntDistribution:
         return od.IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
 
@@ -162,7 +162,7 @@ class CategoricalParam(_Param):
             raise ValueError(f"choices must be distinct, got {self.choices}")
         return self
 
-    def distribution(self) -> od.BaseDistribution:
+    def distribution(self) -> od.CategoricalDistribution:
         return od.CategoricalDistribution(self.choices)
 
 
@@ -295,10 +295,12 @@ def _suggest(trial, name: str, distribution: od.BaseDistribution) -> Any:
         return trial.suggest_categorical(name, distribution.choices)
     if isinstance(distribution, od.IntDistribution):
         return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+    if not isinstance(distribution, od.FloatDistribution):
+        raise TypeError(f"{name}: no way to suggest from {type(distribution).__name__}")
     return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
 
 
-def _describe(param: _Param) -> str:
+def _describe(param: FloatParam | IntParam | CategoricalParam) -> str:
     if isinstance(param, CategoricalParam):
         return f"one of {param.choices}"
     return f"{param.low}..{param.high}" + (f" by {param.step}" if param.step not in (None, 1) else "")
@@ -323,6 +325,8 @@ def space_changes(used: dict[str, od.BaseDistribution], wanted: dict[str, od.Bas
 def _short(distribution: od.BaseDistribution) -> str:
     if isinstance(distribution, od.CategoricalDistribution):
         return f"choices {list(distribution.choices)}"
+    if not isinstance(distribution, (od.IntDistribution, od.FloatDistribution)):
+        return type(distribution).__name__
     kind = "int" if isinstance(distribution, od.IntDistribution) else "float"
     return f"{kind} {distribution.low}..{distribution.high}{' log' if distribution.log else ''}"
 

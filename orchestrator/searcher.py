@@ -29,7 +29,7 @@ class StudySearcher(Searcher):
         # there (the study DB is its state), so nothing of it is written.
         return {}
 
-    def suggest(self, trial_id: str) -> dict | str:
+    def suggest(self, trial_id: str) -> dict | str:  # type: ignore[override]  # Ray annotates dict | None, yet documents and handles Searcher.FINISHED
         if self.deadline is not None and self.deadline.passed:
             return Searcher.FINISHED  # the --timeout budget is spent: no new trials
         exhausted = getattr(self.study.sampler, "is_exhausted", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 import sqlalchemy
@@ -93,7 +93,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         enable_wal(url)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     elif make_url(url).get_backend_name() == "sqlite":
         engine_kwargs = {}
     else:
@@ -113,7 +113,7 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     from orchestrator.registries import SAMPLERS, SamplerInputs
 
     sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space))
-    directions = ["maximize" if objective.mode == "max" else "minimize" for objective in config.objective_list]
+    directions: list[Literal["maximize", "minimize"]] = ["maximize" if objective.mode == "max" else "minimize" for objective in config.objective_list]
     study = optuna.create_study(
         study_name=config.name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
     )

@@ -152,8 +152,8 @@ def check_job_storage(storage: dict) -> None:
 
 def check_files_travel(raw: dict, folder: Path) -> None:
     """Each file the sweep names by a relative path must lie in the sweep file's folder, which the job uploads."""
-    trial = raw.get("trial") if isinstance(raw.get("trial"), dict) else {}
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    trial = raw["trial"] if isinstance(raw.get("trial"), dict) else {}
+    data = raw["data"] if isinstance(raw.get("data"), dict) else {}
     function = trial.get("function")
     candidates = {
         "search_space": raw.get("search_space"),

@@ -142,6 +142,8 @@ def local_gpu_count() -> int | None:
         from ray._private import accelerators
 
         manager = accelerators.get_accelerator_manager_for_resource("GPU")
+        if manager is None:
+            return None
         count = manager.get_current_node_num_accelerators()
         visible = manager.get_current_process_visible_accelerator_ids()
         return min(count, len(visible)) if visible is not None else count

@@ -60,10 +60,15 @@ def trainable(prepared, trial_function: Callable | None, keep_best_model: bool):
     Only the training and validation splits travel: the test split stays on the driver."""
     from ray import tune
 
+    default: Callable[..., None]  # the two take different settings and data
     if prepared.config.user_function:
-        from trials.user_function import run_user_function as default
+        from trials.user_function import run_user_function
+
+        default = run_user_function
     else:
-        from trials.entrypoint import run_trial as default
+        from trials.entrypoint import run_trial
+
+        default = run_trial
     run = tune.with_parameters(trial_function or default, settings=trial_settings(prepared, keep_best_model), data=prepared.data)
     return tune.with_resources(run, ray_request(prepared.config.resources))
 

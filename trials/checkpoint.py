@@ -68,6 +68,14 @@ def load_best_model(folder: Path) -> dict[str, torch.Tensor] | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
+def best_model_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of the best model a trial saved in ``folder``; FileNotFoundError when it saved none."""
+    weights = load_best_model(folder)
+    if weights is None:
+        raise FileNotFoundError(f"no {BEST_MODEL_FILE} in {folder}: the trial saved no best model there")
+    return weights
+
+
 def apply_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Load saved trained parameters into a model built from the same pre-trained weights."""
     missing = set(weights) - {name for name, _ in model.named_parameters()}

@@ -126,7 +126,7 @@ def collate(split_: EncodedSplit, rows: np.ndarray, pad_id: int, transform: Call
     lengths = [len(ids) for ids in texts]
     input_ids = np.full((len(rows), max(lengths)), pad_id, dtype=np.int64)
     attention_mask = np.zeros_like(input_ids)
-    for position, (ids, length) in enumerate(zip(texts, lengths)):
+    for position, (ids, length) in enumerate(zip(texts, lengths, strict=True)):
         input_ids[position, :length] = ids
         attention_mask[position, :length] = 1
     return {
@@ -148,7 +148,7 @@ def stratified_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     for index in by_remainder[: max(0, size - int(quotas.sum()))]:
         quotas[index] += 1
     chosen = [rng.choice(np.flatnonzero(labels == label), size=min(quota, count), replace=False)
-              for label, quota, count in zip(classes, quotas, counts)]
+              for label, quota, count in zip(classes, quotas, counts, strict=True)]
     return np.sort(np.concatenate(chosen))
 
 
@@ -168,7 +168,7 @@ def train_batches(split_: EncodedSplit, batch_size: int, rng: np.random.Generato
     order = rng.permutation(len(split_)) if rows is None else rng.permutation(rows)
     lengths = split_.lengths
     pool = batch_size * bucket_batches
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]

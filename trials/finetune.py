@@ -32,10 +32,11 @@ from trials.lora import adapter_groups, is_adapted
 from trials.metrics import classification_metrics, per_class_f1
 from trials.frozen_cache import FrozenCache
 from trials.model import FromBoundary, apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
+from trials.objective import Mode
 from trials.precision import Precision, enable_gradient_checkpointing, precision_for
 from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP, WARMING_UP
 from trials.stopping import EarlyStopping
-from trials.tasks import Task, task_for
+from trials.tasks import Batching, Task, task_for
 
 Report = Callable[..., None]
 """Receives one dict of metrics per evaluation (``evals_per_epoch`` per epoch; those within an
@@ -60,7 +61,7 @@ class TrialSettings:
     pad_token_id: int
     max_epochs: int
     objective: str
-    mode: str  # "max" or "min"
+    mode: Mode
     seed: int = 0
     patience: int | None = None  # epochs without improvement before stopping; None never stops early
     eval_batch_size: int = 64
@@ -77,9 +78,9 @@ class TrialSettings:
 
 @dataclass(frozen=True)
 class TrialData:
-    train: EncodedSplit | ImageSplit
-    val: EncodedSplit | ImageSplit
-    val_noisy: EncodedSplit | None = None  # the validation texts with typos, for the robustness metrics
+    train: EncodedSplit | ImageSplit | frozen_cache.HiddenStates
+    val: EncodedSplit | ImageSplit | frozen_cache.HiddenStates
+    val_noisy: EncodedSplit | frozen_cache.HiddenStates | None = None  # the validation texts with typos, for the robustness metrics
     frozen: FrozenCache | None = None  # hidden states of these splits at the frozen layers' boundaries (trials.frozen_cache)
 
 
@@ -118,7 +119,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     precision = precision_for(settings.precision, device)
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    runner, task, data = _from_cache(model, task, data, boundary)
+    runner, batching, data = _from_cache(model, task, data, boundary)
 
     optimizer = _adamw(groups, hyperparameters)
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
@@ -145,7 +146,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
         segments = _train_epoch(
-            runner, task, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals, precision,
+            runner, batching, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals, precision,
         )
         for part, (train_loss, progress.micro_batch_size, trained_rows, train_seconds) in enumerate(segments, start=1):
             end_of_epoch = part == evals
@@ -158,14 +159,14 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
                 "trainable_params": trainable,
                 "micro_batch_size": progress.micro_batch_size,
                 FROZEN_CACHE: cache_use,
-                **evaluate(runner, task, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device, precision),
+                **evaluate(runner, batching, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device, precision),
                 WARMING_UP: int(scheduler.last_epoch < warmup_steps),
             }
             if not end_of_epoch:
                 report({**metrics, INTERIM: 1, FINAL: 0})
                 continue
             if data.val_noisy is not None:
-                noisy = evaluate(runner, task, data.val_noisy, settings.eval_batch_size, settings.label_names, device, precision)
+                noisy = evaluate(runner, batching, data.val_noisy, settings.eval_batch_size, settings.label_names, device, precision)
                 metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
             metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
@@ -188,12 +189,14 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     return metrics
 
 
-def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None) -> tuple[nn.Module, Task, TrialData]:
+def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None) -> tuple[nn.Module, Batching, TrialData]:
     """What the trial runs and on what: the whole model on the inputs, or (``boundary`` given) the
     layers above it on the cached hidden states there."""
     if boundary is None:
         return model, task, data
     cache = data.frozen
+    if cache is None:
+        raise ValueError("a boundary to start from needs the sweep's frozen-layer cache, and this trial has none")
     noisy = cache.val_noisy[boundary] if cache.val_noisy is not None else None
     cached = TrialData(cache.train[boundary], cache.val[boundary], noisy)
     return FromBoundary(model, boundary), frozen_cache.CachedInputs(task, task.hidden_input), cached
@@ -248,7 +251,7 @@ def _interim_split(val, size: int | None):
     return val if size is None or size >= len(val) else val.take(stratified_rows(val.labels, size))
 
 
-def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch,
+def _train_epoch(model, task: Batching, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch,
                  evals_per_epoch: int, precision: Precision) -> Iterator[tuple[float, int, int, float]]:
     """One pass over the training data, paused ``evals_per_epoch`` times (the last at its end):
     at each pause yield the mean loss of the epoch so far, the micro-batch size in use,
@@ -290,7 +293,7 @@ def _train_epoch(model, task: Task, split, hyperparameters, micro_batch_size, op
         model.train()  # the evaluation in between switched it to eval mode
 
 
-def _accumulate_gradients(model, task: Task, split, rows, micro_batch_size, loss_fn, device, optimizer, precision: Precision, transform=None) -> torch.Tensor:
+def _accumulate_gradients(model, task: Batching, split, rows, micro_batch_size, loss_fn, device, optimizer, precision: Precision, transform=None) -> torch.Tensor:
     """Forward and backward one batch in chunks of ``micro_batch_size`` rows. Each chunk's loss is
     weighted by its share of the batch, so the gradient equals the whole batch's and the effective
     batch size is unchanged. Returns the batch's mean loss."""
@@ -332,7 +335,7 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
         )
 
 
-def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: list[str], device, precision: Precision | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, task: Batching, split, batch_size: int, label_names: list[str], device, precision: Precision | None = None) -> dict[str, float]:
     """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1."""
     loss, predictions = predict(model, task, split, batch_size, device, precision)
     return {
@@ -343,7 +346,7 @@ def evaluate(model: nn.Module, task: Task, split, batch_size: int, label_names: 
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, task: Task, split, batch_size: int, device, precision: Precision | None = None) -> tuple[float, np.ndarray]:
+def predict(model: nn.Module, task: Batching, split, batch_size: int, device, precision: Precision | None = None) -> tuple[float, np.ndarray]:
     """The mean cross-entropy over ``split`` and the predicted class of each row."""
     model.eval()
     loss_sum = 0.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 
 from trials.data import ragged_take
 from trials.model import encoder_layers, hidden_states_at
+
+if TYPE_CHECKING:
+    from trials.tasks import Batching
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,10 @@ def build(model: nn.Module, task, splits: dict[str, object], boundaries: list[in
     started = time.perf_counter()
     model.to(device)
     built = {name: _states_of(model, task, split, boundaries, device, batch_size) if split is not None else None for name, split in splits.items()}
-    return FrozenCache(built["train"], built["val"], built.get("val_noisy"), layers=len(encoder_layers(model)),
+    train, val = built["train"], built["val"]
+    if train is None or val is None:
+        raise ValueError("the frozen-layer cache needs the train and validation splits")
+    return FrozenCache(train, val, built.get("val_noisy"), layers=len(encoder_layers(model)),
                        build_seconds=time.perf_counter() - started)
 
 
@@ -105,8 +111,10 @@ def _states_of(model, task, split, boundaries, device, batch_size) -> dict[int, 
         lengths = offsets[rows + 1] - offsets[rows]
         for boundary, tensor in states.items():
             values = tensor.float().cpu().numpy()
-            for position, (row, length) in enumerate(zip(rows, lengths)):
+            for position, (row, length) in enumerate(zip(rows, lengths, strict=True)):
                 arrays[boundary][offsets[row] : offsets[row] + length] = values[position, :length]
+    if offsets is None:
+        raise ValueError("the split has no rows to cache")
     return {b: HiddenStates(arrays[b], offsets, split.labels) for b in boundaries}
 
 
@@ -117,7 +125,7 @@ def collate(split: HiddenStates, rows: np.ndarray, input_name: str) -> dict[str,
     longest = int(lengths.max())
     padded = np.zeros((len(rows), longest, split.states.shape[1]), dtype=split.states.dtype)
     mask = np.zeros((len(rows), longest), dtype=np.int64)
-    for position, (row, length) in enumerate(zip(rows, lengths)):
+    for position, (row, length) in enumerate(zip(rows, lengths, strict=True)):
         padded[position, :length] = split.states[split.offsets[row] : split.offsets[row] + length]
         mask[position, :length] = 1
     batch = {input_name: torch.from_numpy(padded), "labels": torch.from_numpy(split.labels[rows])}
@@ -131,7 +139,7 @@ class CachedInputs:
     """A task whose inputs are cached hidden states: its batches are the task's (same rows, same
     order for the same random state), its inputs the states, without augmentation."""
 
-    task: object
+    task: Batching
     input_name: str
 
     def train_batches(self, split, batch_size, rng, rows=None) -> Iterator[np.ndarray]:

@@ -10,11 +10,15 @@ select), and the classification head (with the pooler or final norm) trains in f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeGuard
 
 from torch import nn
 
 from trials.hyperparameters import Hyperparameters
 from trials.model import encoder_layers, layer_groups
+
+if TYPE_CHECKING:  # peft is imported where a LoRA trial runs
+    from peft import PeftModel
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def add_adapters(model: nn.Module, hyperparameters: Hyperparameters) -> nn.Modul
     layers = encoder_layers(model)
     found = family_of(layers[-1])
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=hyperparameters.lora_dropout,
+        r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; it only computes alpha / r, a float is fine
+        lora_dropout=hyperparameters.lora_dropout,
         target_modules=target_modules(model, hyperparameters.lora_targets, hyperparameters.unfreeze_depth),
         fan_in_fan_out=found is not None and found[1].fan_in_fan_out,
     )
@@ -118,7 +123,7 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return layer_groups(model, 0)[0]
 
 
-def adapter_groups(adapted: nn.Module) -> list[list[nn.Parameter]]:
+def adapter_groups(adapted: PeftModel) -> list[list[nn.Parameter]]:
     """What trains, grouped from the top like :func:`trials.model.layer_groups`: the head, then
     the adapters of each adapted layer. Layer-wise learning-rate decay and gradual unfreezing walk this list."""
     model = adapted.get_base_model()
@@ -128,7 +133,7 @@ def adapter_groups(adapted: nn.Module) -> list[list[nn.Parameter]]:
     return [group for group in groups if group]
 
 
-def is_adapted(model: nn.Module) -> bool:
+def is_adapted(model: nn.Module) -> TypeGuard[PeftModel]:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)

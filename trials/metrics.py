@@ -36,7 +36,7 @@ def per_class_f1(labels: np.ndarray, predictions: np.ndarray, label_names: list[
     true_positives = np.diag(confusion).astype(float)
     denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
     f1 = np.divide(2 * true_positives, denominator, out=np.zeros(num_classes), where=denominator > 0)
-    return {PER_CLASS_F1 + re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(name)): float(value) for name, value in zip(label_names, f1)}
+    return {PER_CLASS_F1 + re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(name)): float(value) for name, value in zip(label_names, f1, strict=True)}
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:

@@ -22,7 +22,20 @@ from trials.model import load_classifier
 from trials.task_specs import IMAGE_CLASSIFICATION, TASK_SPECS, TEXT_CLASSIFICATION
 
 
-class Task(Protocol):
+class Batching(Protocol):
+    """What the training loop asks of a task once the model is built: batches of rows, augmentation,
+    collation. A task is one; so are its cached inputs (:class:`trials.frozen_cache.CachedInputs`)."""
+
+    def train_batches(self, split, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> Iterator[np.ndarray]: ...
+
+    def eval_batches(self, split, batch_size: int) -> Iterator[np.ndarray]: ...
+
+    def augmentation(self, hyperparameters: Hyperparameters, rng: np.random.Generator) -> Callable | None: ...
+
+    def collate(self, split, rows: np.ndarray, transform: Callable | None = None) -> dict[str, torch.Tensor]: ...
+
+
+class Task(Batching, Protocol):
     hyperparameters: ClassVar[tuple[str, ...]]
     metrics: ClassVar[tuple[str, ...]]
     hidden_input: ClassVar[str]  # the model's input that takes hidden states (trials.frozen_cache)
@@ -32,14 +45,6 @@ class Task(Protocol):
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
         """The pre-trained model with a fresh head and, with ``method: lora``, its adapters."""
-
-    def train_batches(self, split, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None) -> Iterator[np.ndarray]: ...
-
-    def eval_batches(self, split, batch_size: int) -> Iterator[np.ndarray]: ...
-
-    def augmentation(self, hyperparameters: Hyperparameters, rng: np.random.Generator) -> Callable | None: ...
-
-    def collate(self, split, rows: np.ndarray, transform: Callable | None = None) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ class ImageClassification:
         return images.collate(split, rows, transform)
 
 
-TASKS: dict[str, type] = {
+TASKS: dict[str, type[Task]] = {
     TEXT_CLASSIFICATION: TextClassification,
     IMAGE_CLASSIFICATION: ImageClassification,
 }

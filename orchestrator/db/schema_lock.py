@@ -25,7 +25,7 @@ def schema_lock(url: str) -> Iterator[None]:
             backend = parsed.get_backend_name()
         except sqlalchemy.exc.ArgumentError:  # an MLflow path or URI that is no database URL
             parsed, backend = None, None
-        if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        if backend == "sqlite" and parsed is not None and parsed.database and parsed.database != ":memory:":
             with _file_lock(parsed.database):
                 yield
             return
