@@ -40,7 +40,7 @@ class OneLineUsageErrors(TyperGroup):
     """``hpo`` itself: a command-line usage error is one line naming the option, the value and the
     fix (exit 2), like every other error, instead of click's usage box. ``--help`` is unchanged."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]  # click overloads main on standalone_mode; one wrapper serves both
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         args = list(sys.argv[1:] if args is None else args)

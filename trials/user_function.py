@@ -99,10 +99,13 @@ class FunctionRef:
         name = path.stem
         existing = sys.modules.get(name)
         if existing is not None:
-            if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == path:
+            file = getattr(existing, "__file__", None)
+            if file and Path(file).resolve() == path:
                 return existing
             name = f"_hpo_user_{path.stem}"  # another module already has the plain name
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise UserFunctionError(f"cannot import {path} as a Python module; give a .py file")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
