@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from trials.objective import Mode
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class ExitStatus(str, Enum):
 class SweepResult:
     study_name: str
     metric: str
-    mode: str
+    mode: Mode
     trials_this_run: dict[str, int]  # state name -> count, for trials started by this invocation
     study_trials: dict[str, int]  # state name -> count, over the whole study
     best: TrialSummary | None
