@@ -201,7 +201,7 @@ def _json_or(rows, as_json: bool) -> bool:
 @app.command()
 def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """List the studies in a study database: trials by state, best value, last run."""
-    from orchestrator import queries
+    from orchestrator.storage import queries
 
     with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
@@ -228,7 +228,7 @@ def trials(
     debug: bool = DebugOpt,
 ) -> None:
     """List a study's trials: state, value, parameters, duration, MLflow run id."""
-    from orchestrator import queries
+    from orchestrator.storage import queries
 
     with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
@@ -259,7 +259,7 @@ def best(
     """Print the best trials' parameters as YAML, ready to paste into a training config."""
     import yaml
 
-    from orchestrator import queries
+    from orchestrator.storage import queries
 
     with one_line_errors(debug, as_json):
         _quiet_libraries(debug)
@@ -293,7 +293,7 @@ def export(
     debug: bool = DebugOpt,
 ) -> None:
     """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
-    from orchestrator import queries
+    from orchestrator.storage import queries
     from orchestrator.targets import check_output_file
 
     with one_line_errors(debug, False):
@@ -317,7 +317,7 @@ def report(
 
     It shows the objective, trials by state, time spent, the best trials (or the Pareto front) with their MLflow runs, and Optuna's plots: history, parameter importances, parallel coordinates, slices and per-epoch values. plotly.js is embedded, so the page needs no network.
     """
-    from orchestrator import queries
+    from orchestrator.storage import queries
     from orchestrator.errors import ConfigError
     from orchestrator.report import plot_names, render_report
     from orchestrator.targets import check_output_file

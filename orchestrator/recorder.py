@@ -23,12 +23,12 @@ from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
-from orchestrator.ledger import Ledger
+from orchestrator.storage.ledger import Ledger
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import Outcome, classify
 from orchestrator.searcher import StudySearcher
-from orchestrator.study import requeue
+from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE

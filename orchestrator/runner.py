@@ -23,7 +23,7 @@ from orchestrator import failpoints
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
-from orchestrator.db.schema_lock import schema_lock
+from orchestrator.storage.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
@@ -32,7 +32,7 @@ from orchestrator.resources import check_some_node_fits
 from orchestrator.result import ExitStatus, SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.summary import summarise
-from orchestrator.study import (
+from orchestrator.storage.study import (
     check_space_unchanged, check_splits_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, record_splits,
     startup_trials,
 )
@@ -110,9 +110,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     Raises :class:`ConfigError` before anything is written when the input is bad, and
     :class:`StudyLockedError` when another invocation is running the same study.
     """
-    from orchestrator import db
-    from orchestrator.lease import StudyLease
-    from orchestrator.ledger import Ledger
+    from orchestrator.storage import db
+    from orchestrator.storage.lease import StudyLease
+    from orchestrator.storage.ledger import Ledger
 
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
@@ -184,10 +184,10 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
     from orchestrator.frozen_layers import with_frozen_cache
-    from orchestrator.reconcile import reconcile
+    from orchestrator.storage.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
-    from orchestrator.ledger import config_snapshot
+    from orchestrator.storage.ledger import config_snapshot
     from orchestrator.tracking import MlflowTracker, code_version
     from orchestrator.tuning import fit
 

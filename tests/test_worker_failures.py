@@ -191,9 +191,9 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
     and must record the restart instead of crashing the sweep."""
     from types import SimpleNamespace
 
-    from orchestrator import db
+    from orchestrator.storage import db
     from orchestrator.config import Resources
-    from orchestrator.ledger import Ledger
+    from orchestrator.storage.ledger import Ledger
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
     from orchestrator.tracking import MlflowTracker

@@ -22,7 +22,7 @@ SORT_KEYS = ("number", "value", "duration")
 
 def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     """The study storage at ``url``; a missing SQLite file is an error, never silently created."""
-    from orchestrator.study import SQLITE_BUSY_TIMEOUT_S, check_reachable, sqlite_file
+    from orchestrator.storage.study import SQLITE_BUSY_TIMEOUT_S, check_reachable, sqlite_file
 
     check_reachable(url, field="--db")
     database_file = sqlite_file(url)
