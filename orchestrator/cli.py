@@ -319,7 +319,7 @@ def report(
     """
     from orchestrator.storage import queries
     from orchestrator.errors import ConfigError
-    from orchestrator.report import plot_names, render_report
+    from orchestrator.study_report import plot_names, render_report
     from orchestrator.targets import check_output_file
 
     with one_line_errors(debug, as_json):

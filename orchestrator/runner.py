@@ -31,7 +31,7 @@ from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
 from orchestrator.result import ExitStatus, SweepResult, summarize_study
 from orchestrator.secrets import mask
-from orchestrator.summary import summarise
+from orchestrator.mlflow_summary import summarise
 from orchestrator.storage.study import (
     check_space_unchanged, check_splits_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, record_splits,
     startup_trials,
