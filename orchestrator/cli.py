@@ -1,6 +1,6 @@
 """The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
 
-Exit codes (:class:`orchestrator.errors.ExitCode`): 0 success; 1 the sweep failed (every trial
+Exit codes (:class:`orchestrator.exit_codes.ExitCode`): 0 success; 1 the sweep failed (every trial
 failed, or an unexpected error); 2 invalid input (sweep file, model, data, where the run writes,
 Ray address, command line), nothing written; 3 another invocation holds the study; 4 the
 --timeout budget was spent before any trial started; 130 interrupted (SIGINT or SIGTERM; a
@@ -23,7 +23,7 @@ from rich.table import Table
 from orchestrator.cli_console import err, one_line_errors, out, print_json
 from orchestrator.cli_output import cell, print_result, run_summary
 from orchestrator.cli_usage import OneLineUsageErrors
-from orchestrator.errors import EXIT_CODE_MEANINGS, ExitCode
+from orchestrator.exit_codes import EXIT_CODE_MEANINGS, ExitCode
 from orchestrator.naming import SHORT_NAMES
 from orchestrator.secrets import mask, remember_url
 
@@ -135,7 +135,7 @@ def run(
     from orchestrator.budget import parse_duration
     from orchestrator.errors import ConfigError
     from orchestrator.progress import SweepProgress
-    from orchestrator.result import ExitStatus
+    from orchestrator.exit_codes import ExitStatus
     from orchestrator.runner import RunOptions
     from orchestrator.targets import check_output_file
 

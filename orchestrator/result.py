@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 
 import optuna
 from optuna.trial import TrialState
 
+from orchestrator.exit_codes import ExitStatus
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
 
@@ -36,23 +36,6 @@ class TrialSummary:
 def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
     """The first objective's value (``trial.value`` raises in a multi-objective study)."""
     return trial.values[0] if trial.values else None
-
-
-class ExitStatus(str, Enum):
-    """How an invocation ended, as the ledger, the MLflow parent run and ``--json-summary`` say it."""
-
-    OK = "ok"
-    BUDGET = "budget"  # the --timeout budget was spent
-    INTERRUPTED = "interrupted"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def mlflow_status(self) -> str:
-        """The MLflow run status of the invocation's parent run."""
-        return {ExitStatus.INTERRUPTED: "KILLED", ExitStatus.FAILED: "FAILED"}.get(self, "FINISHED")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
-from orchestrator.result import ExitStatus, SweepResult, summarize_study
+from orchestrator.exit_codes import ExitStatus
+from orchestrator.result import SweepResult, summarize_study
 from orchestrator.secrets import mask
 from orchestrator.mlflow_summary import summarise
 from orchestrator.storage.study import (

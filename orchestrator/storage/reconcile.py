@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from orchestrator.storage.ledger import Ledger
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.outcome import MLFLOW_STATUS
-from orchestrator.result import ExitStatus
+from orchestrator.exit_codes import ExitStatus
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
