@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from orchestrator.exit_codes import ExitStatus
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from trials.objective import mode_of
 
 
 @dataclass(frozen=True)
@@ -88,4 +89,4 @@ def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[
 
 def maximized(study: optuna.Study) -> bool:
     """True when the study's primary objective is maximised: its higher values are better."""
-    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return mode_of(study.directions[0]) == "max"
