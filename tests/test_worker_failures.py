@@ -210,5 +210,5 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
 
     recorder.on_trial_recover(iteration=0, trials=[], trial=trial)
 
-    assert recorder.restarts["t1"] == ["the trial's worker failed"]
+    assert recorder.trials["t1"].restarts == ["the trial's worker failed"]
     engine.dispose()
