@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from orchestrator.cli_console import out
+from orchestrator.cli.console import out
 from orchestrator.exit_codes import ExitStatus
 from orchestrator.naming import SHORT_NAMES, short_params
 

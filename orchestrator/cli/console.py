@@ -5,8 +5,8 @@ document goes to stdout with :func:`print_json`, secrets masked; :func:`report_e
 error as the one line on stderr (and, with ``--json``, a JSON document on stdout), and
 :func:`one_line_errors`, around each command, turns what it raises into that line and an exit
 code (:class:`orchestrator.exit_codes.ExitCode`). The commands (:mod:`orchestrator.cli`),
-the usage errors (:mod:`orchestrator.cli_usage`) and the rendering of results
-(:mod:`orchestrator.cli_output`) all print through here.
+the usage errors (:mod:`orchestrator.cli.usage`) and the rendering of results
+(:mod:`orchestrator.cli.output`) all print through here.
 """
 
 from __future__ import annotations
