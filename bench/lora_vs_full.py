@@ -83,7 +83,7 @@ def run_arm(args, arm: str, prepared) -> dict:
     from trials.finetune import Hyperparameters, fine_tune
 
     from orchestrator.registries import SAMPLERS, SamplerInputs
-    from orchestrator.study import startup_trials
+    from orchestrator.storage.study import startup_trials
     from orchestrator.tuning import trial_settings
 
     config = sweep_config(args, arm)

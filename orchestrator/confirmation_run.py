@@ -12,8 +12,8 @@ from orchestrator.confirm import SEED_PARAM, confirmation_seeds, confirmation_st
 
 class Confirmation:
     def __init__(self, config, prepared, study, ledger, tracker, parent_run_id: str, deadline, dataset_inputs: tuple = ()) -> None:
-        from orchestrator.ledger import Ledger
-        from orchestrator.reconcile import reconcile
+        from orchestrator.storage.ledger import Ledger
+        from orchestrator.storage.reconcile import reconcile
         from orchestrator.recorder import TrialRecorder
         from orchestrator.searcher import StudySearcher
 

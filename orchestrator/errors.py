@@ -1,33 +1,12 @@
 """Exceptions raised by the orchestrator.
 
 Every error a user can cause derives from :class:`HpoError`, so scripts can catch one
-class; the CLI maps each subclass to a documented exit code.
+class; the CLI maps each subclass to a documented exit code (:mod:`orchestrator.exit_codes`).
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
-
-
-class ExitCode(IntEnum):
-    """What ``hpo`` exits with; :data:`EXIT_CODE_MEANINGS` says each in the words of ``hpo --help``."""
-
-    OK = 0
-    FAILED = 1  # every trial failed, or an unexpected error
-    INVALID_INPUT = 2  # nothing written
-    STUDY_LOCKED = 3
-    BUDGET_SPENT = 4
-    INTERRUPTED = 130
-
-
-EXIT_CODE_MEANINGS = {
-    ExitCode.OK: "ok",
-    ExitCode.FAILED: "sweep failed",
-    ExitCode.INVALID_INPUT: "invalid input (nothing written)",
-    ExitCode.STUDY_LOCKED: "study locked by another run",
-    ExitCode.BUDGET_SPENT: "--timeout spent before any trial started",
-    ExitCode.INTERRUPTED: "interrupted",
-}
+from orchestrator.exit_codes import ExitCode
 
 MISSING = object()
 """Stands for the value of a required key that is absent."""

@@ -75,7 +75,7 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
                   text_column: str | None = None, label_column: str | None = None, batch_size: int = 32,
                   max_length: int | None = None, device: str = "cpu") -> Evaluation:
     """Score the study's registered model (or ``model_uri``) on the labelled file ``data``."""
-    from orchestrator import queries
+    from orchestrator.storage import queries
     from orchestrator.answer import stored_answer
 
     path = Path(data)
@@ -139,7 +139,7 @@ def recorded_sweep(db: str, study_name: str) -> dict | None:
     None when the database has no such record (a study not made by ``hpo run``)."""
     import sqlalchemy
 
-    from orchestrator.db.models import Sweep
+    from orchestrator.storage.db.models import Sweep
 
     engine = sqlalchemy.create_engine(db, poolclass=sqlalchemy.pool.NullPool)
     try:
@@ -207,7 +207,7 @@ def _sweep_mlflow_hint(sweep: dict, mlflow_uri: str) -> str:
 
 def _check_tracking(mlflow_uri: str, sweep: dict) -> None:
     """A SQLite tracking store must exist: MLflow would create an empty one, and this command writes nothing."""
-    from orchestrator.study import sqlite_file
+    from orchestrator.storage.study import sqlite_file
 
     if mlflow_uri.startswith(("http://", "https://", "databricks", "file:")):
         return

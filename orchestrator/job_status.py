@@ -57,9 +57,9 @@ def study_state(study_db: str | None, study: str) -> dict:
     remember_url(expanded)
     from optuna.trial import TrialState
 
-    from orchestrator import queries
+    from orchestrator.storage import queries
 
-    from orchestrator.study import sqlite_file
+    from orchestrator.storage.study import sqlite_file
 
     database_file = sqlite_file(expanded)
     if database_file is not None and not database_file.is_file():
@@ -92,7 +92,7 @@ def study_state(study_db: str | None, study: str) -> dict:
 def live_lease(url: str, study: str) -> dict | None:
     import sqlalchemy
 
-    from orchestrator.lease import StudyLease
+    from orchestrator.storage.lease import StudyLease
 
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:

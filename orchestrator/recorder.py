@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cloudpickle
@@ -23,12 +23,12 @@ from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
-from orchestrator.ledger import Ledger
+from orchestrator.storage.ledger import Ledger
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import Outcome, classify
 from orchestrator.searcher import StudySearcher
-from orchestrator.study import requeue
+from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE
@@ -74,6 +74,22 @@ def _remove_checkpoints(trial_path: str | None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass
+class TrialRecord:
+    """What the recorder knows of one Ray trial, from its start to its outcome."""
+
+    run_id: str | None = None  # its MLflow child run; None until it starts
+    path: str | None = None  # its Ray trial folder
+    history: list[dict] = field(default_factory=list)  # each result's metrics and position flags, as reported
+    reported_steps: set[int] = field(default_factory=set)  # steps already written to the study and MLflow
+    restarts: list[str] = field(default_factory=list)  # why each restart happened
+    micro_batch: int | None = None  # set once out-of-memory retries shrank the batch
+    frozen_cache: str | None = None  # its frozen_cache line, as tagged
+    checkpoint_dir: str | None = None  # its latest checkpoint
+    outcome: Outcome | None = None  # its one classification, once it ended
+    finished: int | None = None  # how many trials had ended before it (the order of ``outcomes``)
+
+
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
                  other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = "search",
@@ -87,15 +103,7 @@ class TrialRecorder(Callback):
         self.parent_run_id = parent_run_id
         self.metric = metric
         self.mode = mode
-        self.history: dict[str, list[dict]] = {}
-        self.run_ids: dict[str, str] = {}
-        self.outcomes: dict[str, Outcome] = {}
-        self.restarts: dict[str, list[str]] = {}  # Ray trial id -> why each restart happened
-        self.micro_batch: dict[str, int] = {}
-        self.frozen_cache: dict[str, str] = {}  # Ray trial id -> its frozen_cache line, as tagged
-        self.reported_steps: dict[str, set[int]] = {}
-        self.trial_paths: dict[str, str] = {}
-        self.checkpoint_dirs: dict[str, str] = {}  # Ray trial id -> its latest checkpoint
+        self.trials: dict[str, TrialRecord] = {}  # Ray trial id -> what is known of it
         self.keep_best_model = keep_best_model
         # The best model of each group of trials: the search's (key None: only a trial that beat the
         # study's best) and each confirmed configuration's (key: the search trial it confirms).
@@ -113,13 +121,23 @@ class TrialRecorder(Callback):
     def study(self) -> optuna.Study:
         return self.searcher.study
 
+    def _trial(self, trial_id: str) -> TrialRecord:
+        return self.trials.setdefault(trial_id, TrialRecord())
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        """Ray trial id -> outcome of each trial that ended, in the order they ended."""
+        ended = [(trial_id, record) for trial_id, record in self.trials.items() if record.outcome is not None]
+        return {trial_id: record.outcome for trial_id, record in sorted(ended, key=lambda item: item[1].finished)}
+
     @property
     def kept(self) -> KeptModel | None:
         """The best model of a search trial that beat the study's best in this invocation."""
         return self.kept_models.get(None)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        if trial.trial_id in self.run_ids:
+        record = self._trial(trial.trial_id)
+        if record.run_id is not None:
             return
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         number = optuna_trial.number
@@ -137,12 +155,12 @@ class TrialRecorder(Callback):
             },
             parent_run_id=self.parent_run_id,
         )
-        self.run_ids[trial.trial_id] = run_id
+        record.run_id = run_id
         for note in log_dataset_inputs(self.tracker, run_id, self.dataset_inputs, "trial runs"):
             if note not in self.notes:
                 self.notes.append(note)
-        self.history[trial.trial_id] = []
-        self.trial_paths[trial.trial_id] = trial.path
+        record.history = []
+        record.path = trial.path
         optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
         optuna_trial.set_user_attr(MLFLOW_RUN_ID, run_id)
         self.ledger.trial_started(
@@ -153,30 +171,31 @@ class TrialRecorder(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         metrics = reported_metrics(result)
         step = int(result.get(STEP, result.get(EPOCH, result.get("training_iteration", 0))))
-        self.history[trial.trial_id].append({**metrics, **{key: result[key] for key in (FINAL, INTERIM, EPOCH) if key in result}})
+        record = self.trials[trial.trial_id]
+        record.history.append({**metrics, **{key: result[key] for key in (FINAL, INTERIM, EPOCH) if key in result}})
         optuna_trial = self.searcher.open_trials[trial.trial_id]
         value = metrics.get(self.metric)
-        reported = self.reported_steps.setdefault(trial.trial_id, set())
+        reported = record.reported_steps
         # A restarted trial may repeat an epoch, and a training function of your own repeats its
         # last report to mark it final: keep the first report of each step in both stores.
         if step not in reported:
             reported.add(step)
             if value is not None and not self.other_objectives:
                 optuna_trial.report(value, step)
-            self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step)
+            self.tracker.log_metrics(record.run_id, metrics, step)
         cache_use = result.get(FROZEN_CACHE)
-        if cache_use is not None and cache_use != self.frozen_cache.get(trial.trial_id):
-            self.frozen_cache[trial.trial_id] = cache_use
-            self.tracker.set_tags(self.run_ids[trial.trial_id], {f"{TAG_PREFIX}frozen_cache": cache_use})
+        if cache_use is not None and cache_use != record.frozen_cache:
+            record.frozen_cache = cache_use
+            self.tracker.set_tags(record.run_id, {f"{TAG_PREFIX}frozen_cache": cache_use})
         micro = result.get("micro_batch_size")
-        if micro is not None and micro != self.micro_batch.get(trial.trial_id, trial.config.get("batch_size")):
-            self.micro_batch[trial.trial_id] = int(micro)  # out-of-memory retries shrank it
+        if micro is not None and micro != (record.micro_batch if record.micro_batch is not None else trial.config.get("batch_size")):
+            record.micro_batch = int(micro)  # out-of-memory retries shrank it
             self.ledger.trial_updated(optuna_trial.number, micro_batch_size=int(micro))
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint, **info) -> None:
         optuna_trial = self.searcher.open_trials.get(trial.trial_id)
         if optuna_trial is not None:
-            self.checkpoint_dirs[trial.trial_id] = checkpoint.path
+            self._trial(trial.trial_id).checkpoint_dir = checkpoint.path
             self.ledger.trial_updated(optuna_trial.number, checkpoint_path=checkpoint.path)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
@@ -184,10 +203,11 @@ class TrialRecorder(Callback):
         optuna_trial = self.searcher.open_trials.get(trial.trial_id)
         if optuna_trial is None:
             return
-        reasons = self.restarts.setdefault(trial.trial_id, [])
+        record = self._trial(trial.trial_id)
+        reasons = record.restarts
         reasons.append(error_summary(trial))
         self.ledger.trial_updated(optuna_trial.number, restarts=len(reasons))
-        run_id = self.run_ids.get(trial.trial_id)  # None when its worker failed to start: the trial never began
+        run_id = record.run_id  # None when its worker failed to start: the trial never began
         if run_id is not None:
             self.tracker.set_tags(run_id, {f"{TAG_PREFIX}restarts": len(reasons), f"{TAG_PREFIX}last_restart_reason": reasons[-1]})
 
@@ -201,7 +221,7 @@ class TrialRecorder(Callback):
         optuna_trial = self.searcher.open_trials.pop(trial_id, None)
         if optuna_trial is None:
             return
-        outcome = classify(self.history.get(trial_id, []), self.metric, self.mode, error, self.other_objectives)
+        outcome = classify(self._trial(trial_id).history, self.metric, self.mode, error, self.other_objectives)
         if outcome.state == optuna.trial.TrialState.PRUNED and self.searcher.deadline is not None and self.searcher.deadline.passed:
             outcome = replace(outcome, reason=f"budget: the --timeout deadline passed; {outcome.reason}")
         self._record(trial_id, optuna_trial, outcome)
@@ -210,21 +230,22 @@ class TrialRecorder(Callback):
         optuna_trial.set_user_attr(STATE_REASON, outcome.reason)
         values = list(outcome.values) if self.other_objectives and outcome.values else outcome.value
         self.study.tell(optuna_trial, values, state=outcome.state)
-        self.outcomes[trial_id] = outcome
+        record = self._trial(trial_id)
+        record.outcome, record.finished = outcome, sum(1 for other in self.trials.values() if other.finished is not None)
         self.ledger.trial_finished(optuna_trial.number, outcome.state.name, outcome.reason)
         if not self._keep_if_new_best(trial_id, optuna_trial, outcome):
-            _remove_checkpoints(self.trial_paths.get(trial_id))
-        run_id = self.run_ids.get(trial_id)
+            _remove_checkpoints(record.path)
+        run_id = record.run_id
         if run_id is not None:
             self.tracker.finish(
                 run_id,
                 outcome.mlflow_status,
                 tags={
                     f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason,
-                    **({f"{TAG_PREFIX}micro_batch_size": self.micro_batch[trial_id]} if trial_id in self.micro_batch else {}),
+                    **({f"{TAG_PREFIX}micro_batch_size": record.micro_batch} if record.micro_batch is not None else {}),
                 },
                 metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values)) if outcome.values else None,
-                step=len(self.history.get(trial_id, [])),
+                step=len(record.history),
             )
         if self.role == "search":  # the parent run's live story is the search's
             self._log_progress(outcome)
@@ -242,13 +263,14 @@ class TrialRecorder(Callback):
             tied_earlier = previous is not None and outcome.value == previous.value and optuna_trial.number < previous.trial_number
             if not tied_earlier:
                 return False
-        folder, run_id = self.checkpoint_dirs.get(trial_id), self.run_ids.get(trial_id)
+        record = self._trial(trial_id)
+        folder, run_id = record.checkpoint_dir, record.run_id
         weights = Path(folder) / BEST_MODEL_FILE if folder is not None else None
         if weights is None or not weights.is_file() or run_id is None:  # storage must be a file system (local, NFS)
             return False
         if previous is not None:
             _remove_checkpoints(previous.trial_path)
-        self.kept_models[group] = KeptModel(weights, optuna_trial.number, run_id, outcome.value, dict(optuna_trial.params), self.trial_paths.get(trial_id))
+        self.kept_models[group] = KeptModel(weights, optuna_trial.number, run_id, outcome.value, dict(optuna_trial.params), record.path)
         return True
 
     def _beats_best(self, value: float | None) -> bool:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
+from orchestrator.exit_codes import ExitStatus
+from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
-from trials.objective import Mode
+from trials.objective import Mode, mode_of
+
+if TYPE_CHECKING:
+    from orchestrator.answer import Answer
+    from orchestrator.config import SweepConfig
+    from orchestrator.prepare import PreparedSweep
 
 
 @dataclass(frozen=True)
@@ -37,23 +45,6 @@ class TrialSummary:
 def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
     """The first objective's value (``trial.value`` raises in a multi-objective study)."""
     return trial.values[0] if trial.values else None
-
-
-class ExitStatus(str, Enum):
-    """How an invocation ended, as the ledger, the MLflow parent run and ``--json-summary`` say it."""
-
-    OK = "ok"
-    BUDGET = "budget"  # the --timeout budget was spent
-    INTERRUPTED = "interrupted"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def mlflow_status(self) -> str:
-        """The MLflow run status of the invocation's parent run."""
-        return {ExitStatus.INTERRUPTED: "KILLED", ExitStatus.FAILED: "FAILED"}.get(self, "FINISHED")
 
 
 @dataclass(frozen=True)
@@ -106,4 +97,41 @@ def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[
 
 def maximized(study: optuna.Study) -> bool:
     """True when the study's primary objective is maximised: its higher values are better."""
-    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return mode_of(study.directions[0]) == "max"
+
+
+def sweep_result(
+    config: SweepConfig, prepared: PreparedSweep, study: optuna.Study, *, this_run: dict[str, int], best_before: TrialSummary | None,
+    started: float, experiment_id: str | None, parent_run_id: str | None, invocation_id: str | None, exit_status: ExitStatus,
+    notes: list[str], answer: Answer | None = None,
+) -> SweepResult:
+    """What an invocation returns: the study as it now stands, beside what this invocation did.
+
+    ``this_run``: trials it started, by state; ``best_before``: the study's best before it;
+    ``started``: when it began (``time.time()``)."""
+    study_counts, best, top = summarize_study(study)
+    improved = best is not None and (best_before is None or best.number != best_before.number)
+    return SweepResult(
+        study_name=config.name,
+        metric=config.objective.metric,
+        mode=config.objective.mode,
+        trials_this_run=this_run,
+        study_trials=study_counts,
+        best=best,
+        top=top,
+        baseline=prepared.baseline,
+        duration_s=time.time() - started,
+        study_db=mask(config.storage.study_db),
+        mlflow_uri=mask(config.storage.mlflow),
+        mlflow_experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        invocation_id=invocation_id,
+        interrupted=exit_status == ExitStatus.INTERRUPTED,
+        best_before=best_before.value if best_before else None,
+        new_best=improved,
+        exit_status=exit_status,
+        notes=notes,
+        objectives=[objective.metric for objective in config.objective_list],
+        answer=answer.to_dict() if answer is not None else None,
+        splits=prepared.splits.sizes() if prepared.splits is not None else {},
+    )

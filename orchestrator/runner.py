@@ -1,15 +1,18 @@
 """Run a sweep: prepare once, then let Ray Tune schedule trials that an Optuna study proposes.
 
-Data flow: config -> prepare (model, data, tokenise once) -> study (SQL) -> StudySearcher
--> Ray Tuner -> trials.entrypoint.run_trial on workers -> reports -> TrialRecorder
--> study DB + MLflow.
+Data flow, each step in the module that owns it (README "How it works"): config
+(:mod:`orchestrator.config`) -> prepare (:mod:`orchestrator.prepare`: model, data, tokenise once)
+-> study (:mod:`orchestrator.storage`: SQL, lease, ledger, reconcile) -> the parent run
+(:mod:`orchestrator.tracking`) -> StudySearcher (:mod:`orchestrator.searcher`) -> Ray Tuner
+(:mod:`orchestrator.tuning`: the trainable and its scheduler) -> trials.entrypoint.run_trial on
+workers -> reports -> TrialRecorder (:mod:`orchestrator.recorder`) -> study DB + MLflow; then the
+answer (:mod:`orchestrator.answer`), the MLflow summary (:mod:`orchestrator.mlflow_summary`) and
+the result (:func:`orchestrator.result.sweep_result`).
 """
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import time
 import warnings
 from collections import Counter
@@ -17,24 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from orchestrator import failpoints
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
-from orchestrator.db.schema_lock import schema_lock
+from orchestrator.storage.db.schema_lock import schema_lock
 from orchestrator.interrupt import GracefulStop
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
-from orchestrator.result import ExitStatus, SweepResult, summarize_study
+from orchestrator.exit_codes import ExitStatus
+from orchestrator.result import SweepResult, summarize_study, sweep_result
 from orchestrator.secrets import mask
-from orchestrator.summary import summarise
-from orchestrator.study import (
+from orchestrator.mlflow_summary import summarise
+from orchestrator.storage.study import (
     check_space_unchanged, check_splits_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, record_splits,
-    startup_trials,
 )
 from orchestrator.targets import check_targets
 
@@ -69,50 +70,15 @@ def validate(config: SweepConfig) -> PreparedSweep:
     return prepared
 
 
-def _sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
-    if config.user_function:
-        inputs: dict[str, object] = {"trial.function": config.trial.function}
-    else:
-        inputs = {
-            "task": config.task,
-            "model": config.model,
-            "data.source": config.data.source,
-            "data.train_size": len(prepared.data.train),
-            "data.val_size": len(prepared.data.val),
-            "data.test_size": len(prepared.test) if prepared.test is not None else 0,
-            "data.splits": prepared.splits.origin,
-            "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
-            "trial.cache_frozen": prepared.data.frozen.summary() if prepared.data.frozen is not None else config.trial.cache_frozen,
-        }
-        if config.task == "text-classification":
-            inputs["data.max_length"] = config.data.max_length
-    params = {
-        **inputs,
-        "objective": ", ".join(f"{objective.mode} {objective.metric}" for objective in config.objective_list),
-        "sampler": config.sampler.name,
-        "sampler.seed": config.sampler.seed,
-        "sampler.n_startup_trials": startup_trials(config),
-        "scheduler": config.scheduler.name,
-        "n_trials": n_trials,
-        "max_concurrent": config.budget.max_concurrent,
-        "max_epochs": config.trial.max_epochs,
-        "resources.cpu": config.resources.cpu,
-        "resources.gpu": config.resources.gpu,
-        "resources.memory_gb": config.resources.memory_gb,
-    }
-    params.update({f"baseline.{key}": round(value, 4) for key, value in prepared.baseline.items()})
-    return params
-
-
 def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared: PreparedSweep | None = None) -> SweepResult:
     """Run ``options.n_trials`` (default ``budget.n_trials``) more trials of the sweep's study.
 
     Raises :class:`ConfigError` before anything is written when the input is bad, and
     :class:`StudyLockedError` when another invocation is running the same study.
     """
-    from orchestrator import db
-    from orchestrator.lease import StudyLease
-    from orchestrator.ledger import Ledger
+    from orchestrator.storage import db
+    from orchestrator.storage.lease import StudyLease
+    from orchestrator.storage.ledger import Ledger
 
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
@@ -167,11 +133,9 @@ def _record_failure(config, ledger, error: BaseException) -> None:
     try:
         ended, parent_run_id = ledger.end_if_open(status, mask(f"{type(error).__name__}: {error}"))
         if ended and parent_run_id:
-            from mlflow import MlflowClient
+            from orchestrator.tracking import end_parent_run
 
-            client = MlflowClient(config.storage.mlflow)
-            client.set_tag(parent_run_id, f"{TAG_PREFIX}exit_status", status)
-            client.set_terminated(parent_run_id, status=status.mlflow_status)
+            end_parent_run(config.storage.mlflow, parent_run_id, status)
     except Exception:  # noqa: BLE001 - the error being raised is the one to report
         pass
 
@@ -184,11 +148,10 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
     from orchestrator.frozen_layers import with_frozen_cache
-    from orchestrator.reconcile import reconcile
+    from orchestrator.storage.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
-    from orchestrator.ledger import config_snapshot
-    from orchestrator.tracking import MlflowTracker, code_version
+    from orchestrator.tracking import MlflowTracker, log_sweep_definition, start_sweep_run
     from orchestrator.tuning import fit
 
     study = open_study(config, storage)
@@ -223,25 +186,17 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             reason = f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
             if not (config.confirm.top_k and confirmations_pending(study, config)):
                 ledger.end_invocation("ok", reason)
-                return _result(config, prepared, study, {}, best_before, started, tracker, None, ledger, "ok", [*notes, reason])
+                return sweep_result(
+                    config, prepared, study, this_run={}, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
+                    parent_run_id=None, invocation_id=ledger.invocation_id, exit_status=ExitStatus.OK, notes=[*notes, reason],
+                )
             notes.append(f"{reason}: only the confirmation runs it still owes run now")
             n_trials = 0
     prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
     notes += [cache_note] if cache_note else []
-    parent_run_id = tracker.start_run(
-        name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        params=_sweep_params(config, prepared, n_trials),
-        tags={
-            f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}role": "sweep", f"{TAG_PREFIX}invocation_id": ledger.invocation_id,
-            f"{TAG_PREFIX}host": socket.gethostname(), f"{TAG_PREFIX}user": getpass.getuser(),
-            f"{TAG_PREFIX}sampler": config.sampler.name, f"{TAG_PREFIX}scheduler": config.scheduler.name,
-            f"{TAG_PREFIX}objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
-            **({f"{TAG_PREFIX}code_version": version} if (version := code_version()) else {}),
-        },
-    )
+    parent_run_id = start_sweep_run(tracker, config, prepared, n_trials, ledger.invocation_id)
     ledger.set_parent_run(parent_run_id)
-    tracker.log_text(parent_run_id, config_snapshot(config), "sweep.json")  # secrets masked
-    tracker.log_text(parent_run_id, yaml.safe_dump(config.search_space.model_dump(mode="json", exclude_none=True), sort_keys=False), "search_space.yaml")
+    log_sweep_definition(tracker, parent_run_id, config)
     inputs = dataset_inputs(prepared)  # every split on the parent run; train and validation on each trial's run
     notes += log_dataset_inputs(tracker, parent_run_id, inputs.values(), "the parent run")
     trial_inputs = tuple(inputs[name] for name in TRIAL_SPLITS if name in inputs)
@@ -298,7 +253,10 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         recorder.release_kept()
         if confirmation is not None:
             confirmation.recorder.release_kept()
-        result = _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes, answer)
+        result = sweep_result(
+            config, prepared, study, this_run=this_run, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
+            parent_run_id=parent_run_id, invocation_id=ledger.invocation_id, exit_status=exit_status, notes=notes, answer=answer,
+        )
         failpoints.reached("mlflow-summary")
         tracker.finish(
             parent_run_id,
@@ -316,32 +274,3 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     if exit_status == ExitStatus.FAILED:  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
         raise SweepFailedError(reason)
     return result
-
-
-def _result(config, prepared, study, this_run, best_before, started, tracker, parent_run_id, ledger, exit_status, notes, answer=None) -> SweepResult:
-    study_counts, best, top = summarize_study(study)
-    improved = best is not None and (best_before is None or best.number != best_before.number)
-    return SweepResult(
-        study_name=config.name,
-        metric=config.objective.metric,
-        mode=config.objective.mode,
-        trials_this_run=this_run,
-        study_trials=study_counts,
-        best=best,
-        top=top,
-        baseline=prepared.baseline,
-        duration_s=time.time() - started,
-        study_db=mask(config.storage.study_db),
-        mlflow_uri=mask(config.storage.mlflow),
-        mlflow_experiment_id=tracker.experiment_id,
-        parent_run_id=parent_run_id,
-        invocation_id=ledger.invocation_id,
-        interrupted=exit_status == ExitStatus.INTERRUPTED,
-        best_before=best_before.value if best_before else None,
-        new_best=improved,
-        exit_status=exit_status,
-        notes=notes,
-        objectives=[objective.metric for objective in config.objective_list],
-        answer=answer.to_dict() if answer is not None else None,
-        splits=prepared.splits.sizes() if prepared.splits is not None else {},
-    )

@@ -182,8 +182,8 @@ def _refuse_if_study_held(plan: JobPlan) -> None:
     import sqlalchemy
 
     from orchestrator.errors import StudyLockedError
-    from orchestrator.lease import StudyLease
-    from orchestrator.study import sqlite_file
+    from orchestrator.storage.lease import StudyLease
+    from orchestrator.storage.study import sqlite_file
 
     path = sqlite_file(url)
     if path is None or not path.is_file():

@@ -18,7 +18,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.ray_session import check_ray_address
 from orchestrator.resources import GIB
 from orchestrator.secrets import mask
-from orchestrator.study import check_reachable
+from orchestrator.storage.study import check_reachable
 
 # MLflow tracking stores `hpo run` can log to: MLflow's SQLAlchemy databases
 # (mlflow.store.db.db_types.DATABASE_ENGINES) and a tracking server.

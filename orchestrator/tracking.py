@@ -6,10 +6,12 @@ created by the driver as children of one parent run per ``hpo run`` invocation.
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
@@ -17,6 +19,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.secrets import mask
+
+if TYPE_CHECKING:
+    from orchestrator.config import SweepConfig
+    from orchestrator.exit_codes import ExitStatus
+    from orchestrator.prepare import PreparedSweep
 
 # Against a tracking server MLflow prints each finished run's URL to stdout (the stream of
 # `hpo run --json`), after one extra request per run to look it up.
@@ -134,3 +141,74 @@ def code_version(folder: Path | None = None) -> str | None:
     if commit is None:
         return None
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def start_sweep_run(tracker: MlflowTracker, config: SweepConfig, prepared: PreparedSweep, n_trials: int, invocation_id: str) -> str:
+    """Open the invocation's parent run (its trials' runs nest under it) with the sweep's parameters
+    and tags; return its run id."""
+    return tracker.start_run(
+        name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        params=sweep_params(config, prepared, n_trials),
+        tags={
+            f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}role": "sweep", f"{TAG_PREFIX}invocation_id": invocation_id,
+            f"{TAG_PREFIX}host": socket.gethostname(), f"{TAG_PREFIX}user": getpass.getuser(),
+            f"{TAG_PREFIX}sampler": config.sampler.name, f"{TAG_PREFIX}scheduler": config.scheduler.name,
+            f"{TAG_PREFIX}objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
+            **({f"{TAG_PREFIX}code_version": version} if (version := code_version()) else {}),
+        },
+    )
+
+
+def log_sweep_definition(tracker: MlflowTracker, parent_run_id: str, config: SweepConfig) -> None:
+    """The sweep's configuration (secrets masked) and search space, as files on the parent run."""
+    import yaml
+
+    from orchestrator.storage.ledger import config_snapshot
+
+    tracker.log_text(parent_run_id, config_snapshot(config), "sweep.json")  # secrets masked
+    tracker.log_text(parent_run_id, yaml.safe_dump(config.search_space.model_dump(mode="json", exclude_none=True), sort_keys=False), "search_space.yaml")
+
+
+def end_parent_run(tracking_uri: str, parent_run_id: str, status: ExitStatus) -> None:
+    """Mark a parent run ended with the invocation's exit status (when it ends by raising)."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(parent_run_id, f"{TAG_PREFIX}exit_status", status)
+    client.set_terminated(parent_run_id, status=status.mlflow_status)
+
+
+def sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) -> dict[str, object]:
+    """The parameters of an invocation's parent run: what it searched, on what, with which budget."""
+    from orchestrator.storage.study import startup_trials
+
+    if config.user_function:
+        inputs: dict[str, object] = {"trial.function": config.trial.function}
+    else:
+        inputs = {
+            "task": config.task,
+            "model": config.model,
+            "data.source": config.data.source,
+            "data.train_size": len(prepared.data.train),
+            "data.val_size": len(prepared.data.val),
+            "data.test_size": len(prepared.test) if prepared.test is not None else 0,
+            "data.splits": prepared.splits.origin,
+            "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
+            "trial.cache_frozen": prepared.data.frozen.summary() if prepared.data.frozen is not None else config.trial.cache_frozen,
+        }
+        if config.task == "text-classification":
+            inputs["data.max_length"] = config.data.max_length
+    params = {
+        **inputs,
+        "objective": ", ".join(f"{objective.mode} {objective.metric}" for objective in config.objective_list),
+        "sampler": config.sampler.name,
+        "sampler.seed": config.sampler.seed,
+        "sampler.n_startup_trials": startup_trials(config),
+        "scheduler": config.scheduler.name,
+        "n_trials": n_trials,
+        "max_concurrent": config.budget.max_concurrent,
+        "max_epochs": config.trial.max_epochs,
+        "resources.cpu": config.resources.cpu,
+        "resources.gpu": config.resources.gpu,
+        "resources.memory_gb": config.resources.memory_gb,
+    }
+    params.update({f"baseline.{key}": round(value, 4) for key, value in prepared.baseline.items()})
+    return params

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.errors import EXIT_CODE_MEANINGS
+from orchestrator.exit_codes import EXIT_CODE_MEANINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 HPO = str(Path(sys.executable).parent / "hpo")

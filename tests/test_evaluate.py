@@ -45,7 +45,7 @@ def hand_made(tmp_path):
     answer, one whose answer has no registered model, one registered, one image-classification sweep."""
     import sqlalchemy
 
-    from orchestrator.db.models import Sweep
+    from orchestrator.storage.db.models import Sweep
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)

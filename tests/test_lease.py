@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from orchestrator import db
+from orchestrator.storage import db
 from orchestrator.errors import StudyLockedError
-from orchestrator.lease import StudyLease
+from orchestrator.storage.lease import StudyLease
 
 
 @pytest.fixture

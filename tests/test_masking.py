@@ -124,7 +124,7 @@ def test_mlflow_server_password_is_masked(password, tmp_path, tiny_model, tiny_c
 
 def test_an_unencoded_at_sign_in_a_password_is_named(tmp_path, tiny_model, tiny_csv):
     config = parse_sweep(_sweep(tmp_path, tiny_model, tiny_csv, "postgresql+psycopg://hpo:p@ss@127.0.0.1/x"), tmp_path)
-    from orchestrator.study import check_reachable
+    from orchestrator.storage.study import check_reachable
 
     with pytest.raises(ConfigError, match="unencoded '@'; write it as %40") as raised:
         check_reachable(config.storage.study_db)
@@ -132,7 +132,7 @@ def test_an_unencoded_at_sign_in_a_password_is_named(tmp_path, tiny_model, tiny_
 
 
 def test_the_ledger_snapshot_masks_the_password_in_json(tmp_path, tiny_model, tiny_csv):
-    from orchestrator.ledger import config_snapshot
+    from orchestrator.storage.ledger import config_snapshot
 
     password = 'q"uo\\te/@x'
     url = f"postgresql+psycopg://hpo:{urllib.parse.quote(password, safe='')}@127.0.0.1/x"

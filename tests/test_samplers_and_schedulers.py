@@ -16,7 +16,7 @@ from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.registries import SAMPLERS
 from orchestrator.searcher import StudySearcher
-from orchestrator.study import open_storage, open_study
+from orchestrator.storage.study import open_storage, open_study
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},

@@ -101,7 +101,7 @@ def test_bad_conditions_are_refused(change, message):
 def test_tpe_searches_a_conditional_space_through_the_searcher(tmp_path):
     from orchestrator.config import parse_sweep
     from orchestrator.searcher import StudySearcher
-    from orchestrator.study import open_storage, open_study
+    from orchestrator.storage.study import open_storage, open_study
 
     config = parse_sweep({"name": "cond", "model": "m", "data": {"source": "d.csv"}, "search_space": CONDITIONAL,
                           "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 3},

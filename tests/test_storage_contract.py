@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from orchestrator import db, queries
+from orchestrator.storage import db, queries
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.ledger import Ledger
-from orchestrator.reconcile import INTERRUPTED, reconcile
-from orchestrator.study import open_storage, open_study, requeue
+from orchestrator.storage.ledger import Ledger
+from orchestrator.storage.reconcile import INTERRUPTED, reconcile
+from orchestrator.storage.study import open_storage, open_study, requeue
 from orchestrator.tracking import MlflowTracker
 
 SPACE = {"lr": FloatDistribution(1e-5, 1e-2, log=True)}

@@ -387,7 +387,7 @@ def test_status_says_what_to_do_about_a_job(status, code, lease, state):
     ("head:6379", False, "head:6379"),  # an explicit --address is checked, and refused, by its form
 ])
 def test_the_job_server_address_comes_from_option_environment_or_sweep(value, from_environment, expected):
-    from orchestrator.cli_jobs import address_or_none
+    from orchestrator.cli.jobs import address_or_none
     from orchestrator.errors import ConfigError
     from orchestrator.jobs import job_server_address
 

@@ -188,7 +188,7 @@ def test_hpo_run_from_another_directory_with_every_path_relative(tmp_path, tiny_
 
 
 def test_the_look_at_the_results_commands_show_sqlite_files_below_here_relative(tmp_path, monkeypatch):
-    from orchestrator.cli_output import from_here
+    from orchestrator.cli.output import from_here
 
     monkeypatch.chdir(tmp_path)
     assert from_here(f"sqlite:///{tmp_path}/hpo.db") == "sqlite:///hpo.db"  # as the README shows after make demo

@@ -191,9 +191,9 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
     and must record the restart instead of crashing the sweep."""
     from types import SimpleNamespace
 
-    from orchestrator import db
+    from orchestrator.storage import db
     from orchestrator.config import Resources
-    from orchestrator.ledger import Ledger
+    from orchestrator.storage.ledger import Ledger
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
     from orchestrator.tracking import MlflowTracker
@@ -210,5 +210,5 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
 
     recorder.on_trial_recover(iteration=0, trials=[], trial=trial)
 
-    assert recorder.restarts["t1"] == ["the trial's worker failed"]
+    assert recorder.trials["t1"].restarts == ["the trial's worker failed"]
     engine.dispose()

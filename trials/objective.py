@@ -1,5 +1,6 @@
 """Which of two values of an objective is better: the one place that says what ``mode: max`` and
-``mode: min`` mean, for early stopping in the trials and for the orchestrator's best so far."""
+``mode: min`` mean, for early stopping in the trials and for the orchestrator's best so far, and
+how a mode reads as an Optuna study direction and back."""
 
 from __future__ import annotations
 
@@ -12,3 +13,13 @@ Mode = Literal["max", "min"]
 def is_better(value: float, than: float | None, mode: Mode) -> bool:
     """True when ``value`` improves on ``than`` for an objective whose ``mode`` is "max" or "min"; any value beats None."""
     return than is None or (value > than if mode == "max" else value < than)
+
+
+def optuna_direction(mode: str) -> str:
+    """The Optuna study direction ("maximize" or "minimize") of an objective whose ``mode`` is "max" or "min"."""
+    return "maximize" if mode == "max" else "minimize"
+
+
+def mode_of(direction: object) -> str:
+    """The ``mode`` ("max" or "min") of an Optuna study direction, given as a ``StudyDirection`` or its name."""
+    return "max" if str(getattr(direction, "name", direction)).lower() == "maximize" else "min"

@@ -1,6 +1,6 @@
 """What ``hpo submit``, ``status``, ``logs`` and ``stop`` print: the bodies of those commands.
 
-:mod:`orchestrator.cli` defines their options; the work is in :mod:`orchestrator.submit`,
+:mod:`orchestrator.cli.job_commands` defines their options; the work is in :mod:`orchestrator.submit`,
 :mod:`orchestrator.jobs`, :mod:`orchestrator.job_status` and :mod:`orchestrator.rayjob`.
 """
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from orchestrator import jobs
-from orchestrator.cli_console import err, out, print_json
+from orchestrator.cli.console import err, out, print_json
 from orchestrator.secrets import mask
 
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def summarise(config: SweepConfig, study, tracker: MlflowTracker, parent_run_id: str) -> list[str]:
     """Write the invocation's summary to MLflow; return notes for the user. A failure here is
     reported, never fatal: the trials are already recorded."""
-    from orchestrator.report import write_summary
+    from orchestrator.study_report import write_summary
     from orchestrator.tracking import mlflow_ui
 
     notes = []

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from orchestrator.errors import ConfigError
 from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
 from orchestrator.result import maximized, primary_value, rank
+from trials.objective import mode_of
 from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 
@@ -22,7 +23,7 @@ SORT_KEYS = ("number", "value", "duration")
 
 def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     """The study storage at ``url``; a missing SQLite file is an error, never silently created."""
-    from orchestrator.study import SQLITE_BUSY_TIMEOUT_S, check_reachable, sqlite_file
+    from orchestrator.storage.study import SQLITE_BUSY_TIMEOUT_S, check_reachable, sqlite_file
 
     check_reachable(url, field="--db")
     database_file = sqlite_file(url)
@@ -71,7 +72,7 @@ def studies(storage: optuna.storages.BaseStorage) -> list[dict]:
         starts = [t.datetime_start for t in trials if t.datetime_start]
         rows.append({
             "study": summary.study_name,
-            "direction": ",".join("max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions),
+            "direction": ",".join(mode_of(direction) for direction in study.directions),
             "trials": dict(Counter(t.state.name for t in trials)),
             "best_value": primary_value(ranked[0]) if ranked else None,
             "last_run": _iso(max(starts)) if starts else None,

@@ -9,7 +9,7 @@ import sqlalchemy
 from alembic import command
 from alembic.config import Config
 
-from orchestrator.study import SQLITE_BUSY_TIMEOUT_S
+from orchestrator.storage.study import SQLITE_BUSY_TIMEOUT_S
 
 VERSION_TABLE = "hpo_alembic_version"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

@@ -1,4 +1,4 @@
-"""A study's summary for people: Optuna's plots, the best trials and their MLflow runs.
+"""A study's report for people (`hpo report`, and the summary on the MLflow parent run): Optuna's plots, the best trials and their MLflow runs.
 
 ``render_report`` makes one self-contained HTML page (plotly.js embedded once, nothing fetched:
 it opens offline and travels as a mail attachment); ``write_summary`` writes that page, each

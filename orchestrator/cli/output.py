@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from orchestrator.cli_console import out
+from orchestrator.cli.console import out
+from orchestrator.exit_codes import ExitStatus
 from orchestrator.naming import SHORT_NAMES, short_params
 
 
@@ -38,8 +39,6 @@ def run_summary(result) -> dict:
 
 
 def print_result(result) -> None:
-    from orchestrator.result import ExitStatus  # not at the top: it imports Optuna, which hpo --help does not need
-
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.trials_this_run.items())) or "no trials"
     total = sum(result.study_trials.values())
     ended = "" if result.exit_status == ExitStatus.OK else f" [yellow]ended: {result.exit_status}[/yellow];"

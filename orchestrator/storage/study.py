@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from orchestrator.errors import ConfigError
 from orchestrator.confirm import CONFIRMS, SEED_ATTR
 from orchestrator.secrets import mask, remember_url
+from trials.objective import optuna_direction
 
 if TYPE_CHECKING:  # the inspection commands open study databases without loading the sweep file's models
     from orchestrator.config import SweepConfig
@@ -113,7 +114,7 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     from orchestrator.registries import SAMPLERS, SamplerInputs
 
     sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space))
-    directions: list[Literal["maximize", "minimize"]] = ["maximize" if objective.mode == "max" else "minimize" for objective in config.objective_list]
+    directions = [optuna_direction(objective.mode) for objective in config.objective_list]
     study = optuna.create_study(
         study_name=config.name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
     )

@@ -4,9 +4,9 @@
 document goes to stdout with :func:`print_json`, secrets masked; :func:`report_error` says an
 error as the one line on stderr (and, with ``--json``, a JSON document on stdout), and
 :func:`one_line_errors`, around each command, turns what it raises into that line and an exit
-code (:class:`orchestrator.errors.ExitCode`). The commands (:mod:`orchestrator.cli`),
-the usage errors (:mod:`orchestrator.cli_usage`) and the rendering of results
-(:mod:`orchestrator.cli_output`) all print through here.
+code (:class:`orchestrator.exit_codes.ExitCode`). The commands (:mod:`orchestrator.cli`),
+the usage errors (:mod:`orchestrator.cli.usage`) and the rendering of results
+(:mod:`orchestrator.cli.output`) all print through here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Iterator
 import typer
 from rich.console import Console
 
-from orchestrator.errors import ExitCode, HpoError
+from orchestrator.errors import HpoError
+from orchestrator.exit_codes import ExitCode
 from orchestrator.secrets import mask
 
 # Piped output (cron logs, CI) gets a wide fixed width so result tables are not truncated.

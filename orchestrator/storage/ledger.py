@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import sqlalchemy
 from sqlalchemy import insert, select, update
 
-from orchestrator.db.models import Invocation, LedgerTrial, Sweep
+from orchestrator.storage.db.models import Invocation, LedgerTrial, Sweep
 from orchestrator.secrets import mask_tree
 
 

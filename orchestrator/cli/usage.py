@@ -15,8 +15,9 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from orchestrator.cli_console import report_error
-from orchestrator.errors import MISSING, ConfigError, ExitCode
+from orchestrator.cli.console import report_error
+from orchestrator.errors import MISSING, ConfigError
+from orchestrator.exit_codes import ExitCode
 from orchestrator.secrets import mask
 
 try:

@@ -16,9 +16,9 @@ import sqlalchemy
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.db.models import Lease
+from orchestrator.storage.db.models import Lease
 from orchestrator.errors import StudyLockedError
-from orchestrator.study import sqlite_file
+from orchestrator.storage.study import sqlite_file
 
 
 class StudyLease:

@@ -1,0 +1,31 @@
+"""The ``hpo`` command line: a thin layer over :mod:`orchestrator.api`.
+
+Exit codes (:mod:`orchestrator.exit_codes`): 0 success; 1 the sweep failed (every trial
+failed, or an unexpected error); 2 invalid input (sweep file, model, data, where the run writes,
+Ray address, command line), nothing written; 3 another invocation holds the study; 4 the
+--timeout budget was spent before any trial started; 130 interrupted (SIGINT or SIGTERM; a
+second signal exits at once). Every error is one line on stderr naming the field or option, the
+value and the fix.
+
+The commands by group: :mod:`~orchestrator.cli.sweep_commands` (validate, run),
+:mod:`~orchestrator.cli.study_commands` (studies, trials, best, export, report, evaluate) and
+:mod:`~orchestrator.cli.job_commands` (submit, status, logs, stop), all on the app of
+:mod:`~orchestrator.cli.app`; what they print: :mod:`~orchestrator.cli.console` (stdout, stderr,
+one-line errors), :mod:`~orchestrator.cli.usage` (usage errors), :mod:`~orchestrator.cli.output`
+(a run's result), :mod:`~orchestrator.cli.jobs` (the job commands' work).
+"""
+
+from __future__ import annotations
+
+from orchestrator.cli.app import app
+
+# Each group registers its commands on the app when imported; this order is hpo --help's.
+from orchestrator.cli import sweep_commands  # noqa: E402,F401  isort: skip
+from orchestrator.cli import study_commands  # noqa: E402,F401  isort: skip
+from orchestrator.cli import job_commands  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,7 @@
+"""Where the study lives: the Optuna study database and our own tables beside it.
+
+``study``: the Optuna RDB storage (SQLite or PostgreSQL) and the sampler; ``db``: the ``hpo_*``
+tables and their Alembic migrations; ``ledger``: who ran which trial, linking Optuna, Ray and
+MLflow; ``lease``: one invocation at a time per study; ``reconcile``: close what a dead
+invocation left open; ``queries``: read-only views for the inspection commands.
+"""
