@@ -59,6 +59,13 @@ class DataConfig(_Section):
     val_size: int | None = Field(None, ge=2)
     test_size: int | None = Field(None, ge=0)  # one file: rows drawn for the test split (default: automatic; 0: none)
     noisy_val_rate: float = Field(0.0, ge=0.0, le=0.5)  # > 0: also score the validation texts with this rate of typos
+    # text-generation: a prompt and a response column (defaults "prompt", "response"), or one column of
+    # chat messages (default "messages" when there is no prompt column); see trials/text_generation.py
+    prompt_column: str | None = None
+    response_column: str | None = None
+    messages_column: str | None = None
+    max_new_tokens: int = Field(32, ge=1, le=4096)  # length cap of the greedy generations scored every epoch
+    generation_samples: int = Field(32, ge=1)  # validation prompts (a fixed sample) generated from every epoch
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> "DataConfig":
@@ -287,10 +294,9 @@ class SweepConfig(_Section):
 
     @model_validator(mode="after")
     def _registrable(self) -> "SweepConfig":
-        if self.registered_model is not None and (self.user_function or self.task != DEFAULT_TASK):
-            kind = "trial.function" if self.user_function else f"task {self.task}"
+        if self.registered_model is not None and self.user_function:
             raise ConfigError("registered_model", self.registered_model,
-                              f"only text-classification models are registered for now, not {kind}; remove it and log the model from the trial")
+                              "built-in tasks' models are registered, not trial.function's; remove it and log the model from the function")
         return self
 
     def _check_user_function(self) -> None:
@@ -313,7 +319,8 @@ class SweepConfig(_Section):
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
-        read_by_another = {key: name for name, spec in TASK_SPECS.items() if name != self.task for key in spec.data_keys}
+        own = TASK_SPECS[self.task].data_keys
+        read_by_another = {key: name for name, spec in TASK_SPECS.items() if name != self.task for key in spec.data_keys if key not in own}
         wrong = sorted(self.data.model_fields_set & set(read_by_another))
         if wrong:
             raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
