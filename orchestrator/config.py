@@ -26,7 +26,7 @@ from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import DOMAINS
 from trials.precision import PRECISIONS
 from trials.result_keys import BOOKKEEPING
-from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION
+from trials.task_specs import MINIMIZED_METRICS, TASK_SPECS, TEXT_CLASSIFICATION
 from trials.user_function import FunctionRef, UserFunctionError
 
 DEFAULT_TASK = TEXT_CLASSIFICATION
@@ -330,6 +330,10 @@ class SweepConfig(_Section):
             field = f"objectives.{index}.metric" if self.objectives else "objective.metric"
             if objective.metric not in task.metrics:
                 raise ConfigError(field, objective.metric, f"trials never report it; {self.task} trials report {', '.join(task.metrics)}")
+            better = "min" if objective.metric in MINIMIZED_METRICS else "max"
+            if objective.mode != better:
+                raise ConfigError(field.removesuffix("metric") + "mode", objective.mode,
+                                  f"{objective.metric} is better {'lower' if better == 'min' else 'higher'}; set mode: {better}")
             if objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
                 raise ConfigError("objectives" if self.objectives else field, objective.metric,
                                   "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")

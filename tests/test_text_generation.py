@@ -236,6 +236,8 @@ def test_sweep_files_are_checked_for_the_task(write_sweep, tiny_gpt2, tiny_model
     problems = [
         (dict(objective={"metric": "val_f1_macro", "mode": "max"}), "objective.metric: 'val_f1_macro'", "val_token_f1"),
         (dict(search_space={**SPACE, "class_balance": "oversample"}), "search_space", "class_balance"),
+        (dict(objective={"metric": "val_perplexity", "mode": "max"}), "objective.mode: 'max'", "val_perplexity is better lower; set mode: min"),
+        (dict(objective={"metric": "val_token_f1", "mode": "min"}), "objective.mode: 'min'", "set mode: max"),
     ]
     for override, start, fix in problems:
         with pytest.raises(ConfigError) as raised:
