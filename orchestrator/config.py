@@ -319,11 +319,15 @@ class SweepConfig(_Section):
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
-        own = TASK_SPECS[self.task].data_keys
-        read_by_another = {key: name for name, spec in TASK_SPECS.items() if name != self.task for key in spec.data_keys if key not in own}
-        wrong = sorted(self.data.model_fields_set & set(read_by_another))
+        readers: dict[str, list[str]] = {}  # data keys this task does not read, and the tasks that do
+        for name, spec in TASK_SPECS.items():
+            for key in sorted(spec.data_keys - TASK_SPECS[self.task].data_keys):
+                readers.setdefault(key, []).append(name)
+        wrong = sorted(self.data.model_fields_set & set(readers))
         if wrong:
-            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
+            names = readers[wrong[0]]
+            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]),
+                              f"{' and '.join(names)} read{'s' if len(names) == 1 else ''} it, not {self.task}; remove it")
         task = TASK_SPECS[self.task]
         check_hyperparameters(self.search_space, task.hyperparameters)
         for index, objective in enumerate(self.objective_list):
