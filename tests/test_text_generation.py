@@ -286,3 +286,21 @@ def test_a_sweep_trains_lora_and_full_trials_and_registers_a_loadable_generator(
     assert not any("lora_" in name for name, _ in generator.model.named_parameters())
     output = generator("reverse red blue :", max_new_tokens=3, do_sample=False)
     assert output[0]["generated_text"].startswith("reverse red blue :")
+
+
+def test_pairs_come_from_a_split_column_or_a_saved_dataset_dict_of_chats(write_sweep, tiny_llama, chat_jsonl, tmp_path):
+    import datasets
+
+    rows = make_pairs(60, seed=2)
+    table = tmp_path / "pairs.csv"
+    pd.DataFrame([{**row, "split": "train" if i < 40 else "validation" if i < 50 else "test"} for i, row in enumerate(rows)]).to_csv(table, index=False)
+    prepared = validate(load_sweep(_sweep(write_sweep, tiny_llama, table, name="by-column", data={"split_column": "split", "val_size": None})))
+    assert (len(prepared.data.train), len(prepared.data.val), len(prepared.test)) == (40, 10, 10) and prepared.baseline == {}
+
+    chats = pd.read_json(chat_jsonl, lines=True)
+    saved = tmp_path / "chats"
+    datasets.DatasetDict({"train": datasets.Dataset.from_pandas(chats[:48]), "validation": datasets.Dataset.from_pandas(chats[48:])}).save_to_disk(saved)
+    prepared = validate(load_sweep(_sweep(write_sweep, tiny_llama, saved, name="dataset-dict", data={"val_size": None})))
+    assert (len(prepared.data.train), len(prepared.data.val)) == (48, 16)
+    prompt, _ = prepared.data.val.row(0)
+    assert _tokenizer().decode(prompt.tolist()).startswith("user : ") and _tokenizer().decode(prompt.tolist()).endswith("assistant :")
