@@ -304,3 +304,11 @@ def test_pairs_come_from_a_split_column_or_a_saved_dataset_dict_of_chats(write_s
     assert (len(prepared.data.train), len(prepared.data.val)) == (48, 16)
     prompt, _ = prepared.data.val.row(0)
     assert _tokenizer().decode(prompt.tolist()).startswith("user : ") and _tokenizer().decode(prompt.tolist()).endswith("assistant :")
+
+
+def test_no_frozen_layer_cache_is_built_for_causal_lms(write_sweep, tiny_gpt2, pairs_jsonl):
+    from orchestrator.frozen_layers import with_frozen_cache
+
+    space = {"learning_rate": 1e-2, "batch_size": 16, "unfreeze_depth": {"type": "int", "low": 1, "high": 2}}
+    prepared, note = with_frozen_cache(validate(load_sweep(_sweep(write_sweep, tiny_gpt2, pairs_jsonl, name="frozen", search_space=space))))
+    assert note is None and prepared.data.frozen.off == "causal language models run every layer"
