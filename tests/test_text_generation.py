@@ -247,6 +247,9 @@ def test_sweep_files_are_checked_for_the_task(write_sweep, tiny_gpt2, tiny_model
         load_sweep(write_sweep(name="bad-key", data={"max_new_tokens": 4}))
     assert str(raised.value).startswith("data.max_new_tokens: 4") and "text-generation reads it" in str(raised.value)
     with pytest.raises(ConfigError) as raised:
+        load_sweep(_sweep(write_sweep, tiny_gpt2, pairs_jsonl, name="label", data={"label_column": "label"}))
+    assert str(raised.value).startswith("data.label_column: 'label'") and "text-classification and image-classification read it" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
         validate(load_sweep(_sweep(write_sweep, tiny_model, pairs_jsonl, name="encoder")))
     assert str(raised.value).startswith("model:") and "no end-of-sequence token" in str(raised.value)  # BERT has a causal-LM head, but no eos
     with pytest.raises(ConfigError) as raised:

@@ -39,13 +39,13 @@ TASK_SPECS: dict[str, TaskSpec] = {
     TEXT_CLASSIFICATION: TaskSpec(
         hyperparameters=tuple(name for name in HYPERPARAMETER_NAMES if name != "image_augment"),
         metrics=METRIC_NAMES,
-        data_keys=frozenset({"text_column", "max_length", "noisy_val_rate"}),
+        data_keys=frozenset({"text_column", "label_column", "max_length", "noisy_val_rate"}),
         pipeline="text-classification",
     ),
     IMAGE_CLASSIFICATION: TaskSpec(
         hyperparameters=HYPERPARAMETER_NAMES,
         metrics=tuple(name for name in METRIC_NAMES if not name.startswith("val_noisy_")),
-        data_keys=frozenset({"image_column"}),
+        data_keys=frozenset({"image_column", "label_column"}),
         pipeline="image-classification",
     ),
     TEXT_GENERATION: TaskSpec(
