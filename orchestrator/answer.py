@@ -144,6 +144,8 @@ def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_ru
         for run_id in (parent_run_id, kept.run_id):
             tracker.log_metrics(run_id, score.metrics, step=0)
         with tempfile.TemporaryDirectory(prefix="hpo-test-") as folder:
+            if not score.confusion:  # text generation
+                return []
             image = confusion_matrix_png(score, prepared.label_names, Path(folder) / "test_confusion_matrix.png")
             for run_id in (parent_run_id, kept.run_id):
                 tracker.log_artifacts(run_id, image.parent, "test")
@@ -161,7 +163,8 @@ def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent
     for name, value in ((answer.test or {}).get("metrics") or {}).items():
         tags[f"{TAG_PREFIX}{name}"] = f"{value:.6g}"
     try:
-        version = register_best_model(kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model, tags=tags)
+        version = register_best_model(kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model, tags=tags,
+                                      task=config.task, pad_token_id=prepared.pad_token_id)
     except Exception as error:  # noqa: BLE001
         return [f"best model not registered: {type(error).__name__}: {error}"]
     answer.registered = f"{config.registered_model}/{version}"

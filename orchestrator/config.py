@@ -27,7 +27,7 @@ from trials.hyperparameters import DOMAINS
 from trials.objective import Mode
 from trials.precision import PRECISIONS, PrecisionName
 from trials.result_keys import BOOKKEEPING
-from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION, TaskName
+from trials.task_specs import MINIMIZED_METRICS, TASK_SPECS, TEXT_CLASSIFICATION, TaskName
 from trials.user_function import FunctionRef, UserFunctionError
 
 DEFAULT_TASK = TEXT_CLASSIFICATION
@@ -60,6 +60,13 @@ class DataConfig(_Section):
     val_size: int | None = Field(None, ge=2)
     test_size: int | None = Field(None, ge=0)  # one file: rows drawn for the test split (default: automatic; 0: none)
     noisy_val_rate: float = Field(0.0, ge=0.0, le=0.5)  # > 0: also score the validation texts with this rate of typos
+    # text-generation: a prompt and a response column (defaults "prompt", "response"), or one column of
+    # chat messages (default "messages" when there is no prompt column); see trials/text_generation.py
+    prompt_column: str | None = None
+    response_column: str | None = None
+    messages_column: str | None = None
+    max_new_tokens: int = Field(32, ge=1, le=4096)  # length cap of the greedy generations scored every epoch
+    generation_samples: int = Field(32, ge=1)  # validation prompts (a fixed sample) generated from every epoch
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> "DataConfig":
@@ -306,10 +313,9 @@ class SweepConfig(_Section):
 
     @model_validator(mode="after")
     def _registrable(self) -> "SweepConfig":
-        if self.registered_model is not None and (self.user_function or self.task != DEFAULT_TASK):
-            kind = "trial.function" if self.user_function else f"task {self.task}"
+        if self.registered_model is not None and self.user_function:
             raise ConfigError("registered_model", self.registered_model,
-                              f"only text-classification models are registered for now, not {kind}; remove it and log the model from the trial")
+                              "built-in tasks' models are registered, not trial.function's; remove it and log the model from the function")
         return self
 
     def _check_user_function(self) -> None:
@@ -329,21 +335,28 @@ class SweepConfig(_Section):
                               f"reports use {', '.join(_RESERVED_METRICS)} for bookkeeping; report the metric under another name")
 
     def _check_task(self) -> None:
-        required = "this key is required; add it (or set trial.function to train with a function of your own)"
-        if self.model is None:
-            raise ConfigError("model", MISSING, required)
-        if self.data is None:
-            raise ConfigError("data", MISSING, required)
-        read_by_another = {key: name for name, spec in TASK_SPECS.items() if name != self.task for key in spec.data_keys}
-        wrong = sorted(self.data.model_fields_set & set(read_by_another))
+        for key in ("model", "data"):
+            if getattr(self, key) is None:
+                raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
+        readers: dict[str, list[str]] = {}  # data keys this task does not read, and the tasks that do
+        for name, spec in TASK_SPECS.items():
+            for key in sorted(spec.data_keys - TASK_SPECS[self.task].data_keys):
+                readers.setdefault(key, []).append(name)
+        wrong = sorted(self.data.model_fields_set & set(readers))
         if wrong:
-            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]), f"{read_by_another[wrong[0]]} reads it, not {self.task}; remove it")
+            names = readers[wrong[0]]
+            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]),
+                              f"{' and '.join(names)} read{'s' if len(names) == 1 else ''} it, not {self.task}; remove it")
         task = TASK_SPECS[self.task]
         check_hyperparameters(self.search_space, task.hyperparameters)
         for index, objective in enumerate(self.objective_list):
             field = f"objectives.{index}.metric" if self.objectives else "objective.metric"
             if objective.metric not in task.metrics:
                 raise ConfigError(field, objective.metric, f"trials never report it; {self.task} trials report {', '.join(task.metrics)}")
+            better = "min" if objective.metric in MINIMIZED_METRICS else "max"
+            if objective.mode != better:
+                raise ConfigError(field.removesuffix("metric") + "mode", objective.mode,
+                                  f"{objective.metric} is better {'lower' if better == 'min' else 'higher'}; set mode: {better}")
             if objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
                 raise ConfigError("objectives" if self.objectives else field, objective.metric,
                                   "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")

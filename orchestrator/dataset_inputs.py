@@ -53,6 +53,9 @@ def _schema(config) -> str | None:
         if Path(config.data.source).expanduser().is_dir():
             return None  # one subfolder of images per class: no columns
         names = _columns(config, "image_column", "label_column").values()
+    elif config.task == "text-generation":
+        data = config.data
+        names = [data.messages_column] if data.messages_column else [data.prompt_column or "prompt", data.response_column or "response"]
     else:
         names = _columns(config, "text_column", "label_column").values()
     return json.dumps({"mlflow_colspec": [{"type": "string", "name": name, "required": True} for name in names]})

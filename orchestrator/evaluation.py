@@ -46,6 +46,9 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k != SEED_PARAM})
     model = task.load_model(hyperparameters)
     checkpoint.apply_weights(model, checkpoint.best_model_weights(kept.weights_file.parent))
+    if hasattr(task, "evaluate"):  # text generation: loss, perplexity and generation scores; no classes to confuse
+        metrics = task.evaluate(model, test_split, settings.eval_batch_size, torch.device("cpu"))
+        return TestScore({TEST_PREFIX + name.removeprefix("val_"): float(value) for name, value in metrics.items()}, [], len(test_split), search_trial, kept.run_id)
     loss, predictions = predict(model, task, test_split, settings.eval_batch_size, torch.device("cpu"))
     labels = test_split.labels
     metrics = {"val_loss": loss, **classification_metrics(labels, predictions, len(settings.label_names)),

@@ -59,6 +59,8 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
     config = prepared.config
     if config.trial.cache_frozen == "off":
         return FrozenCache(off="trial.cache_frozen is off"), None
+    if config.task == "text-generation":  # trials.model.layers_from runs encoders only
+        return FrozenCache(off="causal language models run every layer"), None
     from transformers import AutoConfig
 
     boundaries = frozen_boundaries(config.search_space, layer_count(AutoConfig.from_pretrained(prepared.model_path)) or 0)

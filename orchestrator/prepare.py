@@ -311,7 +311,49 @@ def _image_data(config: SweepConfig, model_path: str) -> tuple[TrialData, ImageS
     return data, test, splits, 0
 
 
-TASK_DATA = {"text-classification": _text_data, "image-classification": _image_data}
+def _generation_readers(config: SweepConfig) -> dict:
+    from trials.text_generation import prompt_responses
+
+    data = config.data
+
+    def from_frame(frame, field, source, min_classes):
+        try:
+            return prompt_responses(frame, data.prompt_column, data.response_column, data.messages_column)
+        except DataError as error:
+            value = getattr(data, error.field.removeprefix("data."), None) if error.field != "data.source" else None
+            raise ConfigError(field if error.field == "data.source" else error.field, value or source, str(error)) from None
+
+    return {
+        "read_source": lambda field, source, min_classes: from_frame(_read_frame(field, source), field, source, min_classes),
+        "read_frame": _read_frame,
+        "from_frame": from_frame,
+        "read_dataset_dict": _read_dataset_dict,
+    }
+
+
+def _generation_data(config: SweepConfig, model_path: str):
+    """Prompt/response pairs tokenised once, prompts masked out of the labels: (the trials' data,
+    the test split, the splits, pad token id)."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    from trials.text_generation import encode_pairs
+
+    model_config = AutoConfig.from_pretrained(model_path)
+    if type(model_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ConfigError("model", config.model, f"a {model_config.model_type} model cannot generate text; give a causal language model (GPT-2, Llama, Qwen, SmolLM, ...)")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("model", config.model, "its tokenizer has no end-of-sequence token, so generations cannot end; set eos_token and save the tokenizer again")
+    splits = make_splits(config.data, **_generation_readers(config))
+    max_length = config.data.max_length
+    data = TrialData(train=encode_pairs(tokenizer, splits.train, max_length), val=encode_pairs(tokenizer, splits.validation, max_length))
+    test = encode_pairs(tokenizer, splits.test, max_length) if splits.test is not None else None
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return data, test, splits, pad_token_id
+
+
+TASK_DATA = {"text-classification": _text_data, "image-classification": _image_data, "text-generation": _generation_data}
 
 
 def _user_function(config: SweepConfig) -> FunctionRef:
@@ -335,5 +377,6 @@ def prepare(config: SweepConfig) -> PreparedSweep:
     _check_unfreeze_depth(config, model_path)
     _check_model_settings(config, model_path)
     data, test, splits, pad_token_id = TASK_DATA[config.task](config, model_path)
-    baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names))
+    # a majority class means nothing to text generation (one "label")
+    baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names)) if config.task != "text-generation" else {}
     return PreparedSweep(config, model_path, splits.label_names, pad_token_id, data, baseline, test=test, splits=splits)

@@ -26,7 +26,7 @@ AUTO_TEST_MIN_ROWS = 500
 MIN_SCORED_ROWS = 10
 """Fewer validation or test rows than this cannot score a model."""
 
-Labelled = Any  # trials.data.LabelledTexts or trials.images.LabelledImages: labels, label_names, take(rows)
+Labelled = Any  # trials.data.LabelledTexts, trials.images.LabelledImages or trials.text_generation.PromptResponses: labels, label_names, take(rows)
 ReadFrame = Callable[[str, str], pd.DataFrame]  # (field, source) -> table
 FromFrame = Callable[[pd.DataFrame, str, str, int], Labelled]  # (table, field, source, min_classes) -> labelled rows
 ReadSource = Callable[[str, str, int], Labelled]  # (field, source, min_classes) -> labelled rows
@@ -151,7 +151,7 @@ def _drawn(rows: Labelled, data) -> Splits:
 
 
 def _checked(splits: Splits) -> Splits:
-    if len(set(splits.train.labels.tolist())) < 2:
+    if len(splits.train.label_names) > 1 and len(set(splits.train.labels.tolist())) < 2:  # text generation has one "label"
         raise ConfigError("data.train_size", len(splits.train.labels), "the training split has a single class; use more rows")
     for name, part in (("validation", splits.validation), ("test", splits.test)):
         if part is not None and len(part.labels) < MIN_SCORED_ROWS:

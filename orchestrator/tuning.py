@@ -52,6 +52,8 @@ def trial_settings(prepared, keep_best_model: bool):
         quick_val_size=config.trial.quick_val_size,
         precision=config.trial.precision,
         gradient_checkpointing=config.trial.gradient_checkpointing,
+        max_new_tokens=config.data.max_new_tokens,
+        generation_samples=config.data.generation_samples,
     )
 
 

@@ -249,3 +249,22 @@ def test_image_classification_sweep_records_complete_trials(ray_session, write_s
     for run in children:
         assert {"val_f1_macro", "val_accuracy", "val_loss", "train_loss", "val_f1_class.zero"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_f1_macro")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_an_image_sweep_registers_an_image_classification_pipeline(ray_session, write_sweep, tiny_vit, digits_folder):
+    import mlflow
+    from PIL import Image
+
+    config = load_sweep(_image_sweep(write_sweep, tiny_vit, digits_folder, name="digits-registered", registered_model="tiny-digits",
+                                     search_space={**IMAGE_SPACE, "unfreeze_depth": 2}, trial={"max_epochs": 1}, budget={"n_trials": 1, "max_concurrent": 1}))
+    result = run_sweep(config)
+    assert result.answer["registered"] == "tiny-digits/1", result.answer
+    mlflow.set_tracking_uri(config.storage.mlflow)
+    try:
+        classifier = mlflow.transformers.load_model("models:/tiny-digits/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert type(classifier.model).__name__ == "ViTForImageClassification"
+    image = Image.open(next((digits_folder / CLASSES[0]).iterdir())).convert("RGB")
+    assert {output["label"] for output in classifier(image, top_k=3)} == set(CLASSES)

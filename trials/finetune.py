@@ -75,6 +75,8 @@ class TrialSettings:
     quick_val_size: int | None = None  # evaluations within an epoch score a fixed stratified subset of this many rows
     precision: PrecisionName = "auto"
     gradient_checkpointing: bool = False
+    max_new_tokens: int = 32  # text-generation: the length cap of the greedy generations scored every epoch
+    generation_samples: int = 32  # text-generation: how many validation prompts (a fixed sample) are generated from
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         weight=_class_weights(data.train.labels, len(settings.label_names), device) if hyperparameters.class_balance == "weighted_loss" else None,
         label_smoothing=hyperparameters.label_smoothing,
     )
+    if hasattr(task, "loss"):  # text generation: the loss of each response token's next-token prediction
+        loss_fn = task.loss(loss_fn)
     rng = np.random.default_rng(settings.seed)
     progress = TrainingState(epoch=0, best=math.nan, stale_epochs=0, micro_batch_size=hyperparameters.batch_size)
     if resume is not None:
@@ -337,7 +341,10 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
 
 
 def evaluate(model: nn.Module, task: Batching, split, batch_size: int, label_names: list[str], device, precision: Precision | None = None) -> dict[str, float]:
-    """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1."""
+    """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1;
+    or the metrics of the task's own ``evaluate`` where it has one (text generation)."""
+    if hasattr(task, "evaluate"):
+        return task.evaluate(model, split, batch_size, device, precision)
     loss, predictions = predict(model, task, split, batch_size, device, precision)
     return {
         "val_loss": loss,

@@ -119,8 +119,13 @@ def add_adapters(model: nn.Module, hyperparameters: Hyperparameters) -> nn.Modul
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The classification head's parameters, with the pooler or final norm above the layer stack."""
-    return layer_groups(model, 0)[0]
+    """The classification head's parameters, with the pooler or final norm above the layer stack.
+    A causal language model's head is its vocabulary projection (output embeddings): as large as
+    the embeddings, it stays frozen under LoRA, and only the final norm trains beside the adapters."""
+    groups = layer_groups(model, 0)
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    vocabulary = {id(p) for p in output.parameters()} if isinstance(output, nn.Module) else set()
+    return [p for p in (groups[0] if groups else []) if id(p) not in vocabulary]
 
 
 def adapter_groups(adapted: PeftModel) -> list[list[nn.Parameter]]:

@@ -17,8 +17,8 @@ _ATTENTION_DROPOUT_ATTRIBUTES = ("attention_probs_dropout_prob", "attention_drop
 
 
 # Parts of the base model that sit above the layer stack (pooler; ViT's and ConvNeXt's final
-# norm): they train with the head at every unfreeze depth.
-_ABOVE_THE_STACK = ("pooler", "layernorm")
+# norm; GPT-2's ln_f and Llama's norm): they train with the head at every unfreeze depth.
+_ABOVE_THE_STACK = ("pooler", "layernorm", "ln_f", "norm")
 
 
 class LayerStackNotFoundError(ValueError):

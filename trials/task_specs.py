@@ -13,27 +13,47 @@ from typing import Literal
 from trials.hyperparameters import HYPERPARAMETER_NAMES
 from trials.metrics import METRIC_NAMES
 
-TaskName = Literal["text-classification", "image-classification"]
+TaskName = Literal["text-classification", "image-classification", "text-generation"]
 TEXT_CLASSIFICATION: TaskName = "text-classification"
 IMAGE_CLASSIFICATION: TaskName = "image-classification"
+TEXT_GENERATION: TaskName = "text-generation"
+
+GENERATION_METRICS = (
+    "val_loss", "val_perplexity", "val_exact_match", "val_token_f1",
+    "train_loss", "samples_per_s", "trainable_params", "setup_seconds", "epoch_seconds",
+)
+"""What a text-generation trial reports: loss and perplexity on the response tokens, and exact
+match and token F1 of greedy generations on a fixed sample of validation prompts."""
+
+MINIMIZED_METRICS = frozenset({"val_loss", "val_perplexity", "train_loss", "trainable_params", "setup_seconds", "epoch_seconds"})
+"""Metrics where lower is better (objective mode ``min``); every other metric is maximised."""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     hyperparameters: tuple[str, ...]
     metrics: tuple[str, ...]
-    data_keys: frozenset[str]  # keys of the sweep's data section that only this task reads
+    data_keys: frozenset[str]  # keys of the sweep's data section that this task reads and some other task does not
+    pipeline: str  # the transformers pipeline task a registered model serves
 
 
 TASK_SPECS: dict[TaskName, TaskSpec] = {
     TEXT_CLASSIFICATION: TaskSpec(
         hyperparameters=tuple(name for name in HYPERPARAMETER_NAMES if name != "image_augment"),
         metrics=METRIC_NAMES,
-        data_keys=frozenset({"text_column", "max_length", "noisy_val_rate"}),
+        data_keys=frozenset({"text_column", "label_column", "max_length", "noisy_val_rate"}),
+        pipeline="text-classification",
     ),
     IMAGE_CLASSIFICATION: TaskSpec(
         hyperparameters=HYPERPARAMETER_NAMES,
         metrics=tuple(name for name in METRIC_NAMES if not name.startswith("val_noisy_")),
-        data_keys=frozenset({"image_column"}),
+        data_keys=frozenset({"image_column", "label_column"}),
+        pipeline="image-classification",
+    ),
+    TEXT_GENERATION: TaskSpec(
+        hyperparameters=tuple(name for name in HYPERPARAMETER_NAMES if name not in ("image_augment", "class_balance", "augment_prob")),
+        metrics=GENERATION_METRICS,
+        data_keys=frozenset({"prompt_column", "response_column", "messages_column", "max_length", "max_new_tokens", "generation_samples"}),
+        pipeline="text-generation",
     ),
 }

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from trials import data as text_data, images
+from trials import data as text_data, images, text_generation
 from trials.augment import drop_and_swap_tokens
 from trials.hyperparameters import Hyperparameters
 from trials.lora import with_method
 from trials.model import load_classifier
-from trials.task_specs import IMAGE_CLASSIFICATION, TASK_SPECS, TEXT_CLASSIFICATION
+from trials.task_specs import IMAGE_CLASSIFICATION, TASK_SPECS, TEXT_CLASSIFICATION, TEXT_GENERATION
 
 
 class Batching(Protocol):
@@ -119,9 +119,53 @@ class ImageClassification:
         return images.collate(split, rows, transform)
 
 
+@dataclass(frozen=True)
+class TextGeneration:
+    """Prompt and response token ids in (tokenised once by the sweep), the next token out; the
+    loss counts response tokens only; length-bucketed, dynamically padded batches. Unlike the
+    classifiers it has its own ``loss`` and ``evaluate`` (loss, perplexity, generation scores)."""
+
+    model_path: str
+    pad_token_id: int
+    max_new_tokens: int = 32
+    generation_samples: int = 32
+
+    hyperparameters: ClassVar[tuple[str, ...]] = TASK_SPECS[TEXT_GENERATION].hyperparameters
+    metrics: ClassVar[tuple[str, ...]] = TASK_SPECS[TEXT_GENERATION].metrics
+    hidden_input: ClassVar[str] = "inputs_embeds"
+
+    @classmethod
+    def from_settings(cls, settings) -> "TextGeneration":
+        return cls(settings.model_path, settings.pad_token_id, settings.max_new_tokens, settings.generation_samples)
+
+    def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
+        return with_method(text_generation.load_causal_lm(self.model_path, hyperparameters.dropout), hyperparameters)
+
+    def train_batches(self, split, batch_size, rng, rows=None):
+        return text_data.train_batches(split, batch_size, rng, rows=rows)
+
+    def eval_batches(self, split, batch_size):
+        return text_data.eval_batches(split, batch_size)
+
+    def augmentation(self, hyperparameters, rng):
+        return None
+
+    def collate(self, split, rows, transform=None):
+        return text_generation.collate(split, rows, self.pad_token_id)
+
+    def loss(self, loss_fn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``loss_fn`` (cross-entropy, label smoothing included) applied to next-token predictions."""
+        return lambda logits, labels: text_generation.shifted_loss(logits, labels, loss_fn)
+
+    def evaluate(self, model: nn.Module, split, batch_size: int, device, precision=None) -> dict[str, float]:
+        return text_generation.evaluate(model, split, batch_size, self.pad_token_id, self.model_path, self.max_new_tokens,
+                                        self.generation_samples, device, precision)
+
+
 TASKS: dict[str, type[Task]] = {
     TEXT_CLASSIFICATION: TextClassification,
     IMAGE_CLASSIFICATION: ImageClassification,
+    TEXT_GENERATION: TextGeneration,
 }
 
 
