@@ -91,11 +91,14 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
         task = sweep.get("task")
         function = (sweep.get("trial") or {}).get("function")
         if function or (task and task != TEXT_CLASSIFICATION):
-            kind = f"its trials run trial.function {function}" if function else f"it is a {task} study"
-            raise ConfigError("STUDY", study_name, f"no registered model: {kind}; {ONLY_TEXT} (pass --model-uri for one)")
+            if function:
+                raise ConfigError("STUDY", study_name, f"no registered model: its trials run trial.function {function}; "
+                                                       f"{ONLY_TEXT} (pass --model-uri for one)")
+            raise ConfigError("STUDY", study_name, f"its task is {task}; {ONLY_TEXT}: load its registered model "
+                                                   "with mlflow.transformers.load_model('models:/NAME/VERSION') instead")
         if registered is None:
             raise ConfigError("STUDY", study_name, "the study has no registered model: set registered_model: NAME in the sweep file "
-                                                   "and run it (text classification only for now), or pass --model-uri")
+                                                   "and run it, or pass --model-uri")
         model_uri = f"models:/{registered}"
     is_registered = registered is not None and model_uri.rstrip("/") == f"models:/{registered}"
     name, version = _registered_name(model_uri)

@@ -68,9 +68,9 @@ def hand_made(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["nope"], "error: STUDY: 'nope' is invalid: no such study; studies here: bare, images, registered, unregistered"),
-    (["bare"], "error: STUDY: 'bare' is invalid: the study has no registered model: set registered_model: NAME in the sweep file and run it (text classification only for now), or pass --model-uri"),
+    (["bare"], "error: STUDY: 'bare' is invalid: the study has no registered model: set registered_model: NAME in the sweep file and run it, or pass --model-uri"),
     (["unregistered"], "the study has no registered model: set registered_model: NAME"),
-    (["images"], "error: STUDY: 'images' is invalid: no registered model: it is a image-classification study; hpo evaluate scores text-classification models only for now"),
+    (["images"], "error: STUDY: 'images' is invalid: its task is image-classification; hpo evaluate scores text-classification models only for now: load its registered model with mlflow.transformers.load_model"),
     (["registered", "--data", "{tmp}/absent.csv"], "error: --data: '{tmp}/absent.csv' is invalid: no such file"),
     (["registered", "--text-column", "body"], "error: --text-column: 'body' is invalid: column 'body' is not in the data; its columns are ['text', 'label']"),
     (["registered", "--mlflow", "sqlite:///{tmp}/absent-mlruns.db"], "is invalid: no MLflow database there; pass the sweep's storage.mlflow"),
