@@ -32,7 +32,8 @@ def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     parsed = make_url(url)
     if not _optuna_schema_ready(url):
         raise ConfigError("--db", mask(url), "no studies there yet (the database has no complete Optuna schema); run a sweep first")
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if parsed.get_backend_name() == "sqlite" else {})
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if parsed.get_backend_name() == "sqlite" else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)  # the schema is there; a reader never writes
 
 
 def _optuna_schema_ready(url: str) -> bool:
