@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -177,7 +177,14 @@ def train_batches(split_: EncodedSplit, batch_size: int, rng: np.random.Generato
         yield batches[index]
 
 
-def eval_batches(split_: EncodedSplit, batch_size: int) -> Iterator[np.ndarray]:
+class HasLengths(Protocol):
+    """A split of variable-length rows (EncodedSplit, HiddenStates, GenerationSplit)."""
+
+    @property
+    def lengths(self) -> np.ndarray: ...
+
+
+def eval_batches(split_: HasLengths, batch_size: int) -> Iterator[np.ndarray]:
     """Row indices of evaluation batches, sorted by length so padding is minimal."""
     order = np.argsort(split_.lengths, kind="stable")
     for start in range(0, len(order), batch_size):

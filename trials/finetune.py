@@ -38,6 +38,7 @@ from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP, WARMIN
 from trials.stopping import EarlyStopping
 from trials.task_specs import TaskName
 from trials.tasks import Batching, Task, task_for
+from trials.text_generation import GenerationSplit
 
 Report = Callable[..., None]
 """Receives one dict of metrics per evaluation (``evals_per_epoch`` per epoch; those within an
@@ -81,8 +82,8 @@ class TrialSettings:
 
 @dataclass(frozen=True)
 class TrialData:
-    train: EncodedSplit | ImageSplit | frozen_cache.HiddenStates
-    val: EncodedSplit | ImageSplit | frozen_cache.HiddenStates
+    train: EncodedSplit | ImageSplit | GenerationSplit | frozen_cache.HiddenStates
+    val: EncodedSplit | ImageSplit | GenerationSplit | frozen_cache.HiddenStates
     val_noisy: EncodedSplit | frozen_cache.HiddenStates | None = None  # the validation texts with typos, for the robustness metrics
     frozen: FrozenCache | None = None  # hidden states of these splits at the frozen layers' boundaries (trials.frozen_cache)
 

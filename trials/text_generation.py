@@ -13,7 +13,7 @@ import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ class PromptResponses:
 
     prompts: list[Any]  # str, or a list of {"role", "content"} messages
     responses: list[str]
-    labels: np.ndarray = field(default=None)  # type: ignore[assignment]
+    labels: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: all zeros, filled in by __post_init__
     label_names: list[str] = field(default_factory=lambda: ["response"])
 
     def __post_init__(self) -> None:
@@ -239,7 +239,8 @@ def generate(model: nn.Module, split: GenerationSplit, rows: np.ndarray, batch_s
             input_ids[position, width - len(prompt) :] = torch.from_numpy(prompt.astype(np.int64))
             attention_mask[position, width - len(prompt) :] = 1
         with autocast():
-            generated = model.generate(
+            # A causal LM (or its PEFT wrapper) has generate; nn.Module's __getattr__ is typed Tensor | Module.
+            generated = cast(Callable[..., torch.Tensor], model.generate)(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos_id,
             )
