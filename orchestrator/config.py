@@ -338,14 +338,15 @@ class SweepConfig(_Section):
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
+        data = self.task_data
         readers: dict[str, list[str]] = {}  # data keys this task does not read, and the tasks that do
         for name, spec in TASK_SPECS.items():
             for key in sorted(spec.data_keys - TASK_SPECS[self.task].data_keys):
                 readers.setdefault(key, []).append(name)
-        wrong = sorted(self.data.model_fields_set & set(readers))
+        wrong = sorted(data.model_fields_set & set(readers))
         if wrong:
             names = readers[wrong[0]]
-            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]),
+            raise ConfigError(f"data.{wrong[0]}", getattr(data, wrong[0]),
                               f"{' and '.join(names)} read{'s' if len(names) == 1 else ''} it, not {self.task}; remove it")
         task = TASK_SPECS[self.task]
         check_hyperparameters(self.search_space, task.hyperparameters)
@@ -357,7 +358,7 @@ class SweepConfig(_Section):
             if objective.mode != better:
                 raise ConfigError(field.removesuffix("metric") + "mode", objective.mode,
                                   f"{objective.metric} is better {'lower' if better == 'min' else 'higher'}; set mode: {better}")
-            if objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
+            if objective.metric.startswith("val_noisy_") and data.noisy_val_rate == 0:
                 raise ConfigError("objectives" if self.objectives else field, objective.metric,
                                   "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
 

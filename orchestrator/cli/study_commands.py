@@ -163,18 +163,19 @@ def report(
         page = render_report(loaded, mlflow_ui)
         out_path.write_text(page, encoding="utf-8")
         trials = loaded.get_trials(deepcopy=False)
+        plots = plot_names(loaded)
         summary = {
             "ok": True,
             "report": str(out_path),
             "study": study,
             "trials": len(trials),
             "states": dict(Counter(trial.state.name for trial in trials)),
-            "plots": plot_names(loaded),
+            "plots": plots,
             "bytes": len(page.encode()),
         }
         if _json_or(summary, as_json):
             return
-        out.print(f"wrote the report of {study} ({len(trials)} trials, {len(summary['plots'])} plots) to {out_path}", highlight=False)
+        out.print(f"wrote the report of {study} ({len(trials)} trials, {len(plots)} plots) to {out_path}", highlight=False)
 
 
 @app.command()

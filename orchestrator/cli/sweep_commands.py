@@ -58,12 +58,13 @@ def validate(
             summary["function"] = config.trial.function
             trains = f"function {config.trial.function}"
         else:
+            data, splits = prepared.task_data, prepared.task_splits
             summary.update(task=config.task, model=prepared.model_path, labels=prepared.label_names,
-                           train_size=len(prepared.data.train), val_size=len(prepared.data.val),
+                           train_size=len(data.train), val_size=len(data.val),
                            test_size=len(prepared.test) if prepared.test is not None else 0,
-                           splits=prepared.splits.origin, notes=list(prepared.splits.notes))
+                           splits=splits.origin, notes=list(splits.notes))
             trains = (f"{summary['train_size']} train / {summary['val_size']} val / {summary['test_size']} test examples "
-                      f"({prepared.splits.origin}), labels {', '.join(prepared.label_names)}")
+                      f"({splits.origin}), labels {', '.join(prepared.label_names)}")
         if as_json:
             print_json(summary)
             return
