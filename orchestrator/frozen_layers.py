@@ -19,7 +19,14 @@ from trials import frozen_cache
 from trials.entrypoint import release_accelerator_memory
 from trials.frozen_cache import FrozenCache
 from trials.hyperparameters import Hyperparameters
-from trials.model import FromBoundary, UnsplittableModelError, check_splittable, hidden_states_at, layer_count, pick_device
+from trials.model import (
+    FromBoundary,
+    UnsplittableModelError,
+    check_splittable,
+    hidden_states_at,
+    layer_count,
+    pick_device,
+)
 from trials.tasks import task_for
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from orchestrator.bundled import BundledNotFoundError, bundled_dataset, bundled_
 from orchestrator.config import SweepConfig
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.hyperparameter_checks import lora_targets_values
-from trials.augment import noisy_copies
 from orchestrator.splits import Splits, make_splits
+from trials.augment import noisy_copies
 from trials.data import DataError, EncodedSplit, encode, labelled_texts, read_table
 from trials.finetune import TrialData
 from trials.images import ImageSplit, images_in_folder, images_in_table, preprocess

@@ -23,11 +23,11 @@ from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
-from orchestrator.storage.ledger import Ledger
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import Outcome, classify
 from orchestrator.searcher import StudySearcher
+from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
@@ -253,7 +253,7 @@ class TrialRecorder(Callback):
                     f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason,
                     **({f"{TAG_PREFIX}micro_batch_size": record.micro_batch} if record.micro_batch is not None else {}),
                 },
-                metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values)) if outcome.values else None,
+                metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values, strict=True)) if outcome.values else None,
                 step=len(record.history),
             )
         if self.role == "search":  # the parent run's live story is the search's

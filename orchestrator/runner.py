@@ -16,26 +16,33 @@ import os
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import failpoints
-from orchestrator.config import SweepConfig
-from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
-from orchestrator.storage.db.schema_lock import schema_lock
+from orchestrator.config import SweepConfig
+from orchestrator.errors import StudyLockedError, SweepFailedError
+from orchestrator.exit_codes import ExitStatus
 from orchestrator.interrupt import GracefulStop
+from orchestrator.mlflow_summary import summarise
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
-from orchestrator.exit_codes import ExitStatus
 from orchestrator.result import SweepResult, summarize_study, sweep_result
 from orchestrator.secrets import mask
-from orchestrator.mlflow_summary import summarise
+from orchestrator.storage.db.schema_lock import schema_lock
 from orchestrator.storage.study import (
-    check_space_unchanged, check_splits_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, record_splits,
+    check_space_unchanged,
+    check_splits_unchanged,
+    enable_wal,
+    enqueue_points,
+    next_version_name,
+    open_storage,
+    open_study,
+    record_splits,
 )
 from orchestrator.targets import check_targets
 
@@ -148,9 +155,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
     from orchestrator.frozen_layers import with_frozen_cache
-    from orchestrator.storage.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
+    from orchestrator.storage.reconcile import reconcile
     from orchestrator.tracking import MlflowTracker, log_sweep_definition, start_sweep_run
     from orchestrator.tuning import fit
 
@@ -267,7 +274,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 f"{TAG_PREFIX}new_best": result.new_best,
                 **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
             },
-            metrics=(dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values))
+            metrics=(dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values, strict=True))
                      if result.best is not None and result.best.values is not None else None),
             step=sum(this_run.values()),
         )

@@ -10,8 +10,9 @@ import getpass
 import os
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, Metric, Param, RunTag

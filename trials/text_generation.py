@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -46,9 +47,9 @@ class PromptResponses:
     @property
     def texts(self) -> list[str]:
         """What identifies each row (the split digests and the train/test overlap check read it)."""
-        return [f"{_as_text(prompt)}\n{response}" for prompt, response in zip(self.prompts, self.responses)]
+        return [f"{_as_text(prompt)}\n{response}" for prompt, response in zip(self.prompts, self.responses, strict=True)]
 
-    def take(self, rows: np.ndarray) -> "PromptResponses":
+    def take(self, rows: np.ndarray) -> PromptResponses:
         return PromptResponses([self.prompts[i] for i in rows], [self.responses[i] for i in rows], self.labels[rows], self.label_names)
 
 
@@ -123,7 +124,7 @@ class GenerationSplit:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, rows: np.ndarray) -> "GenerationSplit":
+    def take(self, rows: np.ndarray) -> GenerationSplit:
         return GenerationSplit(*ragged_take(self.ids, self.offsets, rows), self.prompt_lengths[rows], self.labels[rows])
 
     def row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +141,7 @@ def encode_pairs(tokenizer, pairs: PromptResponses, max_length: int) -> Generati
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     chat = [not isinstance(prompt, str) for prompt in pairs.prompts]
     rows, prompt_lengths = [], []
-    for prompt, response, templated in zip(pairs.prompts, pairs.responses, chat):
+    for prompt, response, templated in zip(pairs.prompts, pairs.responses, chat, strict=True):
         # a chat template writes its own special tokens
         prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=not (templated and tokenizer.chat_template))["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
