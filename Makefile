@@ -1,13 +1,14 @@
-# Two commands for a fresh machine:
+# Commands for a fresh machine:
 #   make demo   installs everything into .venv and runs the demo sweep on the embedded defaults
 #   make test   installs everything into .venv and runs the test suite
+#   make lint   ruff (lint and import order) and mypy, configured in pyproject.toml
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # On machines without an NVIDIA GPU, pin the CPU build of torch; GPU machines keep their own torch.
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(BIN)/hpo: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check orchestrator trials tests bench examples
+	$(BIN)/mypy
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/overhead.py

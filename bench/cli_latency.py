@@ -114,11 +114,11 @@ def main() -> None:
                 runs["hpo"].append(timed_run("hpo", "orchestrator.cli", hpo_args, cwd))
                 if optuna_args is not None:
                     runs["optuna"].append(timed_run("optuna", "optuna.cli", optuna_args, cwd))
-            hpo_wall, hpo_cpu = (statistics.median(column) for column in zip(*runs["hpo"][1:]))
+            hpo_wall, hpo_cpu = (statistics.median(column) for column in zip(*runs["hpo"][1:], strict=True))
             if optuna_args is None:
                 table.add_row(f"hpo {hpo_command}", f"{hpo_wall:.2f}", f"{hpo_cpu:.2f}", "", "", "", "")
                 continue
-            optuna_wall, optuna_cpu = (statistics.median(column) for column in zip(*runs["optuna"][1:]))
+            optuna_wall, optuna_cpu = (statistics.median(column) for column in zip(*runs["optuna"][1:], strict=True))
             shown = " ".join("URL" if arg == url else arg for arg in optuna_args)
             table.add_row(f"hpo {hpo_command}", f"{hpo_wall:.2f}", f"{hpo_cpu:.2f}", f"optuna {shown}",
                           f"{optuna_wall:.2f}", f"{optuna_cpu:.2f}", f"{hpo_wall / optuna_wall:.2f}")

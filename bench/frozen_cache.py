@@ -77,7 +77,7 @@ def fixed_depth_arms(args, workdir: Path, console: Console) -> tuple[dict, str]:
             for mode in MODES:
                 reports: list[dict] = []
                 fine_tune(replace(settings, seed=seed, patience=None), Hyperparameters(unfreeze_depth=depth, **FIXED), data[mode],
-                          lambda metrics, **_: reports.append(metrics))
+                          lambda metrics, reports=reports, **_: reports.append(metrics))
                 per_epoch = sum(r["epoch_seconds"] for r in reports) / len(reports)
                 best = max(r["val_f1_macro"] for r in reports)
                 rows[depth, mode].append((per_epoch, best))

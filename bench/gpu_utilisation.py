@@ -60,7 +60,7 @@ class GpuSampler:
     def available(self) -> bool:
         return self._handle is not None
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         self.samples.clear()
         self._stop.clear()
         if self.available:

@@ -80,11 +80,10 @@ def run_arm(args, arm: str, prepared) -> dict:
     import optuna
     import peft  # noqa: F401 (its import costs about 140 MB resident: every arm pays it, so the peaks compare training)
 
-    from trials.finetune import Hyperparameters, fine_tune
-
     from orchestrator.registries import SAMPLERS, SamplerInputs
     from orchestrator.storage.study import startup_trials
     from orchestrator.tuning import trial_settings
+    from trials.finetune import Hyperparameters, fine_tune
 
     config = sweep_config(args, arm)
     space = config.search_space
@@ -97,7 +96,7 @@ def run_arm(args, arm: str, prepared) -> dict:
         trial = study.ask()
         params = space.sample(trial)
         reports: list[dict] = []
-        fine_tune(settings, Hyperparameters.from_mapping(params), prepared.data, lambda metrics, **_: reports.append(metrics))
+        fine_tune(settings, Hyperparameters.from_mapping(params), prepared.data, lambda metrics, reports=reports, **_: reports.append(metrics))
         best = max(report["val_f1_macro"] for report in reports)
         study.tell(trial, best)
         trials.append({"params": params, "best": best, "trainable": reports[-1]["trainable_params"],

@@ -24,9 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
-from transformers.utils import logging as transformers_logging  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from bench.padded_loop import padded_fine_tune  # noqa: E402
 from orchestrator.config import parse_sweep  # noqa: E402
@@ -145,10 +145,10 @@ def main() -> None:
     for arm in args.arms:
         if arm == "bare-padded":
             settings = settings_for(prepared, CORES)
-            record(arm, *run_bare(base, params, lambda p: padded_fine_tune(settings, Hyperparameters.from_mapping(p), texts, args.max_length)), args.trials)
+            record(arm, *run_bare(base, params, lambda p, settings=settings: padded_fine_tune(settings, Hyperparameters.from_mapping(p), texts, args.max_length)), args.trials)
         elif arm == "bare-ours":
             settings = settings_for(prepared, CORES)
-            record(arm, *run_bare(base, params, lambda p: _best_of(fine_tune(settings, Hyperparameters.from_mapping(p), prepared.data, _collect()))), args.trials)
+            record(arm, *run_bare(base, params, lambda p, settings=settings: _best_of(fine_tune(settings, Hyperparameters.from_mapping(p), prepared.data, _collect()))), args.trials)
         elif arm == "hpo-seq":
             record(arm, *run_hpo(sweep_config(args, workdir, "hpo-seq", 1, CORES, args.trials), params, prepared), args.trials)
         elif arm == "hpo-demo":

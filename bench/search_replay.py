@@ -255,7 +255,7 @@ def _replay_top_quarter(table: CurveTable, arm: Arm, seed: int, budget: float, t
         study.tell(trial, score)  # the sampler learns from one-epoch scores
         first.append((score, config_id, training_seed))
     spent, reached_at, best, chosen = float(n), None, -math.inf, None
-    for score, config_id, training_seed in sorted(first, reverse=True)[: max(1, n // 4)]:
+    for _score, config_id, training_seed in sorted(first, reverse=True)[: max(1, n // 4)]:
         spent += table.max_epochs - 1
         value = table.value(config_id, training_seed)
         if value > best:

@@ -24,11 +24,11 @@ from optuna.trial import create_trial  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from orchestrator.storage import db  # noqa: E402
 from orchestrator.config import load_sweep  # noqa: E402
-from orchestrator.storage.ledger import Ledger  # noqa: E402
 from orchestrator.search_space import PRESET_DIR, SearchSpace, read_yaml_mapping  # noqa: E402
 from orchestrator.searcher import StudySearcher  # noqa: E402
+from orchestrator.storage import db  # noqa: E402
+from orchestrator.storage.ledger import Ledger  # noqa: E402
 from orchestrator.storage.study import open_storage  # noqa: E402
 
 

@@ -50,7 +50,7 @@ class Answer:
         return {key: value for key, value in self.__dict__.items() if key != "notes"}
 
     @classmethod
-    def from_dict(cls, stored: dict) -> "Answer":
+    def from_dict(cls, stored: dict) -> Answer:
         return cls(**{key: value for key, value in stored.items() if key in cls.__dataclass_fields__})
 
 

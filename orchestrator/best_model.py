@@ -16,8 +16,12 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.mlflow_tags import TAG_PREFIX
+
+if TYPE_CHECKING:
+    from trials.task_specs import TaskName
 
 INPUT_EXAMPLE = ["what a great day", "this is the worst service ever"]
 INPUT_EXAMPLES = {"text-classification": INPUT_EXAMPLE, "text-generation": ["Write a short greeting."]}
@@ -37,7 +41,7 @@ class KeptModel:
 
 
 def register_best_model(kept: KeptModel, model_path: str, label_names: list[str], tracking_uri: str,
-                        registered_name: str, tags: dict[str, str], task: str = "text-classification", pad_token_id: int = 0) -> str:
+                        registered_name: str, tags: dict[str, str], task: TaskName = "text-classification", pad_token_id: int = 0) -> str:
     """Log the kept model on its trial's run and register it under ``registered_name``; return the new version."""
     import mlflow
     from mlflow import MlflowClient
@@ -79,11 +83,13 @@ def _pipeline(serving: str, model, model_path: str):
     from transformers import AutoImageProcessor, AutoTokenizer, pipeline
 
     if serving == "image-classification":
-        return pipeline(serving, model=model, image_processor=AutoImageProcessor.from_pretrained(model_path), device="cpu")
+        return pipeline("image-classification", model=model, image_processor=AutoImageProcessor.from_pretrained(model_path), device="cpu")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if serving == "text-generation" and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return pipeline(serving, model=model, tokenizer=tokenizer, device="cpu")
+    # transformers types pipeline() as one overload per literal task name (none takes a str variable), and
+    # AutoTokenizer's return type is not among the tokenizer types those overloads accept.
+    return pipeline(serving, model=model, tokenizer=tokenizer, device="cpu")  # type: ignore[call-overload]
 
 
 def _requirements() -> list[str]:

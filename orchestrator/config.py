@@ -20,7 +20,13 @@ from orchestrator.hyperparameter_checks import check_hyperparameters, check_poin
 from orchestrator.paths import DatabaseURL, LocalPath, ModelReference, base_dir_of
 from orchestrator.registries import SAMPLERS, SCHEDULERS, NotAGrid, SamplerName, SchedulerName, check_known, grid_points
 from orchestrator.search_space import (
-    CategoricalParam, SearchSpace, numeric_text, presets, read_yaml_mapping, resolve_reference, yaml_reads_as_text,
+    CategoricalParam,
+    SearchSpace,
+    numeric_text,
+    presets,
+    read_yaml_mapping,
+    resolve_reference,
+    yaml_reads_as_text,
 )
 from orchestrator.secrets import remember_substitutions, remember_url
 from trials.hyperparameters import DOMAINS
@@ -69,7 +75,7 @@ class DataConfig(_Section):
     generation_samples: int = Field(32, ge=1)  # validation prompts (a fixed sample) generated from every epoch
 
     @model_validator(mode="after")
-    def _one_way_to_split(self) -> "DataConfig":
+    def _one_way_to_split(self) -> DataConfig:
         if self.split_column is not None and (self.validation is not None or self.test is not None):
             raise ConfigError("data.split_column", self.split_column, "give either a split column or validation/test files, not both")
         return self
@@ -277,7 +283,7 @@ class SweepConfig(_Section):
         return self.trial.function is not None
 
     @model_validator(mode="after")
-    def _numbers_are_numbers(self) -> "SweepConfig":
+    def _numbers_are_numbers(self) -> SweepConfig:
         """A number YAML read as text (``1e-4``: no dot, no signed exponent) is refused as a fixed
         value or a choice of any parameter, whatever the trials run: nobody means it as a word."""
         def whole(name: str) -> bool:  # a built-in hyperparameter that takes whole numbers: 3e1 is written 30
@@ -295,7 +301,7 @@ class SweepConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _fits_the_trainable(self) -> "SweepConfig":
+    def _fits_the_trainable(self) -> SweepConfig:
         """A built-in task needs a model and data, and knows its hyperparameters and metrics; a
         training function of your own loads its own and may report metrics of any name."""
         if self.user_function:
@@ -305,14 +311,14 @@ class SweepConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _precision_fits_the_resources(self) -> "SweepConfig":
+    def _precision_fits_the_resources(self) -> SweepConfig:
         if self.trial.precision in ("bf16", "fp16") and self.resources.gpu == 0:
             raise ConfigError("trial.precision", self.trial.precision,
                               "it autocasts on CUDA GPUs and these trials run on CPU (resources.gpu: 0); use auto or fp32, or ask for resources.gpu")
         return self
 
     @model_validator(mode="after")
-    def _registrable(self) -> "SweepConfig":
+    def _registrable(self) -> SweepConfig:
         if self.registered_model is not None and self.user_function:
             raise ConfigError("registered_model", self.registered_model,
                               "built-in tasks' models are registered, not trial.function's; remove it and log the model from the function")
@@ -338,14 +344,15 @@ class SweepConfig(_Section):
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(key, MISSING, "this key is required; add it (or set trial.function to train with a function of your own)")
+        data = self.task_data
         readers: dict[str, list[str]] = {}  # data keys this task does not read, and the tasks that do
         for name, spec in TASK_SPECS.items():
             for key in sorted(spec.data_keys - TASK_SPECS[self.task].data_keys):
                 readers.setdefault(key, []).append(name)
-        wrong = sorted(self.data.model_fields_set & set(readers))
+        wrong = sorted(data.model_fields_set & set(readers))
         if wrong:
             names = readers[wrong[0]]
-            raise ConfigError(f"data.{wrong[0]}", getattr(self.data, wrong[0]),
+            raise ConfigError(f"data.{wrong[0]}", getattr(data, wrong[0]),
                               f"{' and '.join(names)} read{'s' if len(names) == 1 else ''} it, not {self.task}; remove it")
         task = TASK_SPECS[self.task]
         check_hyperparameters(self.search_space, task.hyperparameters)
@@ -357,12 +364,12 @@ class SweepConfig(_Section):
             if objective.mode != better:
                 raise ConfigError(field.removesuffix("metric") + "mode", objective.mode,
                                   f"{objective.metric} is better {'lower' if better == 'min' else 'higher'}; set mode: {better}")
-            if objective.metric.startswith("val_noisy_") and self.data.noisy_val_rate == 0:
+            if objective.metric.startswith("val_noisy_") and data.noisy_val_rate == 0:
                 raise ConfigError("objectives" if self.objectives else field, objective.metric,
                                   "it is measured on noisy validation texts; set data.noisy_val_rate (e.g. 0.05)")
 
     @model_validator(mode="after")
-    def _objectives_fit_the_search(self) -> "SweepConfig":
+    def _objectives_fit_the_search(self) -> SweepConfig:
         metrics = [objective.metric for objective in self.objective_list]
         if len(set(metrics)) != len(metrics):
             raise ConfigError("objectives", metrics, "each metric may appear once")
@@ -377,7 +384,7 @@ class SweepConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _fits_search_space(self) -> "SweepConfig":
+    def _fits_search_space(self) -> SweepConfig:
         check_points(self.search_space, self.seed_trials, "seed_trials")
         if self.sampler.name == "grid":
             try:
@@ -391,7 +398,9 @@ class SweepConfig(_Section):
 
 def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:
     """Validate a parsed sweep mapping; raise :class:`ConfigError` on the first problem."""
-    from orchestrator.config_errors import config_error_from  # not at the top: it imports this module, whose models it walks
+    from orchestrator.config_errors import (
+        config_error_from,  # not at the top: it imports this module, whose models it walks
+    )
 
     if not isinstance(raw, dict):
         raise ConfigError("<sweep file>", raw, "the file must be a YAML mapping of sections (name, model, data, ...)")

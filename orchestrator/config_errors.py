@@ -20,7 +20,6 @@ from orchestrator.config import NAME_PATTERN, REGISTERED_MODEL_PATTERN, SweepCon
 from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
 from orchestrator.search_space import numeric_text, yaml_reads_as_text
 
-
 _NOISE = {"params", "float", "int", "categorical", "function-after", "function-before", "function-wrap"}
 
 # Plain advice for pydantic's error types, instead of its wording; the names in braces come from

@@ -7,15 +7,21 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from orchestrator.confirm import SEED_PARAM, confirmation_seeds, confirmation_study_name, open_confirmation_study, queue_confirmations
+from orchestrator.confirm import (
+    SEED_PARAM,
+    confirmation_seeds,
+    confirmation_study_name,
+    open_confirmation_study,
+    queue_confirmations,
+)
 
 
 class Confirmation:
     def __init__(self, config, prepared, study, ledger, tracker, parent_run_id: str, deadline, dataset_inputs: tuple = ()) -> None:
-        from orchestrator.storage.ledger import Ledger
-        from orchestrator.storage.reconcile import reconcile
         from orchestrator.recorder import TrialRecorder
         from orchestrator.searcher import StudySearcher
+        from orchestrator.storage.ledger import Ledger
+        from orchestrator.storage.reconcile import reconcile
 
         self.config, self.prepared, self.deadline, self.search = config, prepared, deadline, study
         self.study = open_confirmation_study(study, config.sampler.seed)

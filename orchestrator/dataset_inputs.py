@@ -9,8 +9,8 @@ train and validation only, as no trial ever sees the test split.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -49,6 +49,7 @@ def _schema(config) -> str | None:
     """The columns a sweep reads, in MLflow's column-spec form (the UI shows it); None for a folder of images."""
     from orchestrator.prepare import _columns
 
+    names: Iterable[str]
     if config.task == "image-classification":
         if Path(config.data.source).expanduser().is_dir():
             return None  # one subfolder of images per class: no columns

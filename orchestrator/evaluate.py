@@ -75,8 +75,8 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
                   text_column: str | None = None, label_column: str | None = None, batch_size: int = 32,
                   max_length: int | None = None, device: str = "cpu") -> Evaluation:
     """Score the study's registered model (or ``model_uri``) on the labelled file ``data``."""
-    from orchestrator.storage import queries
     from orchestrator.answer import stored_answer
+    from orchestrator.storage import queries
 
     path = Path(data)
     if not path.is_file():

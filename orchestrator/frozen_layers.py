@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,14 +19,24 @@ from trials import frozen_cache
 from trials.entrypoint import release_accelerator_memory
 from trials.frozen_cache import FrozenCache
 from trials.hyperparameters import Hyperparameters
-from trials.model import FromBoundary, UnsplittableModelError, check_splittable, hidden_states_at, layer_count, pick_device
+from trials.model import (
+    FromBoundary,
+    UnsplittableModelError,
+    check_splittable,
+    hidden_states_at,
+    layer_count,
+    pick_device,
+)
 from trials.tasks import task_for
+
+if TYPE_CHECKING:
+    from orchestrator.prepare import PreparedSweep
 
 _CHECK_ROWS = 8  # validation rows run both ways to check a split model
 _TOLERANCE = 1e-3  # of the largest logit: float32 sums in a different order differ by far less
 
 
-def with_frozen_cache(prepared) -> tuple[object, str | None]:
+def with_frozen_cache(prepared: PreparedSweep) -> tuple[PreparedSweep, str | None]:
     """``prepared`` with its trials' data carrying the frozen-layer cache (or why there is none),
     and a one-line note for the user when the cache was wanted but could not be used."""
     config = prepared.config
@@ -34,7 +45,7 @@ def with_frozen_cache(prepared) -> tuple[object, str | None]:
     with _quiet_transformers():
         cache, note = _cache_for(prepared)
     release_accelerator_memory()  # the driver's copy of the model: trials share its GPU
-    return replace(prepared, data=replace(prepared.data, frozen=cache)), note
+    return replace(prepared, data=replace(prepared.task_data, frozen=cache)), note
 
 
 @contextmanager

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ray.tune import Stopper
 
@@ -37,7 +37,7 @@ class GracefulStop(Stopper):
         self.signal_name = signal.Signals(number).name
 
     @contextmanager
-    def installed(self) -> Iterator["GracefulStop"]:
+    def installed(self) -> Iterator[GracefulStop]:
         """Route SIGINT and SIGTERM to this stopper while the block runs (main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             yield self

@@ -58,7 +58,6 @@ def study_state(study_db: str | None, study: str) -> dict:
     from optuna.trial import TrialState
 
     from orchestrator.storage import queries
-
     from orchestrator.storage.study import sqlite_file
 
     database_file = sqlite_file(expanded)

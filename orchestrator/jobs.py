@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import time
 import urllib.parse
-from typing import Callable, TypeGuard
+from collections.abc import Callable
+from typing import TypeGuard
 
 from orchestrator.errors import ConfigError, ExitCode, HpoError
 from orchestrator.secrets import mask
@@ -65,9 +66,9 @@ def check_job_server_address(address: str, field: str) -> None:
 def connect(address: str, debug: bool = False):
     """Ray's job client for ``address``, sending this machine's Ray auth token when it has one; Ray's
     own log lines (token mode, package uploads) only with ``debug``."""
-    from orchestrator.ray_session import _use_ray_auth_token_if_any
-
     from ray.job_submission import JobSubmissionClient
+
+    from orchestrator.ray_session import _use_ray_auth_token_if_any
 
     quiet_ray(debug)
     _use_ray_auth_token_if_any()

@@ -15,13 +15,14 @@ from orchestrator.bundled import BundledNotFoundError, bundled_dataset, bundled_
 from orchestrator.config import SweepConfig
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.hyperparameter_checks import lora_targets_values
-from trials.augment import noisy_copies
 from orchestrator.splits import Splits, make_splits
+from trials.augment import noisy_copies
 from trials.data import DataError, EncodedSplit, encode, labelled_texts, read_table
 from trials.finetune import TrialData
 from trials.images import ImageSplit, images_in_folder, images_in_table, preprocess
 from trials.metrics import majority_baseline
 from trials.model import LayerStackNotFoundError, layer_count
+from trials.text_generation import GenerationSplit
 from trials.user_function import FunctionRef, UserFunctionError
 
 
@@ -34,8 +35,22 @@ class PreparedSweep:
     data: TrialData | None
     baseline: dict[str, float]
     function: FunctionRef | None = None
-    test: EncodedSplit | ImageSplit | None = None  # stays on the driver: no trial ever gets it
+    test: EncodedSplit | ImageSplit | GenerationSplit | None = None  # stays on the driver: no trial ever gets it
     splits: Splits | None = None
+
+    @property
+    def task_data(self) -> TrialData:
+        """``data``, which every built-in task prepares (only trial.function leaves it None)."""
+        if self.data is None:
+            raise RuntimeError("no prepared data: the trials run trial.function, which loads its own")
+        return self.data
+
+    @property
+    def task_splits(self) -> Splits:
+        """``splits``, which every built-in task makes (only trial.function leaves it None)."""
+        if self.splits is None:
+            raise RuntimeError("no splits: the trials run trial.function, which loads its own data")
+        return self.splits
 
 
 _RELATIVE = "relative paths start at the sweep file's folder"  # config.py made them absolute
@@ -314,7 +329,7 @@ def _image_data(config: SweepConfig, model_path: str) -> tuple[TrialData, ImageS
 def _generation_readers(config: SweepConfig) -> dict:
     from trials.text_generation import prompt_responses
 
-    data = config.data
+    data = config.task_data
 
     def from_frame(frame, field, source, min_classes):
         try:
@@ -346,7 +361,7 @@ def _generation_data(config: SweepConfig, model_path: str):
     if tokenizer.eos_token_id is None:
         raise ConfigError("model", config.model, "its tokenizer has no end-of-sequence token, so generations cannot end; set eos_token and save the tokenizer again")
     splits = make_splits(config.data, **_generation_readers(config))
-    max_length = config.data.max_length
+    max_length = config.task_data.max_length
     data = TrialData(train=encode_pairs(tokenizer, splits.train, max_length), val=encode_pairs(tokenizer, splits.validation, max_length))
     test = encode_pairs(tokenizer, splits.test, max_length) if splits.test is not None else None
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

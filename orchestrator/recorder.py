@@ -23,16 +23,16 @@ from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
-from orchestrator.storage.ledger import Ledger
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import Outcome, classify
 from orchestrator.searcher import StudySearcher
+from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE
-from trials.objective import is_better
+from trials.objective import Mode, is_better
 from trials.result_keys import BOOKKEEPING, EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
 
 # Keys of a result that are not metrics: Ray Tune's bookkeeping, the trial's position and flags
@@ -89,9 +89,16 @@ class TrialRecord:
     outcome: Outcome | None = None  # its one classification, once it ended
     finished: int | None = None  # how many trials had ended before it (the order of ``outcomes``)
 
+    @property
+    def started_run_id(self) -> str:
+        """``run_id`` of a trial that started: its results and restarts come after on_trial_start opened its run."""
+        if self.run_id is None:
+            raise RuntimeError("a result arrived for a trial whose MLflow run was never started")
+        return self.run_id
+
 
 class TrialRecorder(Callback):
-    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: str, ledger: Ledger, resources,
+    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: Mode, ledger: Ledger, resources,
                  other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = "search",
                  dataset_inputs: tuple = ()) -> None:
         self.searcher = searcher
@@ -127,8 +134,10 @@ class TrialRecorder(Callback):
     @property
     def outcomes(self) -> dict[str, Outcome]:
         """Ray trial id -> outcome of each trial that ended, in the order they ended."""
-        ended = [(trial_id, record) for trial_id, record in self.trials.items() if record.outcome is not None]
-        return {trial_id: record.outcome for trial_id, record in sorted(ended, key=lambda item: item[1].finished)}
+        # outcome and finished are set together (_record)
+        ended = [(record.finished, trial_id, record.outcome) for trial_id, record in self.trials.items()
+                 if record.outcome is not None and record.finished is not None]
+        return {trial_id: outcome for _, trial_id, outcome in sorted(ended, key=lambda item: item[0])}
 
     @property
     def kept(self) -> KeptModel | None:
@@ -182,11 +191,11 @@ class TrialRecorder(Callback):
             reported.add(step)
             if value is not None and not self.other_objectives:
                 optuna_trial.report(value, step)
-            self.tracker.log_metrics(record.run_id, metrics, step)
+            self.tracker.log_metrics(record.started_run_id, metrics, step)
         cache_use = result.get(FROZEN_CACHE)
         if cache_use is not None and cache_use != record.frozen_cache:
             record.frozen_cache = cache_use
-            self.tracker.set_tags(record.run_id, {f"{TAG_PREFIX}frozen_cache": cache_use})
+            self.tracker.set_tags(record.started_run_id, {f"{TAG_PREFIX}frozen_cache": cache_use})
         micro = result.get("micro_batch_size")
         if micro is not None and micro != (record.micro_batch if record.micro_batch is not None else trial.config.get("batch_size")):
             record.micro_batch = int(micro)  # out-of-memory retries shrank it
@@ -244,7 +253,7 @@ class TrialRecorder(Callback):
                     f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason,
                     **({f"{TAG_PREFIX}micro_batch_size": record.micro_batch} if record.micro_batch is not None else {}),
                 },
-                metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values)) if outcome.values else None,
+                metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values, strict=True)) if outcome.values else None,
                 step=len(record.history),
             )
         if self.role == "search":  # the parent run's live story is the search's
@@ -254,7 +263,7 @@ class TrialRecorder(Callback):
     def _keep_if_new_best(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> bool:
         """Keep the best-epoch parameters of a trial that is the best of its group (a search trial:
         beat the study's best); free the previous best's."""
-        if not self.keep_best_model or outcome.state != optuna.trial.TrialState.COMPLETE:
+        if not self.keep_best_model or outcome.state != optuna.trial.TrialState.COMPLETE or outcome.value is None:
             return False
         group = optuna_trial.user_attrs.get(CONFIRMS)
         previous = self.kept_models.get(group)
@@ -284,7 +293,7 @@ class TrialRecorder(Callback):
         if self._beats_best(outcome.value):
             self.best = outcome.value
         counts = Counter(o.state.name for o in self.outcomes.values())
-        metrics = {f"trials_{state.lower()}": counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")}
+        metrics: dict[str, float] = {f"trials_{state.lower()}": counts.get(state, 0) for state in ("COMPLETE", "PRUNED", "FAIL")}
         if self.best is not None:
             metrics[f"best_{self.metric}"] = self.best
         self.tracker.log_metrics(self.parent_run_id, metrics, step=len(self.outcomes))

@@ -33,7 +33,7 @@ class TrialSummary:
     values: list[float] | None = None  # every objective, primary first
 
     @classmethod
-    def of(cls, trial: optuna.trial.FrozenTrial) -> "TrialSummary":
+    def of(cls, trial: optuna.trial.FrozenTrial) -> TrialSummary:
         duration = trial.duration.total_seconds() if trial.duration else None
         return cls(
             trial.number, trial.state.name, primary_value(trial), dict(trial.params), duration,

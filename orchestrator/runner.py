@@ -16,26 +16,33 @@ import os
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from orchestrator import failpoints
-from orchestrator.config import SweepConfig
-from orchestrator.errors import ConfigError, StudyLockedError, SweepFailedError
 from orchestrator.budget import Deadline
-from orchestrator.storage.db.schema_lock import schema_lock
+from orchestrator.config import SweepConfig
+from orchestrator.errors import StudyLockedError, SweepFailedError
+from orchestrator.exit_codes import ExitStatus
 from orchestrator.interrupt import GracefulStop
+from orchestrator.mlflow_summary import summarise
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
-from orchestrator.exit_codes import ExitStatus
 from orchestrator.result import SweepResult, summarize_study, sweep_result
 from orchestrator.secrets import mask
-from orchestrator.mlflow_summary import summarise
+from orchestrator.storage.db.schema_lock import schema_lock
 from orchestrator.storage.study import (
-    check_space_unchanged, check_splits_unchanged, enable_wal, enqueue_points, next_version_name, open_storage, open_study, record_splits,
+    check_space_unchanged,
+    check_splits_unchanged,
+    enable_wal,
+    enqueue_points,
+    next_version_name,
+    open_storage,
+    open_study,
+    record_splits,
 )
 from orchestrator.targets import check_targets
 
@@ -148,9 +155,9 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
     from orchestrator.frozen_layers import with_frozen_cache
-    from orchestrator.storage.reconcile import reconcile
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
+    from orchestrator.storage.reconcile import reconcile
     from orchestrator.tracking import MlflowTracker, log_sweep_definition, start_sweep_run
     from orchestrator.tuning import fit
 
@@ -183,14 +190,14 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         n_trials = min(n_trials, options.total_trials - finished) if options.n_trials else options.total_trials - finished
         if n_trials <= 0:
-            reason = f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
+            enough = f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
             if not (config.confirm.top_k and confirmations_pending(study, config)):
-                ledger.end_invocation("ok", reason)
+                ledger.end_invocation("ok", enough)
                 return sweep_result(
                     config, prepared, study, this_run={}, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
-                    parent_run_id=None, invocation_id=ledger.invocation_id, exit_status=ExitStatus.OK, notes=[*notes, reason],
+                    parent_run_id=None, invocation_id=ledger.invocation_id, exit_status=ExitStatus.OK, notes=[*notes, enough],
                 )
-            notes.append(f"{reason}: only the confirmation runs it still owes run now")
+            notes.append(f"{enough}: only the confirmation runs it still owes run now")
             n_trials = 0
     prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
     notes += [cache_note] if cache_note else []
@@ -214,7 +221,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             callback.attach(recorder, n_trials, prepared)
     stop = GracefulStop()
     confirmation: Confirmation | None = None
-    exit_status, reason = ExitStatus.FAILED, None
+    exit_status: ExitStatus = ExitStatus.FAILED
+    reason: str | None = None
     failpoints.reached("before-first-trial")
     try:
         with stop.installed():
@@ -266,7 +274,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
                 f"{TAG_PREFIX}new_best": result.new_best,
                 **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
             },
-            metrics=dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values)) if result.best is not None else None,
+            metrics=(dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values, strict=True))
+                     if result.best is not None and result.best.values is not None else None),
             step=sum(this_run.values()),
         )
         ledger.end_invocation(exit_status, reason)

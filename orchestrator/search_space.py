@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import optuna.distributions as od
 import yaml
@@ -84,7 +84,7 @@ class ValueRange(BaseModel):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-Condition = Union[list[Union[bool, int, float, str, None]], ValueRange]
+Condition = list[bool | int | float | str | None] | ValueRange
 
 
 def _holds(condition: Condition, value: Any) -> bool:
@@ -122,7 +122,7 @@ class FloatParam(_Param):
     _numbers = field_validator("low", "high", "step", mode="before")(_refuse_numeric_text)
 
     @model_validator(mode="after")
-    def _check(self) -> "FloatParam":
+    def _check(self) -> FloatParam:
         _check_range(self.low, self.high, self.log, self.step)
         return self
 
@@ -140,7 +140,7 @@ class IntParam(_Param):
     _numbers = field_validator("low", "high", "step", mode="before")(_refuse_whole_numeric_text)
 
     @model_validator(mode="after")
-    def _check(self) -> "IntParam":
+    def _check(self) -> IntParam:
         _check_range(self.low, self.high, self.log, None if self.step == 1 else self.step)
         if self.step < 1:
             raise ValueError(f"step must be at least 1, got {self.step}")
@@ -152,10 +152,10 @@ class IntParam(_Param):
 
 class CategoricalParam(_Param):
     type: Literal["categorical"]
-    choices: list[Union[bool, int, float, str, None]]
+    choices: list[bool | int | float | str | None]
 
     @model_validator(mode="after")
-    def _check(self) -> "CategoricalParam":
+    def _check(self) -> CategoricalParam:
         if not self.choices:
             raise ValueError("choices is empty; list at least one value")
         if len(set(map(repr, self.choices))) != len(self.choices):
@@ -166,8 +166,8 @@ class CategoricalParam(_Param):
         return od.CategoricalDistribution(self.choices)
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
-Fixed = Union[bool, int, float, str, None]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+Fixed = bool | int | float | str | None
 
 
 def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
@@ -202,13 +202,13 @@ class SearchSpace(BaseModel):
         return {"params": params, "fixed": fixed}
 
     @model_validator(mode="after")
-    def _searches_something(self) -> "SearchSpace":
+    def _searches_something(self) -> SearchSpace:
         if not self.params:
             raise ValueError("the search space searches nothing; give at least one parameter a type")
         return self
 
     @model_validator(mode="after")
-    def _conditions_name_searched_parameters(self) -> "SearchSpace":
+    def _conditions_name_searched_parameters(self) -> SearchSpace:
         for name, param in self.params.items():
             for parent in (param.when or {}):
                 if parent == name:

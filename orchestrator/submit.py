@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from orchestrator import jobs
 from orchestrator.bundled import is_bundled

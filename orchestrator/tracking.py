@@ -10,8 +10,9 @@ import getpass
 import os
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
@@ -53,8 +54,8 @@ class MlflowTracker:
             location = artifact_root.resolve().as_uri() if artifact_root is not None and not remote else None
             self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
 
-    def start_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
-        all_tags = {MLFLOW_RUN_NAME: name, **tags}
+    def start_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
+        all_tags: dict[str, object] = {MLFLOW_RUN_NAME: name, **tags}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: mask(str(v)) for k, v in all_tags.items()})
@@ -183,19 +184,20 @@ def sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) ->
     if config.user_function:
         inputs: dict[str, object] = {"trial.function": config.trial.function}
     else:
+        data = prepared.task_data
         inputs = {
             "task": config.task,
             "model": config.model,
-            "data.source": config.data.source,
-            "data.train_size": len(prepared.data.train),
-            "data.val_size": len(prepared.data.val),
+            "data.source": config.task_data.source,
+            "data.train_size": len(data.train),
+            "data.val_size": len(data.val),
             "data.test_size": len(prepared.test) if prepared.test is not None else 0,
-            "data.splits": prepared.splits.origin,
+            "data.splits": prepared.task_splits.origin,
             "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
-            "trial.cache_frozen": prepared.data.frozen.summary() if prepared.data.frozen is not None else config.trial.cache_frozen,
+            "trial.cache_frozen": data.frozen.summary() if data.frozen is not None else config.trial.cache_frozen,
         }
         if config.task == "text-classification":
-            inputs["data.max_length"] = config.data.max_length
+            inputs["data.max_length"] = config.task_data.max_length
     params = {
         **inputs,
         "objective": ", ".join(f"{objective.mode} {objective.metric}" for objective in config.objective_list),

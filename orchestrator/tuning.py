@@ -5,8 +5,8 @@ invocation makes one for the search and, with ``confirm``, one for the confirmat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.registries import SCHEDULERS
 from orchestrator.resources import ray_request

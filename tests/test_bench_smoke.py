@@ -42,8 +42,9 @@ def test_selection_bias_benchmark_smoke_run_answers_both_arms():
     sys.path.insert(0, str(ROOT))
     from argparse import Namespace
 
-    from bench.selection_bias import table
     from rich.console import Console
+
+    from bench.selection_bias import table
 
     console = Console(width=200, record=True)
     console.print(table(report["rows"], report["mean"], Namespace(**report["settings"])))

@@ -9,9 +9,9 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 

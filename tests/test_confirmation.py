@@ -15,10 +15,10 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import described_inputs, make_rows, mlflow_runs
 from optuna.trial import TrialState
 from ray import cloudpickle
 
-from conftest import described_inputs, make_rows, mlflow_runs
 from orchestrator.answer import stored_answer
 from orchestrator.api import load_sweep
 from orchestrator.confirm import CONFIRMS, SEED_PARAM, confirmation_study_name

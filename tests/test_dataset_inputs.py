@@ -4,21 +4,16 @@ run was trained and scored on."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
-
 from conftest import described_inputs, make_rows
+
 from orchestrator.api import load_sweep
 from orchestrator.config import parse_sweep
 from orchestrator.dataset_inputs import dataset_inputs, log_dataset_inputs
 from orchestrator.prepare import prepare
-
-
-
 
 
 def test_each_split_is_described_by_its_source_digest_rows_and_columns(write_sweep, tiny_csv):

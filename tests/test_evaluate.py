@@ -175,7 +175,7 @@ def _independent_scores(mlflow_db: Path, data: Path) -> tuple[dict, dict, int]:
         "f1_macro": f1_score(truth, predicted, average="macro", zero_division=0),
     }
     labels = sorted(set(truth))
-    per_class = dict(zip(labels, f1_score(truth, predicted, labels=labels, average=None, zero_division=0)))
+    per_class = dict(zip(labels, f1_score(truth, predicted, labels=labels, average=None, zero_division=0), strict=True))
     return metrics, per_class, len(frame)
 
 

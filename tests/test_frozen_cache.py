@@ -50,7 +50,7 @@ def test_cached_and_uncached_trials_score_the_same_at_dropout_0(text, depth):
     hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=depth, dropout=0.0, class_balance="oversample")
     plain, fast = _run(settings, hyperparameters, data), _run(settings, hyperparameters, cached)
     assert plain[-1]["frozen_cache"].startswith("off:") and fast[-1]["frozen_cache"] == f"on: the bottom {2 - depth} of 2 layers from the cache"
-    for before, after in zip(plain, fast):
+    for before, after in zip(plain, fast, strict=True):
         assert _scores(after) == pytest.approx(_scores(before), **SAME)
     assert {"val_noisy_f1_macro", "val_f1_class.positive"} <= set(fast[-1])
 
@@ -61,7 +61,7 @@ def test_sub_epoch_evaluations_score_the_quick_subset_from_the_cache(text):
     hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=0, dropout=0.0)
     plain, fast = _run(settings, hyperparameters, data), _run(settings, hyperparameters, cached)
     assert [r.get("interim", 0) for r in fast] == [1, 0, 1, 0]
-    for before, after in zip(plain, fast):
+    for before, after in zip(plain, fast, strict=True):
         assert _scores(after) == pytest.approx(_scores(before), **SAME)
 
 

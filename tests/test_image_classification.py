@@ -38,7 +38,7 @@ def digits_folder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("digits") / "images"
     digits = load_digits()
-    for index, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+    for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         if target < len(CLASSES):
             folder = root / CLASSES[target]
             folder.mkdir(parents=True, exist_ok=True)
@@ -82,9 +82,9 @@ def test_images_from_a_folder_tree_and_from_a_csv_agree(digits_folder, digits_cs
     from_table = images_in_table(pd.read_csv(digits_csv), "path", "digit", digits_csv.parent)
     assert from_folder.label_names == from_table.label_names == sorted(CLASSES)
     assert len(from_folder.paths) == len(from_table.paths) > 500
-    by_path = dict(zip(from_folder.paths, from_folder.labels.tolist()))
-    assert all(by_path[path] == label for path, label in zip(from_table.paths, from_table.labels.tolist()))
-    assert all(from_folder.label_names[label] == path.parent.name for path, label in zip(from_folder.paths, from_folder.labels))
+    by_path = dict(zip(from_folder.paths, from_folder.labels.tolist(), strict=True))
+    assert all(by_path[path] == label for path, label in zip(from_table.paths, from_table.labels.tolist(), strict=True))
+    assert all(from_folder.label_names[label] == path.parent.name for path, label in zip(from_folder.paths, from_folder.labels, strict=True))
 
 
 def test_bad_image_data_is_a_data_error(tmp_path, digits_csv):

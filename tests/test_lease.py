@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from orchestrator.storage import db
 from orchestrator.errors import StudyLockedError
+from orchestrator.storage import db
 from orchestrator.storage.lease import StudyLease
 
 

@@ -4,8 +4,6 @@ its settings checked against the search space and the model before anything runs
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -98,7 +96,7 @@ def test_only_adapters_and_head_train_and_merging_keeps_the_outputs(family):
     assert not any(".0." in name and "lora_" in name for name in trainable)  # unfreeze_depth 1: adapters on the top layer only
     assert count_trainable(adapted) == sum(p.numel() for group in adapter_groups(adapted) for p in group)
 
-    for name, p in adapted.named_parameters():  # as if trained: every trainable parameter moves
+    for _name, p in adapted.named_parameters():  # as if trained: every trainable parameter moves
         if p.requires_grad:
             p.data += 0.1 * torch.randn_like(p)
     adapted.eval()
@@ -138,7 +136,7 @@ def test_a_lora_trial_learns_checkpoints_only_adapters_and_head_and_resumes_exac
     resumed = Recorder(tmp_path / "again")
     fine_tune(settings, LORA, data, resumed, resume=checkpoint.load(tmp_path / "epoch1"))
     assert [m["epoch"] for m in resumed.metrics] == [2, 3]
-    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics):
+    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics, strict=True):
         assert comparable_metrics(got) == pytest.approx(comparable_metrics(expected), rel=1e-5)
 
 
@@ -264,7 +262,7 @@ def test_a_text_lora_sweep_registers_the_merged_model_which_scores_what_its_tria
 
 
 @pytest.mark.slow
-def test_an_image_sweep_searches_lora_beside_full_fine_tuning(ray_session, write_sweep, tiny_vit, digits_folder):
+def test_an_image_sweep_searches_lora_beside_full_fine_tuning(ray_session, write_sweep, tiny_vit, digits_folder):  # noqa: F811 (fixtures imported above)
     import optuna
 
     from orchestrator.api import run_sweep

@@ -56,7 +56,7 @@ def test_the_loop_trains_under_autocast_and_the_gradient_scaler(trial_inputs, mo
 
     assert casts and set(casts) == {dtype}
     assert mixed.scaler.is_enabled() == scaled and (not scaled or mixed.scaler.get_scale() > 0)
-    for fp32, autocast in zip(plain, reports):
+    for fp32, autocast in zip(plain, reports, strict=False):
         assert autocast["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.05)
         assert autocast["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.05)
     assert reports != plain  # it really ran in another format
@@ -84,7 +84,7 @@ def test_gradient_checkpointing_recomputes_and_changes_nothing_else(trial_inputs
     fine_tune(replace(settings, gradient_checkpointing=True, max_epochs=1), Hyperparameters(method="lora", learning_rate=1e-2, batch_size=16), data, lora.append)
 
     assert calls and set(calls) == {False}  # every layer's forward, non-reentrant
-    for expected, got in zip(plain, checkpointed):
+    for expected, got in zip(plain, checkpointed, strict=True):
         assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-4)
         assert got["val_f1_macro"] == pytest.approx(expected["val_f1_macro"], abs=1e-6)
     assert lora and torch.isfinite(torch.tensor(lora[-1]["train_loss"]))

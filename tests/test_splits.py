@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import make_rows
+
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.prepare import prepare

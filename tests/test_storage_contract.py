@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from orchestrator.storage import db, queries
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.storage import db, queries
 from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.reconcile import INTERRUPTED, reconcile
 from orchestrator.storage.study import open_storage, open_study, requeue

@@ -64,7 +64,7 @@ def test_evaluating_within_epochs_changes_nothing_about_training(tiny):
     assert [r.get(INTERIM, 0) for r in four] == [1, 1, 1, 0, 1, 1, 1, 0]
     assert [r[FINAL] for r in four] == [0] * 7 + [1]
     ends = [r for r in four if not r.get(INTERIM)]
-    for plain, sub in zip(once, ends):  # the same model at each epoch's end: evaluating in between draws no randomness
+    for plain, sub in zip(once, ends, strict=True):  # the same model at each epoch's end: evaluating in between draws no randomness
         for name in ("val_loss", "val_f1_macro", "train_loss", "lr"):
             assert sub[name] == pytest.approx(plain[name], rel=1e-5, abs=1e-7), name
 

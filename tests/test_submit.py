@@ -21,7 +21,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from optuna.trial import TrialState
-
 from typer.testing import CliRunner
 
 from orchestrator.cli import app

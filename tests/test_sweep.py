@@ -201,7 +201,7 @@ def _check_dashboard_lists(study_db: str, study_name: str, expected_trials: int)
                 break
             except OSError:
                 if time.monotonic() > deadline or dashboard.poll() is not None:
-                    raise AssertionError(f"optuna-dashboard did not serve: {dashboard.stderr.read1().decode() if dashboard.poll() is not None else 'timeout'}")
+                    raise AssertionError(f"optuna-dashboard did not serve: {dashboard.stderr.read1().decode() if dashboard.poll() is not None else 'timeout'}") from None
                 time.sleep(0.5)
         study = next(s for s in studies if s["study_name"] == study_name)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=10) as response:

@@ -75,7 +75,7 @@ def test_typos_are_seeded_and_near_the_rate():
     texts = ["the quick brown fox jumps over the lazy dog"] * 200
     noisy = noisy_copies(texts, 0.1, seed=3)
     assert noisy == noisy_copies(texts, 0.1, seed=3) and noisy != noisy_copies(texts, 0.1, seed=4)
-    changed = sum(a != b for a, b in zip(texts, noisy))
+    changed = sum(a != b for a, b in zip(texts, noisy, strict=True))
     assert changed > 150
     assert add_typos("abc", 0.0, np.random.default_rng(0)) == "abc"
 

@@ -204,7 +204,7 @@ def test_a_restarted_trial_continues_where_it_stopped(tiny_llama, chat_jsonl, tm
     resumed = Recorder(tmp_path / "again")
     fine_tune(settings, hyperparameters, data, resumed, resume=checkpoint.load(tmp_path / "once" / "epoch1"))
     assert [m["epoch"] for m in resumed.metrics] == [2, 3]
-    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics):
+    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics, strict=True):
         assert comparable_metrics(got) == pytest.approx(comparable_metrics(expected), rel=1e-4, abs=1e-6)
 
 

@@ -3,8 +3,6 @@ step is retried with half the rows per pass and gradient accumulation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -35,7 +33,7 @@ def test_resuming_from_a_checkpoint_continues_exactly_where_training_stopped(tri
     fine_tune(settings, HYPERPARAMETERS, data, resumed, resume=checkpoint.load(tmp_path / "epoch1"))
 
     assert [m["epoch"] for m in resumed.metrics] == [2, 3]
-    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics):
+    for expected, got in zip(uninterrupted.metrics[1:], resumed.metrics, strict=True):
         assert comparable_metrics(got) == pytest.approx(comparable_metrics(expected), rel=1e-5)
 
 
@@ -90,7 +88,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tria
     assert [m["micro_batch_size"] for m in shrunk.metrics] == [4, 4, 4]
     assert [m["micro_batch_size"] for m in baseline.metrics] == [16, 16, 16]
     # The same optimisation, up to float summation order: the effective batch is still 16.
-    for expected, got in zip(baseline.metrics, shrunk.metrics):
+    for expected, got in zip(baseline.metrics, shrunk.metrics, strict=True):
         assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-3)
         assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-3)
 

@@ -9,9 +9,10 @@ batches group texts of similar length (length bucketing), so short tweets do not
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ class LabelledTexts:
     labels: np.ndarray  # int64 class ids
     label_names: list[str]
 
-    def take(self, rows: np.ndarray) -> "LabelledTexts":
+    def take(self, rows: np.ndarray) -> LabelledTexts:
         return LabelledTexts([self.texts[i] for i in rows], self.labels[rows], self.label_names)
 
 
@@ -51,7 +52,7 @@ class EncodedSplit:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, rows: np.ndarray) -> "EncodedSplit":
+    def take(self, rows: np.ndarray) -> EncodedSplit:
         return EncodedSplit(*ragged_take(self.ids, self.offsets, rows), self.labels[rows])
 
 
@@ -177,7 +178,14 @@ def train_batches(split_: EncodedSplit, batch_size: int, rng: np.random.Generato
         yield batches[index]
 
 
-def eval_batches(split_: EncodedSplit, batch_size: int) -> Iterator[np.ndarray]:
+class HasLengths(Protocol):
+    """A split of variable-length rows (EncodedSplit, HiddenStates, GenerationSplit)."""
+
+    @property
+    def lengths(self) -> np.ndarray: ...
+
+
+def eval_batches(split_: HasLengths, batch_size: int) -> Iterator[np.ndarray]:
     """Row indices of evaluation batches, sorted by length so padding is minimal."""
     order = np.argsort(split_.lengths, kind="stable")
     for start in range(0, len(order), batch_size):

@@ -13,9 +13,9 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,11 +26,11 @@ from transformers.utils import logging as transformers_logging
 from trials import checkpoint, frozen_cache
 from trials.checkpoint import TrainingState
 from trials.data import EncodedSplit, balanced_rows, stratified_rows
+from trials.frozen_cache import FrozenCache
 from trials.hyperparameters import CLASS_BALANCE, HYPERPARAMETER_NAMES, Hyperparameters  # noqa: F401 (re-exported)
 from trials.images import ImageSplit
 from trials.lora import adapter_groups, is_adapted
 from trials.metrics import classification_metrics, per_class_f1
-from trials.frozen_cache import FrozenCache
 from trials.model import FromBoundary, apply_unfreeze_depth, count_trainable, encoder_layers, layer_groups, pick_device
 from trials.objective import Mode
 from trials.precision import Precision, PrecisionName, enable_gradient_checkpointing, precision_for
@@ -38,6 +38,7 @@ from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP, WARMIN
 from trials.stopping import EarlyStopping
 from trials.task_specs import TaskName
 from trials.tasks import Batching, Task, task_for
+from trials.text_generation import GenerationSplit
 
 Report = Callable[..., None]
 """Receives one dict of metrics per evaluation (``evals_per_epoch`` per epoch; those within an
@@ -81,8 +82,8 @@ class TrialSettings:
 
 @dataclass(frozen=True)
 class TrialData:
-    train: EncodedSplit | ImageSplit | frozen_cache.HiddenStates
-    val: EncodedSplit | ImageSplit | frozen_cache.HiddenStates
+    train: EncodedSplit | ImageSplit | GenerationSplit | frozen_cache.HiddenStates
+    val: EncodedSplit | ImageSplit | GenerationSplit | frozen_cache.HiddenStates
     val_noisy: EncodedSplit | frozen_cache.HiddenStates | None = None  # the validation texts with typos, for the robustness metrics
     frozen: FrozenCache | None = None  # hidden states of these splits at the frozen layers' boundaries (trials.frozen_cache)
 

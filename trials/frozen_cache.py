@@ -13,8 +13,9 @@ The states are stored flat, as :class:`trials.data.EncodedSplit` stores token id
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class HiddenStates:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, rows: np.ndarray) -> "HiddenStates":
+    def take(self, rows: np.ndarray) -> HiddenStates:
         return HiddenStates(*ragged_take(self.states, self.offsets, rows), self.labels[rows])
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Literal, Mapping, get_args
+from typing import Literal, get_args
 
 ClassBalance = Literal["none", "weighted_loss", "oversample"]
 ImageAugment = Literal["flip", "crop", "flip_crop"]
@@ -42,7 +43,7 @@ class Hyperparameters:
     lora_targets: LoraTargets = "all_linear"  # which linear modules of each adapted layer get adapters
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> "Hyperparameters":
+    def from_mapping(cls, values: Mapping[str, object]) -> Hyperparameters:
         unknown = sorted(set(values) - set(HYPERPARAMETER_NAMES))
         if unknown:
             raise ValueError(f"unknown hyperparameters {unknown}; valid names are {list(HYPERPARAMETER_NAMES)}")

@@ -8,9 +8,9 @@ to every trial through the Ray object store. Trials only augment, normalise and 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ class LabelledImages:
     labels: np.ndarray  # int64 class ids
     label_names: list[str]
 
-    def take(self, rows: np.ndarray) -> "LabelledImages":
+    def take(self, rows: np.ndarray) -> LabelledImages:
         return LabelledImages([self.paths[i] for i in rows], self.labels[rows], self.label_names)
 
 
@@ -44,7 +44,7 @@ class ImageSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, rows: np.ndarray) -> "ImageSplit":
+    def take(self, rows: np.ndarray) -> ImageSplit:
         return replace(self, pixels=self.pixels[rows], labels=self.labels[rows])
 
 

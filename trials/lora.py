@@ -123,7 +123,8 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     A causal language model's head is its vocabulary projection (output embeddings): as large as
     the embeddings, it stays frozen under LoRA, and only the final norm trains beside the adapters."""
     groups = layer_groups(model, 0)
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_output_embeddings = getattr(model, "get_output_embeddings", None)
+    output = get_output_embeddings() if callable(get_output_embeddings) else None
     vocabulary = {id(p) for p in output.parameters()} if isinstance(output, nn.Module) else set()
     return [p for p in (groups[0] if groups else []) if id(p) not in vocabulary]
 

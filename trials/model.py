@@ -3,8 +3,8 @@ layers train, and run it from a layer boundary (the frozen-layer cache, :mod:`tr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

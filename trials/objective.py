@@ -15,11 +15,15 @@ def is_better(value: float, than: float | None, mode: Mode) -> bool:
     return than is None or (value > than if mode == "max" else value < than)
 
 
-def optuna_direction(mode: str) -> str:
+Direction = Literal["maximize", "minimize"]
+"""An Optuna study direction, by name."""
+
+
+def optuna_direction(mode: Mode) -> Direction:
     """The Optuna study direction ("maximize" or "minimize") of an objective whose ``mode`` is "max" or "min"."""
     return "maximize" if mode == "max" else "minimize"
 
 
-def mode_of(direction: object) -> str:
+def mode_of(direction: object) -> Mode:
     """The ``mode`` ("max" or "min") of an Optuna study direction, given as a ``StudyDirection`` or its name."""
     return "max" if str(getattr(direction, "name", direction)).lower() == "maximize" else "min"

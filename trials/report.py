@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from trials.objective import Mode
 from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP

@@ -7,14 +7,16 @@ hyperparameters each understands and which metrics its trials report.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from trials import data as text_data, images, text_generation
+from trials import data as text_data
+from trials import images, text_generation
 from trials.augment import drop_and_swap_tokens
 from trials.hyperparameters import Hyperparameters
 from trials.lora import with_method
@@ -41,7 +43,7 @@ class Task(Batching, Protocol):
     hidden_input: ClassVar[str]  # the model's input that takes hidden states (trials.frozen_cache)
 
     @classmethod
-    def from_settings(cls, settings) -> "Task": ...
+    def from_settings(cls, settings) -> Task: ...
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
         """The pre-trained model with a fresh head and, with ``method: lora``, its adapters."""
@@ -61,7 +63,7 @@ class TextClassification:
     hidden_input: ClassVar[str] = "inputs_embeds"
 
     @classmethod
-    def from_settings(cls, settings) -> "TextClassification":
+    def from_settings(cls, settings) -> TextClassification:
         return cls(settings.model_path, settings.label_names, settings.pad_token_id)
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
@@ -95,7 +97,7 @@ class ImageClassification:
     hidden_input: ClassVar[str] = "pixel_values"
 
     @classmethod
-    def from_settings(cls, settings) -> "ImageClassification":
+    def from_settings(cls, settings) -> ImageClassification:
         return cls(settings.model_path, settings.label_names)
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:
@@ -135,7 +137,7 @@ class TextGeneration:
     hidden_input: ClassVar[str] = "inputs_embeds"
 
     @classmethod
-    def from_settings(cls, settings) -> "TextGeneration":
+    def from_settings(cls, settings) -> TextGeneration:
         return cls(settings.model_path, settings.pad_token_id, settings.max_new_tokens, settings.generation_samples)
 
     def load_model(self, hyperparameters: Hyperparameters) -> nn.Module:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ class PromptResponses:
 
     prompts: list[Any]  # str, or a list of {"role", "content"} messages
     responses: list[str]
-    labels: np.ndarray = field(default=None)  # type: ignore[assignment]
+    labels: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: all zeros, filled in by __post_init__
     label_names: list[str] = field(default_factory=lambda: ["response"])
 
     def __post_init__(self) -> None:
@@ -46,9 +47,9 @@ class PromptResponses:
     @property
     def texts(self) -> list[str]:
         """What identifies each row (the split digests and the train/test overlap check read it)."""
-        return [f"{_as_text(prompt)}\n{response}" for prompt, response in zip(self.prompts, self.responses)]
+        return [f"{_as_text(prompt)}\n{response}" for prompt, response in zip(self.prompts, self.responses, strict=True)]
 
-    def take(self, rows: np.ndarray) -> "PromptResponses":
+    def take(self, rows: np.ndarray) -> PromptResponses:
         return PromptResponses([self.prompts[i] for i in rows], [self.responses[i] for i in rows], self.labels[rows], self.label_names)
 
 
@@ -123,7 +124,7 @@ class GenerationSplit:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, rows: np.ndarray) -> "GenerationSplit":
+    def take(self, rows: np.ndarray) -> GenerationSplit:
         return GenerationSplit(*ragged_take(self.ids, self.offsets, rows), self.prompt_lengths[rows], self.labels[rows])
 
     def row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +141,7 @@ def encode_pairs(tokenizer, pairs: PromptResponses, max_length: int) -> Generati
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     chat = [not isinstance(prompt, str) for prompt in pairs.prompts]
     rows, prompt_lengths = [], []
-    for prompt, response, templated in zip(pairs.prompts, pairs.responses, chat):
+    for prompt, response, templated in zip(pairs.prompts, pairs.responses, chat, strict=True):
         # a chat template writes its own special tokens
         prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=not (templated and tokenizer.chat_template))["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
@@ -239,7 +240,8 @@ def generate(model: nn.Module, split: GenerationSplit, rows: np.ndarray, batch_s
             input_ids[position, width - len(prompt) :] = torch.from_numpy(prompt.astype(np.int64))
             attention_mask[position, width - len(prompt) :] = 1
         with autocast():
-            generated = model.generate(
+            # A causal LM (or its PEFT wrapper) has generate; nn.Module's __getattr__ is typed Tensor | Module.
+            generated = cast(Callable[..., torch.Tensor], model.generate)(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos_id,
             )

@@ -15,9 +15,9 @@ import importlib
 import importlib.util
 import io
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from trials import report
 from trials.objective import Mode
@@ -43,7 +43,7 @@ class FunctionRef:
         return self.module.endswith(".py")
 
     @classmethod
-    def parse(cls, reference: str, base_dir: Path, search_path: tuple[str, ...] = ()) -> "FunctionRef":
+    def parse(cls, reference: str, base_dir: Path, search_path: tuple[str, ...] = ()) -> FunctionRef:
         """Read ``module:function`` or ``path/to/file.py:function``; a relative file path starts at ``base_dir``."""
         module, colon, attribute = reference.strip().rpartition(":")
         if not colon or not module or not attribute.isidentifier():

@@ -32,7 +32,10 @@ def pair(rng: random.Random) -> dict[str, str]:
     return {"prompt": f"Give the first word : {' '.join(words)}\nAnswer :", "response": words[0]}
 
 
-def main(count: int = 400, seed: int = 0, path: Path = Path(__file__).with_name("instructions.jsonl")) -> None:
+DEFAULT_PATH = Path(__file__).with_name("instructions.jsonl")
+
+
+def main(count: int = 400, seed: int = 0, path: Path = DEFAULT_PATH) -> None:
     rng = random.Random(seed)
     path.write_text("".join(json.dumps(pair(rng)) + "\n" for _ in range(count)))
     print(f"wrote {count} pairs to {path}")

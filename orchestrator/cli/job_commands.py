@@ -4,7 +4,6 @@ in :mod:`orchestrator.cli.jobs`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,7 +18,7 @@ JobAddressOpt = typer.Option(
 JobIdArg = typer.Argument(..., help="The job's id, hpo-STUDY-N (printed by hpo submit; hpo status lists them).")
 
 
-def _job_address(context: typer.Context, address: Optional[str]) -> tuple[Optional[str], str]:
+def _job_address(context: typer.Context, address: str | None) -> tuple[str | None, str]:
     from orchestrator.cli.jobs import address_or_none
 
     source = context.get_parameter_source("address")
@@ -30,16 +29,16 @@ def _job_address(context: typer.Context, address: Optional[str]) -> tuple[Option
 def submit(
     context: typer.Context,
     sweep: Path = SweepArg,
-    address: Optional[str] = JobAddressOpt,
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
-    total_trials: Optional[int] = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials."),
-    timeout: Optional[str] = typer.Option(None, "--timeout", help="Wall-clock budget of the run, e.g. 45m or 6h."),
+    address: str | None = JobAddressOpt,
+    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
+    total_trials: int | None = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials."),
+    timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock budget of the run, e.g. 45m or 6h."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="On the cluster, wait up to this many seconds for another hpo run of the study to finish."),
     new_study: bool = typer.Option(False, "--new-study", help="Start the next versioned study (NAME-v2, ...) instead of continuing NAME."),
     python: str = typer.Option("python", "--python", help="The head node's Python that has hpo installed (the image's python; in a clone, the path of .venv/bin/python)."),
-    emit: Optional[str] = typer.Option(None, "--emit", help="rayjob: print a KubeRay RayJob manifest (with a ConfigMap holding the sweep) for kubectl apply -f, instead of submitting."),
-    image: Optional[str] = typer.Option(None, "--image", help="With --emit rayjob: the image of docker/Dockerfile as pushed to your registry (default hpo-orchestrator:0.1.0, docker-compose.yml's tag)."),
-    secret: Optional[str] = typer.Option(None, "--secret", help="With --emit rayjob: the Kubernetes Secret holding each ${VAR} the sweep's storage URLs name, under the variable's name (default hpo-db)."),
+    emit: str | None = typer.Option(None, "--emit", help="rayjob: print a KubeRay RayJob manifest (with a ConfigMap holding the sweep) for kubectl apply -f, instead of submitting."),
+    image: str | None = typer.Option(None, "--image", help="With --emit rayjob: the image of docker/Dockerfile as pushed to your registry (default hpo-orchestrator:0.1.0, docker-compose.yml's tag)."),
+    secret: str | None = typer.Option(None, "--secret", help="With --emit rayjob: the Kubernetes Secret holding each ${VAR} the sweep's storage URLs name, under the variable's name (default hpo-db)."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -67,9 +66,9 @@ def submit(
 @app.command()
 def status(
     context: typer.Context,
-    target: Optional[str] = typer.Argument(None, help="A job id (hpo-STUDY-N) or a study name (its latest job); none lists every hpo job."),
-    address: Optional[str] = JobAddressOpt,
-    db: Optional[str] = typer.Option(None, "--db", callback=remember_url, help="Study database URL, when the job's own (its sweep's storage.study_db) cannot be read from here."),
+    target: str | None = typer.Argument(None, help="A job id (hpo-STUDY-N) or a study name (its latest job); none lists every hpo job."),
+    address: str | None = JobAddressOpt,
+    db: str | None = typer.Option(None, "--db", callback=remember_url, help="Study database URL, when the job's own (its sweep's storage.study_db) cannot be read from here."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -88,7 +87,7 @@ def status(
 def logs(
     context: typer.Context,
     job_id: str = JobIdArg,
-    address: Optional[str] = JobAddressOpt,
+    address: str | None = JobAddressOpt,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the job writes, until it ends."),
     debug: bool = DebugOpt,
 ) -> None:
@@ -104,7 +103,7 @@ def logs(
 def stop(
     context: typer.Context,
     job_id: str = JobIdArg,
-    address: Optional[str] = JobAddressOpt,
+    address: str | None = JobAddressOpt,
     wait: float = typer.Option(150.0, "--wait", min=0, help="Wait up to this many seconds for the job to finish stopping (0: return at once)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,

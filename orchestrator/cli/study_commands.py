@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -54,7 +53,7 @@ def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) ->
 def trials(
     study: str = StudyArg,
     db: str = DbOpt,
-    state: Optional[list[str]] = typer.Option(None, "--state", help="Only trials in this state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING); repeatable."),
+    state: list[str] | None = typer.Option(None, "--state", help="Only trials in this state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING); repeatable."),
     sort: str = typer.Option("number", "--sort", help="number | value (best first) | duration (longest first)."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
@@ -121,7 +120,7 @@ def export(
     study: str = StudyArg,
     db: str = DbOpt,
     fmt: str = typer.Option("csv", "--format", help="csv | json | parquet"),
-    out_path: Optional[Path] = typer.Option(None, "--out", help="File to write (default: STUDY.FORMAT)."),
+    out_path: Path | None = typer.Option(None, "--out", help="File to write (default: STUDY.FORMAT)."),
     debug: bool = DebugOpt,
 ) -> None:
     """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
@@ -141,7 +140,7 @@ def report(
     study: str = StudyArg,
     out_path: Path = typer.Option(..., "--out", help="HTML file to write, e.g. report.html (its folder must exist)."),
     db: str = DbOpt,
-    mlflow_ui: Optional[str] = typer.Option(None, "--mlflow-ui", callback=remember_url, help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
+    mlflow_ui: str | None = typer.Option(None, "--mlflow-ui", callback=remember_url, help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,
 ) -> None:
@@ -163,18 +162,19 @@ def report(
         page = render_report(loaded, mlflow_ui)
         out_path.write_text(page, encoding="utf-8")
         trials = loaded.get_trials(deepcopy=False)
+        plots = plot_names(loaded)
         summary = {
             "ok": True,
             "report": str(out_path),
             "study": study,
             "trials": len(trials),
             "states": dict(Counter(trial.state.name for trial in trials)),
-            "plots": plot_names(loaded),
+            "plots": plots,
             "bytes": len(page.encode()),
         }
         if _json_or(summary, as_json):
             return
-        out.print(f"wrote the report of {study} ({len(trials)} trials, {len(summary['plots'])} plots) to {out_path}", highlight=False)
+        out.print(f"wrote the report of {study} ({len(trials)} trials, {len(plots)} plots) to {out_path}", highlight=False)
 
 
 @app.command()
@@ -183,11 +183,11 @@ def evaluate(
     data: Path = typer.Option(..., "--data", help="Labelled file to score on (CSV, TSV, JSON Lines or Parquet), e.g. a new month's data."),
     db: str = DbOpt,
     mlflow_uri: str = typer.Option("sqlite:///mlruns.db", "--mlflow", envvar="HPO_MLFLOW", callback=remember_url, help="MLflow tracking URI holding the registry (the sweep's storage.mlflow). Env: HPO_MLFLOW."),
-    model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Score this MLflow model instead (models:/NAME/VERSION, runs:/RUN_ID/model, a path); default: the study's registered model."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column (default: the sweep's data.text_column, else text)."),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (default: the sweep's data.label_column, else label)."),
+    model_uri: str | None = typer.Option(None, "--model-uri", help="Score this MLflow model instead (models:/NAME/VERSION, runs:/RUN_ID/model, a path); default: the study's registered model."),
+    text_column: str | None = typer.Option(None, "--text-column", help="Text column (default: the sweep's data.text_column, else text)."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column (default: the sweep's data.label_column, else label)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Truncate texts to this many tokens (default: the sweep's data.max_length)."),
+    max_length: int | None = typer.Option(None, "--max-length", min=1, help="Truncate texts to this many tokens (default: the sweep's data.max_length)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     as_json: bool = JsonOpt,
     debug: bool = DebugOpt,

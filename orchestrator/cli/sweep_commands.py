@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,7 +21,7 @@ from orchestrator.exit_codes import ExitCode
 from orchestrator.secrets import mask
 
 
-def _on_ray_address(config, ray_address: Optional[str], context: typer.Context):
+def _on_ray_address(config, ray_address: str | None, context: typer.Context):
     """The sweep with ``--ray-address`` (or ``RAY_ADDRESS``) as its cluster.address, once its form is checked."""
     from orchestrator.ray_session import check_ray_address
 
@@ -35,7 +34,7 @@ def _on_ray_address(config, ray_address: Optional[str], context: typer.Context):
 
 @app.command()
 def validate(
-    context: typer.Context, sweep: Path = SweepArg, ray_address: Optional[str] = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
+    context: typer.Context, sweep: Path = SweepArg, ray_address: str | None = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Check a sweep file and all it names (model, data, databases, MLflow, results folder, Ray address); run and write nothing.
 
@@ -58,12 +57,13 @@ def validate(
             summary["function"] = config.trial.function
             trains = f"function {config.trial.function}"
         else:
+            data, splits = prepared.task_data, prepared.task_splits
             summary.update(task=config.task, model=prepared.model_path, labels=prepared.label_names,
-                           train_size=len(prepared.data.train), val_size=len(prepared.data.val),
+                           train_size=len(data.train), val_size=len(data.val),
                            test_size=len(prepared.test) if prepared.test is not None else 0,
-                           splits=prepared.splits.origin, notes=list(prepared.splits.notes))
+                           splits=splits.origin, notes=list(splits.notes))
             trains = (f"{summary['train_size']} train / {summary['val_size']} val / {summary['test_size']} test examples "
-                      f"({prepared.splits.origin}), labels {', '.join(prepared.label_names)}")
+                      f"({splits.origin}), labels {', '.join(prepared.label_names)}")
         if as_json:
             print_json(summary)
             return
@@ -80,13 +80,13 @@ def validate(
 def run(
     context: typer.Context,
     sweep: Path = SweepArg,
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
-    total_trials: Optional[int] = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
-    timeout: Optional[str] = typer.Option(None, "--timeout", help="Wall-clock budget, e.g. 45m or 6h: no new trials after it; running ones stop at their next epoch (PRUNED, reason budget)."),
-    json_summary: Optional[Path] = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
+    n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
+    total_trials: int | None = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
+    timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock budget, e.g. 45m or 6h: no new trials after it; running ones stop at their next epoch (PRUNED, reason budget)."),
+    json_summary: Path | None = typer.Option(None, "--json-summary", help="Also write the run's summary (trials by state, best before/after, exit reason) to this JSON file."),
     wait: float = typer.Option(0.0, "--wait", min=0, help="If another hpo run holds this study, wait up to this many seconds (default: exit 3 at once)."),
-    enqueue: Optional[Path] = typer.Option(None, "--enqueue", help="YAML list of points ({learning_rate: 3.0e-5, batch_size: 32}, ...) to run first; a point the study already ran is skipped."),
-    ray_address: Optional[str] = RayAddressOpt,
+    enqueue: Path | None = typer.Option(None, "--enqueue", help="YAML list of points ({learning_rate: 3.0e-5, batch_size: 32}, ...) to run first; a point the study already ran is skipped."),
+    ray_address: str | None = RayAddressOpt,
     new_study: bool = typer.Option(False, "--new-study", help="Start the next versioned study (NAME-v2, NAME-v3, ...) instead of continuing NAME, e.g. after an incompatible search-space change."),
     debug: bool = DebugOpt,
     as_json: bool = JsonOpt,

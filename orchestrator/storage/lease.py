@@ -16,8 +16,8 @@ import sqlalchemy
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from orchestrator.storage.db.models import Lease
 from orchestrator.errors import StudyLockedError
+from orchestrator.storage.db.models import Lease
 from orchestrator.storage.study import sqlite_file
 
 

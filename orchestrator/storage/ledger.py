@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import sqlalchemy
 from sqlalchemy import insert, select, update
 
-from orchestrator.storage.db.models import Invocation, LedgerTrial, Sweep
 from orchestrator.secrets import mask_tree
+from orchestrator.storage.db.models import Invocation, LedgerTrial, Sweep
 
 
 def _now() -> datetime:

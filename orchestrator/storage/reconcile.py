@@ -10,10 +10,10 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator.storage.ledger import Ledger
+from orchestrator.exit_codes import ExitStatus
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.outcome import MLFLOW_STATUS
-from orchestrator.exit_codes import ExitStatus
+from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON

@@ -11,8 +11,8 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from orchestrator.errors import ConfigError
 from orchestrator.confirm import CONFIRMS, SEED_ATTR
+from orchestrator.errors import ConfigError
 from orchestrator.secrets import mask, remember_url
 from trials.objective import optuna_direction
 
