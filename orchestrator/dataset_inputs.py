@@ -16,6 +16,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from orchestrator.secrets import mask
+from trials.task_specs import IMAGE_CLASSIFICATION, TEXT_GENERATION
 
 TRIAL_SPLITS = ("train", "validation")
 """The splits a trial is trained and scored on: its run's inputs."""
@@ -50,11 +51,11 @@ def _schema(config) -> str | None:
     from orchestrator.prepare import _columns
 
     names: Iterable[str]
-    if config.task == "image-classification":
+    if config.task == IMAGE_CLASSIFICATION:
         if Path(config.data.source).expanduser().is_dir():
             return None  # one subfolder of images per class: no columns
         names = _columns(config, "image_column", "label_column").values()
-    elif config.task == "text-generation":
+    elif config.task == TEXT_GENERATION:
         data = config.data
         names = [data.messages_column] if data.messages_column else [data.prompt_column or "prompt", data.response_column or "response"]
     else:

@@ -27,6 +27,7 @@ from trials.model import (
     layer_count,
     pick_device,
 )
+from trials.task_specs import TEXT_GENERATION
 from trials.tasks import task_for
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
     config = prepared.config
     if config.trial.cache_frozen == "off":
         return FrozenCache(off="trial.cache_frozen is off"), None
-    if config.task == "text-generation":  # trials.model.layers_from runs encoders only
+    if config.task == TEXT_GENERATION:  # trials.model.layers_from runs encoders only
         return FrozenCache(off="causal language models run every layer"), None
     from transformers import AutoConfig
 

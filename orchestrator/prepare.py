@@ -22,6 +22,7 @@ from trials.finetune import TrialData
 from trials.images import ImageSplit, images_in_folder, images_in_table, preprocess
 from trials.metrics import majority_baseline
 from trials.model import LayerStackNotFoundError, layer_count
+from trials.task_specs import IMAGE_CLASSIFICATION, TASK_SPECS, TEXT_CLASSIFICATION, TEXT_GENERATION
 from trials.text_generation import GenerationSplit
 from trials.user_function import FunctionRef, UserFunctionError
 
@@ -368,7 +369,7 @@ def _generation_data(config: SweepConfig, model_path: str):
     return data, test, splits, pad_token_id
 
 
-TASK_DATA = {"text-classification": _text_data, "image-classification": _image_data, "text-generation": _generation_data}
+TASK_DATA = {TEXT_CLASSIFICATION: _text_data, IMAGE_CLASSIFICATION: _image_data, TEXT_GENERATION: _generation_data}
 
 
 def _user_function(config: SweepConfig) -> FunctionRef:
@@ -393,5 +394,5 @@ def prepare(config: SweepConfig) -> PreparedSweep:
     _check_model_settings(config, model_path)
     data, test, splits, pad_token_id = TASK_DATA[config.task](config, model_path)
     # a majority class means nothing to text generation (one "label")
-    baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names)) if config.task != "text-generation" else {}
+    baseline = majority_baseline(data.train.labels, data.val.labels, len(splits.label_names)) if TASK_SPECS[config.task].labelled else {}
     return PreparedSweep(config, model_path, splits.label_names, pad_token_id, data, baseline, test=test, splits=splits)

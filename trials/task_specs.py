@@ -35,6 +35,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     data_keys: frozenset[str]  # keys of the sweep's data section that this task reads and some other task does not
     pipeline: str  # the transformers pipeline task a registered model serves
+    labelled: bool = True  # rows carry a class label (a majority baseline, labels to list); False: prompt/response pairs
 
 
 TASK_SPECS: dict[TaskName, TaskSpec] = {
@@ -55,5 +56,6 @@ TASK_SPECS: dict[TaskName, TaskSpec] = {
         metrics=GENERATION_METRICS,
         data_keys=frozenset({"prompt_column", "response_column", "messages_column", "max_length", "max_new_tokens", "generation_samples"}),
         pipeline="text-generation",
+        labelled=False,
     ),
 }

@@ -37,7 +37,10 @@ DEFAULT_PATH = Path(__file__).with_name("instructions.jsonl")
 
 def main(count: int = 400, seed: int = 0, path: Path = DEFAULT_PATH) -> None:
     rng = random.Random(seed)
-    path.write_text("".join(json.dumps(pair(rng)) + "\n" for _ in range(count)))
+    lines: dict[str, None] = {}  # distinct pairs only: a pair in both the training and the test split would inflate the test score
+    while len(lines) < count:
+        lines[json.dumps(pair(rng)) + "\n"] = None
+    path.write_text("".join(lines))
     print(f"wrote {count} pairs to {path}")
 
 

@@ -19,6 +19,7 @@ from orchestrator.cli.console import err, one_line_errors, out, print_json
 from orchestrator.cli.output import print_result, run_summary
 from orchestrator.exit_codes import ExitCode
 from orchestrator.secrets import mask
+from trials.task_specs import TASK_SPECS
 
 
 def _on_ray_address(config, ray_address: str | None, context: typer.Context):
@@ -58,12 +59,13 @@ def validate(
             trains = f"function {config.trial.function}"
         else:
             data, splits = prepared.task_data, prepared.task_splits
-            summary.update(task=config.task, model=prepared.model_path, labels=prepared.label_names,
+            labelled = TASK_SPECS[config.task].labelled
+            summary.update(task=config.task, model=prepared.model_path, labels=prepared.label_names if labelled else None,
                            train_size=len(data.train), val_size=len(data.val),
                            test_size=len(prepared.test) if prepared.test is not None else 0,
                            splits=splits.origin, notes=list(splits.notes))
             trains = (f"{summary['train_size']} train / {summary['val_size']} val / {summary['test_size']} test examples "
-                      f"({splits.origin}), labels {', '.join(prepared.label_names)}")
+                      f"({splits.origin})" + (f", labels {', '.join(prepared.label_names)}" if labelled else ""))
         if as_json:
             print_json(summary)
             return
