@@ -148,30 +148,84 @@ def _record_failure(config, ledger, error: BaseException) -> None:
 
 
 def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
-    from optuna.trial import TrialState
-
-    from orchestrator.answer import settle_answer
+    """The run loop, step by step as README "How it works" draws it."""
     from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
-    from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
     from orchestrator.frozen_layers import with_frozen_cache
-    from orchestrator.recorder import TrialRecorder
-    from orchestrator.searcher import StudySearcher
-    from orchestrator.storage.reconcile import reconcile
-    from orchestrator.tracking import MlflowTracker, log_sweep_definition, start_sweep_run
     from orchestrator.tuning import fit
+
+    study, tracker, notes = _open_study(config, options, prepared, storage, ledger)
+    _, best_before, _ = summarize_study(study)
+    n_trials, enough = _trials_to_run(config, options, study)
+    if enough is not None:
+        if not (config.confirm.top_k and confirmations_pending(study, config)):
+            ledger.end_invocation(ExitStatus.OK, enough)
+            return sweep_result(
+                config, prepared, study, this_run={}, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
+                parent_run_id=None, invocation_id=ledger.invocation_id, exit_status=ExitStatus.OK, notes=[*notes, enough],
+            )
+        notes.append(f"{enough}: only the confirmation runs it still owes run now")
+    prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
+    notes += [cache_note] if cache_note else []
+    parent_run_id, trial_inputs = _start_parent_run(config, prepared, tracker, ledger, n_trials, notes)
+    # Trials hand over their best epoch's parameters when their model may be registered or scored on the test split.
+    keep_search_model = config.registered_model is not None or (prepared.test is not None and not config.confirm.top_k)
+    recorder = _recorder(config, study, tracker, ledger, parent_run_id, deadline, best_before, keep_search_model, trial_inputs)
+    for callback in options.callbacks:
+        if hasattr(callback, "attach"):
+            callback.attach(recorder, n_trials, prepared)
+    stop = GracefulStop()
+    confirmation: Confirmation | None = None
+    exit_status: ExitStatus = ExitStatus.FAILED
+    reason: str | None = None
+    failpoints.reached("before-first-trial")
+    try:
+        with stop.installed():
+            if n_trials > 0:
+                fit(prepared, recorder.searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function,
+                    keep_search_model, Path(config.storage.results_dir).resolve())
+            if config.confirm.top_k and not stop.signal_name and deadline.passed:
+                notes.append("confirmation not run: the --timeout budget is spent; the next run of this sweep does it")
+            elif config.confirm.top_k and not stop.signal_name:
+                confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
+                notes += confirmation.run(options, stop, Path(config.storage.results_dir).resolve())
+        if stop.signal_name:
+            exit_status, reason = ExitStatus.INTERRUPTED, f"stopped by {stop.signal_name}"
+        else:
+            exit_status = ExitStatus.OK
+    except KeyboardInterrupt:
+        exit_status, reason = ExitStatus.INTERRUPTED, "stopped at once by a second signal"
+    except BaseException as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        result, exit_status, reason = _finish(
+            config, prepared, study, tracker, ledger, recorder, confirmation, parent_run_id, deadline,
+            exit_status=exit_status, reason=reason, notes=notes, best_before=best_before, started=started,
+        )
+
+    if exit_status == ExitStatus.FAILED:  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
+        raise SweepFailedError(reason)
+    return result
+
+
+def _open_study(config, options: RunOptions, prepared: PreparedSweep, storage, ledger) -> tuple:
+    """The study (SQL) step: open the study, check it matches the sweep, start this invocation in the
+    ledger, open MLflow, close what a dead predecessor left open and queue the seed points.
+    Returns the study, the MLflow tracker and the notes so far."""
+    from optuna.exceptions import ExperimentalWarning
+
+    from orchestrator.storage.reconcile import reconcile
+    from orchestrator.tracking import MlflowTracker
 
     study = open_study(config, storage)
     check_space_unchanged(study, config)
     check_splits_unchanged(study, prepared.splits)
     ledger.start_invocation(config)
     record_splits(study, prepared.splits)
-    results_dir = Path(config.storage.results_dir).resolve()
     with schema_lock(config.storage.mlflow):  # MLflow migrates a new store on first use
         enable_wal(config.storage.mlflow)
-        tracker = MlflowTracker(config.storage.mlflow, config.name, results_dir / "mlartifacts")
-    from optuna.exceptions import ExperimentalWarning
-
+        tracker = MlflowTracker(config.storage.mlflow, config.name, Path(config.storage.results_dir).resolve() / "mlartifacts")
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
@@ -184,102 +238,91 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     queued = enqueue_points(study, [*config.seed_trials, *options.enqueue])
     if queued:
         notes.append(f"queued {queued} seed point(s) to run first")
-    _, best_before, _ = summarize_study(study)
+    return study, tracker, notes
+
+
+def _trials_to_run(config, options: RunOptions, study) -> tuple[int, str | None]:
+    """How many trials this invocation runs, and why none when ``--total-trials`` is already reached."""
+    from optuna.trial import TrialState
+
     n_trials = options.n_trials or config.budget.n_trials
-    if options.total_trials is not None:
-        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        n_trials = min(n_trials, options.total_trials - finished) if options.n_trials else options.total_trials - finished
-        if n_trials <= 0:
-            enough = f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
-            if not (config.confirm.top_k and confirmations_pending(study, config)):
-                ledger.end_invocation("ok", enough)
-                return sweep_result(
-                    config, prepared, study, this_run={}, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
-                    parent_run_id=None, invocation_id=ledger.invocation_id, exit_status=ExitStatus.OK, notes=[*notes, enough],
-                )
-            notes.append(f"{enough}: only the confirmation runs it still owes run now")
-            n_trials = 0
-    prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
-    notes += [cache_note] if cache_note else []
+    if options.total_trials is None:
+        return n_trials, None
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    n_trials = min(n_trials, options.total_trials - finished) if options.n_trials else options.total_trials - finished
+    if n_trials > 0:
+        return n_trials, None
+    return 0, f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
+
+
+def _start_parent_run(config, prepared: PreparedSweep, tracker, ledger, n_trials: int, notes: list[str]) -> tuple[str, tuple]:
+    """The parent run (MLflow) step: the invocation's run, the sweep's definition and its data splits.
+    Returns the parent run's id and the dataset inputs each trial's run logs; adds to ``notes``."""
+    from orchestrator.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
+    from orchestrator.tracking import log_sweep_definition, start_sweep_run
+
     parent_run_id = start_sweep_run(tracker, config, prepared, n_trials, ledger.invocation_id)
     ledger.set_parent_run(parent_run_id)
     log_sweep_definition(tracker, parent_run_id, config)
     inputs = dataset_inputs(prepared)  # every split on the parent run; train and validation on each trial's run
     notes += log_dataset_inputs(tracker, parent_run_id, inputs.values(), "the parent run")
-    trial_inputs = tuple(inputs[name] for name in TRIAL_SPLITS if name in inputs)
+    return parent_run_id, tuple(inputs[name] for name in TRIAL_SPLITS if name in inputs)
+
+
+def _recorder(config, study, tracker, ledger, parent_run_id: str, deadline: Deadline, best_before, keep_best_model: bool, trial_inputs: tuple):
+    """The searcher that asks the study for each trial, and the recorder that writes each result back."""
+    from orchestrator.recorder import TrialRecorder
+    from orchestrator.searcher import StudySearcher
+
     searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode, deadline)
-    # Trials hand over their best epoch's parameters when their model may be registered or scored on the test split.
-    keep_search_model = config.registered_model is not None or (prepared.test is not None and not config.confirm.top_k)
-    recorder = TrialRecorder(
+    return TrialRecorder(
         searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
         other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
         best_before=best_before.value if best_before else None,
-        keep_best_model=keep_search_model, dataset_inputs=trial_inputs,
+        keep_best_model=keep_best_model, dataset_inputs=trial_inputs,
     )
-    for callback in options.callbacks:
-        if hasattr(callback, "attach"):
-            callback.attach(recorder, n_trials, prepared)
-    stop = GracefulStop()
-    confirmation: Confirmation | None = None
-    exit_status: ExitStatus = ExitStatus.FAILED
-    reason: str | None = None
-    failpoints.reached("before-first-trial")
-    try:
-        with stop.installed():
-            if n_trials > 0:
-                fit(prepared, searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function, keep_search_model, results_dir)
-            if config.confirm.top_k and not stop.signal_name and deadline.passed:
-                notes.append("confirmation not run: the --timeout budget is spent; the next run of this sweep does it")
-            elif config.confirm.top_k and not stop.signal_name:
-                confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
-                notes += confirmation.run(options, stop, results_dir)
-        if stop.signal_name:
-            exit_status, reason = ExitStatus.INTERRUPTED, f"stopped by {stop.signal_name}"
-        else:
-            exit_status = ExitStatus.OK
-    except KeyboardInterrupt:
-        exit_status, reason = ExitStatus.INTERRUPTED, "stopped at once by a second signal"
-    except BaseException as error:
-        reason = f"{type(error).__name__}: {error}"
-        raise
-    finally:
-        closing = f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished"
-        recorder.close_open_trials(closing)
-        if confirmation is not None:
-            confirmation.close(closing, exit_status)
-        if exit_status == ExitStatus.OK and deadline.passed:
-            exit_status = ExitStatus.BUDGET
-        this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
-        answer = None
-        if exit_status != ExitStatus.FAILED:
-            answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
-            notes += answer_notes + summarise(config, study, tracker, parent_run_id)
-        if exit_status == ExitStatus.OK and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
-            reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
-            exit_status = ExitStatus.FAILED
-        notes += recorder.notes + (confirmation.recorder.notes if confirmation is not None else [])
-        recorder.release_kept()
-        if confirmation is not None:
-            confirmation.recorder.release_kept()
-        result = sweep_result(
-            config, prepared, study, this_run=this_run, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
-            parent_run_id=parent_run_id, invocation_id=ledger.invocation_id, exit_status=exit_status, notes=notes, answer=answer,
-        )
-        failpoints.reached("mlflow-summary")
-        tracker.finish(
-            parent_run_id,
-            exit_status.mlflow_status,
-            tags={
-                f"{TAG_PREFIX}exit_status": exit_status,
-                f"{TAG_PREFIX}new_best": result.new_best,
-                **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
-            },
-            metrics=(dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values, strict=True))
-                     if result.best is not None and result.best.values is not None else None),
-            step=sum(this_run.values()),
-        )
-        ledger.end_invocation(exit_status, reason)
 
-    if exit_status == ExitStatus.FAILED:  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
-        raise SweepFailedError(reason)
-    return result
+
+def _finish(config, prepared: PreparedSweep, study, tracker, ledger, recorder, confirmation, parent_run_id: str, deadline: Deadline, *,
+            exit_status: ExitStatus, reason: str | None, notes: list[str], best_before, started: float) -> tuple[SweepResult, ExitStatus, str | None]:
+    """The result step, also after an interruption or an error: close what is still open, settle the
+    answer, summarise on MLflow, and end the parent run and the ledger's invocation with one status."""
+    from orchestrator.answer import settle_answer
+
+    closing = f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished"
+    recorder.close_open_trials(closing)
+    if confirmation is not None:
+        confirmation.close(closing, exit_status)
+    if exit_status == ExitStatus.OK and deadline.passed:
+        exit_status = ExitStatus.BUDGET
+    this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
+    answer = None
+    if exit_status != ExitStatus.FAILED:
+        answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
+        notes += answer_notes + summarise(config, study, tracker, parent_run_id)
+    if exit_status == ExitStatus.OK and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
+        reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
+        exit_status = ExitStatus.FAILED
+    notes += recorder.notes + (confirmation.recorder.notes if confirmation is not None else [])
+    recorder.release_kept()
+    if confirmation is not None:
+        confirmation.recorder.release_kept()
+    result = sweep_result(
+        config, prepared, study, this_run=this_run, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
+        parent_run_id=parent_run_id, invocation_id=ledger.invocation_id, exit_status=exit_status, notes=notes, answer=answer,
+    )
+    failpoints.reached("mlflow-summary")
+    tracker.finish(
+        parent_run_id,
+        exit_status.mlflow_status,
+        tags={
+            f"{TAG_PREFIX}exit_status": exit_status,
+            f"{TAG_PREFIX}new_best": result.new_best,
+            **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
+        },
+        metrics=(dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values, strict=True))
+                 if result.best is not None and result.best.values is not None else None),
+        step=sum(this_run.values()),
+    )
+    ledger.end_invocation(exit_status, reason)
+    return result, exit_status, reason
