@@ -49,12 +49,14 @@ def start_ray(address: str | None, debug: bool) -> bool:
 
     if ray.is_initialized():
         return False
-    if address not in (None, "auto"):
+    # Unset, ray.init would join the last cluster `ray start` left on this machine: "start Ray here" means here.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address not in ("local", "auto"):
         _use_ray_auth_token_if_any()
     with _children_ignore_sigterm():
         ray.init(
             address=address,
-            num_cpus=None if address else os.cpu_count(),
+            num_cpus=os.cpu_count() if address == "local" else None,
             include_dashboard=False,
             log_to_driver=debug,
             logging_level=logging.INFO if debug else logging.ERROR,
