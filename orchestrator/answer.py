@@ -20,10 +20,11 @@ from orchestrator.best_model import KeptModel
 from orchestrator.confirm import Confirmed, confirmed
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.result import rank
+from trials.objective import Mode, mode_of
 
 ANSWER_ATTR = "hpo_answer"
 
-SEARCH_SCORE = "search score (validation, best of the search, one seed)"
+SEARCH_SCORE = "search score (validation, one seed)"
 CONFIRMED_SCORE = "confirmed (validation, mean ± std over new seeds)"
 TEST_SCORE = "test (rows the search never saw)"
 
@@ -38,13 +39,17 @@ class Answer:
     confirmed: dict | None = None  # Confirmed.to_dict(): values, mean, std, failed
     test: dict | None = None  # evaluation.TestScore.to_dict()
     registered: str | None = None  # NAME/VERSION of the registered model
+    mode: Mode = "max"  # the objective's direction (answers stored before it was kept were all read as max)
     notes: list[str] = field(default_factory=list)
 
     @property
     def optimism(self) -> float | None:
-        """How much the search score overstates the test score: the cost of selecting on validation."""
+        """How much better the search score is than the test score (positive: it overstates the model),
+        the cost of selecting on validation: search − test for a maximised metric, test − search for a minimised one."""
         test = (self.test or {}).get("metrics", {}).get("test_" + self.metric.removeprefix("val_"))
-        return None if test is None else self.search_value - test
+        if test is None:
+            return None
+        return self.search_value - test if self.mode == "max" else test - self.search_value
 
     def to_dict(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if key != "notes"}
@@ -72,7 +77,7 @@ def choose(search: optuna.Study, confirmation: optuna.Study | None, metric: str,
     if chosen is None and prefer in by_number and by_number[prefer].values == trial.values:
         trial = by_number[prefer]
     answer = Answer(trial.number, dict(trial.params), metric, trial.values[0], len(complete),
-                    confirmed=chosen.to_dict() if chosen is not None else None)
+                    confirmed=chosen.to_dict() if chosen is not None else None, mode=mode_of(search.direction))
     return answer, chosen
 
 
@@ -86,7 +91,7 @@ def model_to_score(answer: Answer, search_kept: KeptModel | None, confirm_kept: 
 
 def score_lines(answer: Answer) -> list[tuple[str, str]]:
     """(what it was measured on, the score) for each score the answer has, in the order to show them."""
-    lines = [(SEARCH_SCORE, f"{answer.search_value:.4f} (trial {answer.trial} of {answer.search_trials})")]
+    lines = [(SEARCH_SCORE, f"{answer.search_value:.4f} (trial {answer.trial}; {answer.search_trials} search trials completed)")]
     if answer.confirmed is not None:
         confirmed_ = answer.confirmed
         failed = f", {confirmed_['failed']} run(s) failed" if confirmed_["failed"] else ""
@@ -94,7 +99,8 @@ def score_lines(answer: Answer) -> list[tuple[str, str]]:
     test_metric = "test_" + answer.metric.removeprefix("val_")
     if answer.test is not None and test_metric in answer.test["metrics"]:
         lines.append((TEST_SCORE, f"{answer.test['metrics'][test_metric]:.4f} on {answer.test['rows']} rows"))
-        lines.append(("optimism of selecting on validation (search − test)", f"{answer.optimism:+.4f}"))
+        difference = "search − test" if answer.mode == "max" else "test − search"
+        lines.append((f"optimism of selecting on validation ({difference})", f"{answer.optimism:+.4f}"))
     return lines
 
 

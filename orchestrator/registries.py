@@ -29,10 +29,12 @@ class SamplerInputs:
 def _tpe(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
     # constant_liar: trials still running count as bad guesses, so parallel suggestions spread out
     # group: with conditional parameters, model each set of parameters that appear together
-    return optuna.samplers.TPESampler(
-        seed=inputs.seed, multivariate=True, group=inputs.space.conditional, constant_liar=True,
-        n_startup_trials=inputs.n_startup_trials,
-    )
+    with warnings.catch_warnings():  # "group is experimental": our choice, not the user's to act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=inputs.seed, multivariate=True, group=inputs.space.conditional, constant_liar=True,
+            n_startup_trials=inputs.n_startup_trials,
+        )
 
 
 def _random(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
