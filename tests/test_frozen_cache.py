@@ -44,10 +44,11 @@ def _scores(report: dict) -> dict:
     return {key: value for key, value in report.items() if key.startswith("val_") or key in ("train_loss", "trainable_params")}
 
 
-@pytest.mark.parametrize("depth", [0, 1])
-def test_cached_and_uncached_trials_score_the_same_at_dropout_0(text, depth):
+@pytest.mark.parametrize("depth, method", [(0, "full"), (1, "full"), (1, "lora")])  # lora: adapters on the top layer only
+def test_cached_and_uncached_trials_score_the_same_at_dropout_0(text, depth, method):
     settings, data, cached = text
-    hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=depth, dropout=0.0, class_balance="oversample")
+    hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=depth, dropout=0.0, class_balance="oversample",
+                                      method=method, lora_dropout=0.0)
     plain, fast = _run(settings, hyperparameters, data), _run(settings, hyperparameters, cached)
     assert plain[-1]["frozen_cache"].startswith("off:") and fast[-1]["frozen_cache"] == f"on: the bottom {2 - depth} of 2 layers from the cache"
     for before, after in zip(plain, fast, strict=True):
@@ -106,7 +107,7 @@ def test_out_of_memory_retries_split_cached_batches_too(text, monkeypatch):
     ({"unfreeze_depth": 2}, "off: unfreeze_depth trains every layer"),
     ({"unfreeze_depth": None}, "off: unfreeze_depth trains every layer"),
     ({"unfreeze_depth": 2, "unfreeze_every": 1}, "on: the bottom 1 of 2 layers from the cache"),  # one epoch: head and top layer only
-    ({"unfreeze_depth": 1, "method": "lora"}, "off: LoRA adapters (their trials run every layer)"),
+    ({"unfreeze_depth": 2, "method": "lora"}, "off: unfreeze_depth trains every layer"),  # adapters on every layer
 ])
 def test_trials_the_cache_cannot_serve_run_every_layer_and_say_why(text, change, reason):
     settings, _, cached = text

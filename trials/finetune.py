@@ -110,15 +110,14 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     task = task_for(settings)
 
     model = task.load_model(hyperparameters)
-    if is_adapted(model):
+    layers = len(encoder_layers(model))
+    depth = layers if hyperparameters.unfreeze_depth is None else hyperparameters.unfreeze_depth
+    if is_adapted(model):  # adapters on the top ``depth`` layers only: those below stay as pre-trained, like frozen ones
         groups = adapter_groups(model)
-        boundary, cache_use = None, frozen_cache.OFF_FOR_ADAPTERS
     else:
-        layers = len(encoder_layers(model))
-        depth = layers if hyperparameters.unfreeze_depth is None else hyperparameters.unfreeze_depth
         apply_unfreeze_depth(model, depth)
         groups = layer_groups(model, depth)
-        boundary, cache_use = frozen_cache.plan(data.frozen, hyperparameters, depth, layers, settings.max_epochs)
+    boundary, cache_use = frozen_cache.plan(data.frozen, hyperparameters, depth, layers, settings.max_epochs)
     model.to(device)
     precision = precision_for(settings.precision, device)
     if settings.gradient_checkpointing:

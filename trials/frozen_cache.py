@@ -156,9 +156,6 @@ class CachedInputs:
         return collate(split, rows, self.input_name)
 
 
-OFF_FOR_ADAPTERS = "off: LoRA adapters (their trials run every layer)"
-
-
 def plan(cache: FrozenCache | None, hyperparameters, depth: int, layers: int, max_epochs: int) -> tuple[int | None, str]:
     """(the boundary a trial starts from, or None to run the whole model; the one line its
     ``frozen_cache`` report says). The boundary is the deepest cached one below every layer that

@@ -178,7 +178,10 @@ class _GivenHiddenStates(nn.Module):
 def layers_from(model: nn.Module, boundary: int) -> Iterator[None]:
     """While open, the model takes the hidden states at ``boundary`` (the output of its bottom
     ``boundary`` layers) in place of its inputs and runs only the layers above it, its own
-    attention mask and head included. Parameter names are unchanged outside."""
+    attention mask and head included. Parameter names are unchanged outside. A model with LoRA
+    adapters (a ``peft.PeftModel``) runs its wrapped model this way."""
+    unwrap = getattr(model, "get_base_model", None)
+    model = unwrap() if callable(unwrap) else model
     embeddings, holder, attribute = _stack_holder(model)
     stack = getattr(holder, attribute)
     base = getattr(model, "base_model", model)
