@@ -143,10 +143,10 @@ def _image_health_check(head_address: str) -> int:
 def test_the_compose_topology_as_local_processes(write_sweep, postgres_url, tmp_path):
     """docker-compose.yml's services, run as processes: PostgreSQL (study DB and MLflow's store),
     `mlflow server`, a Ray head and a Ray worker node started with `ray start` (as a team would),
-    and `hpo run --ray-address`. The trials (two at once, one per node: each takes a node's 2 CPUs)
-    must land in PostgreSQL and be readable through the MLflow server's REST API; the Ray image's
-    HEALTHCHECK passes against the token-auth head and fails against an address nothing serves.
-    (One cluster for both: starting one costs the most here.)"""
+    and `hpo run --ray-address`. The trials (each takes a node's 2 CPUs, so two at once run one per
+    node) must land in PostgreSQL and be readable through the MLflow server's REST API; the Ray
+    image's HEALTHCHECK passes against the token-auth head and fails against an address nothing
+    serves. (The `ray start` checks share this cluster: starting one costs the most here.)"""
     import sqlalchemy as sa
 
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
