@@ -14,7 +14,7 @@ On the bundled MiniLM-L6 (6 layers) and bundled tweets (max_length 64):
             epoch, best val_f1_macro.
 
 Usage:  python bench/frozen_cache.py [--seeds 0 1 2 --sweep-seeds 0 --trials 6 --train-size 200 --val-size 100 --epochs 1 --sweep-epochs 2]
-        python bench/frozen_cache.py --smoke      # 1 seed, depths 0 and 6, a 2-trial sweep of 1 epoch, 48 / 24 tweets
+        python bench/frozen_cache.py --smoke      # 1 seed, depths 0 and 6, a 2-trial sweep of 1 epoch, 32 / 16 tweets
 """
 
 from __future__ import annotations
@@ -167,10 +167,10 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=1, help="fixed-depth arms")
     parser.add_argument("--sweep-epochs", type=int, default=2, help="demo arm")
-    parser.add_argument("--smoke", action="store_true", help="1 seed, depths 0 and 6, a 2-trial sweep of 1 epoch, 48 / 24 tweets")
+    parser.add_argument("--smoke", action="store_true", help="1 seed, depths 0 and 6, a 2-trial sweep of 1 epoch, 32 / 16 tweets")
     args = parser.parse_args()
     if args.smoke:
-        args.seeds, args.sweep_seeds, args.depths, args.trials, args.train_size, args.val_size, args.sweep_epochs = [0], [0], [0, 6], 2, 48, 24, 1
+        args.seeds, args.sweep_seeds, args.depths, args.trials, args.train_size, args.val_size, args.sweep_epochs = [0], [0], [0, 6], 2, 32, 16, 1
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     transformers_logging.set_verbosity_error()

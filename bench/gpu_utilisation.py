@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="smoke run without a GPU: tiny sizes, trials on CPU cores, no GPU columns")
     args = parser.parse_args()
     if args.cpu:
-        args.trials, args.train_size, args.val_size, args.epochs, args.max_length = 2, 64, 32, 1, 32
+        args.trials, args.train_size, args.val_size, args.epochs, args.max_length = 2, 32, 16, 1, 16
         args.fractions = [f for f in args.fractions if round(1 / f) <= CORES]
         args.search_space = "text_classification_cpu"
 

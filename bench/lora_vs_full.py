@@ -11,7 +11,7 @@ peak resident set on CPU (the Python, torch and model baseline included), the pe
 CUDA GPU. s / epoch is the mean over the arm's trials of an epoch's training and evaluation.
 
 Usage:  python bench/lora_vs_full.py [--trials 3 --train-size 200 --val-size 100 --epochs 1 --max-length 32] [--arms full lora both]
-        python bench/lora_vs_full.py --smoke      # 1 trial per arm on 64 rows: a quick check that it runs
+        python bench/lora_vs_full.py --smoke      # 1 trial per arm on 32 rows: a quick check that it runs
 """
 
 from __future__ import annotations
@@ -139,11 +139,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    parser.add_argument("--smoke", action="store_true", help="1 trial per arm, 64 train / 32 val rows, 1 epoch")
+    parser.add_argument("--smoke", action="store_true", help="1 trial per arm, 32 train / 16 val rows of max_length 16, 1 epoch")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout instead of the table")
     args = parser.parse_args()
     if args.smoke:
-        args.trials, args.train_size, args.val_size, args.epochs, args.max_length = 1, 64, 32, 1, 32
+        args.trials, args.train_size, args.val_size, args.epochs, args.max_length = 1, 32, 16, 1, 16
 
     from orchestrator.prepare import prepare
 

@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 HPO = str(Path(sys.executable).parent / "hpo")
 
 
-def _slow_sweep(write_sweep, name):
-    # ~30 epochs of the tiny model: a few seconds per trial, long enough to be killed mid-trial
-    return write_sweep(name=name, trial={"max_epochs": 30}, budget={"n_trials": 2, "max_concurrent": 1})
+def _slow_sweep(write_sweep, name, epochs=30):
+    # ~30 epochs of the tiny model: several seconds per trial, long enough to be killed mid-trial
+    # and for a second invocation to find the first still running
+    return write_sweep(name=name, trial={"max_epochs": epochs}, budget={"n_trials": 2, "max_concurrent": 1})
 
 
 def _start(path) -> subprocess.Popen:
@@ -63,7 +64,8 @@ def _assert_nothing_running(config):
 
 
 def test_sigkill_mid_trial_then_rerun_closes_and_requeues(write_sweep):
-    path = _slow_sweep(write_sweep, "killed")
+    # killed at once after its first epoch: 10 epochs leave it mid-trial, and the rerun trains both trials in full
+    path = _slow_sweep(write_sweep, "killed", epochs=10)
     config = load_sweep(path)
     process = _start(path)
     _wait_for_running_trial(config, process)
@@ -126,10 +128,11 @@ def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
 @pytest.mark.parametrize("point", ["before-first-trial", "between-trials", "mlflow-summary"])
 def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, point):
     """SIGKILL at each named point of a run (orchestrator/failpoints.py), then the nightly command
-    again: all three stores agree, nothing is RUNNING, and the study has exactly the trials asked for."""
-    path = write_sweep(name=f"kill-{point}", trial={"max_epochs": 2}, budget={"n_trials": 3, "max_concurrent": 1})
+    again: all three stores agree, nothing is RUNNING, and the study has exactly the trials asked for.
+    (Two one-epoch trials: the fewest with a point between trials; the work is the two invocations.)"""
+    path = write_sweep(name=f"kill-{point}", trial={"max_epochs": 1}, budget={"n_trials": 2, "max_concurrent": 1})
     config = load_sweep(path)
-    command = [HPO, "run", str(path), "--total-trials", "3"]
+    command = [HPO, "run", str(path), "--total-trials", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     killed = subprocess.run(command, capture_output=True, text=True, env={**env, "HPO_KILL_AT": point}, timeout=600, start_new_session=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -138,7 +141,7 @@ def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, po
     assert again.returncode == 0, again.stderr[-2000:]
 
     trials, runs = _assert_nothing_running(config)
-    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2
     assert all(t.state in (TrialState.COMPLETE, TrialState.WAITING) for t in trials)  # no trial was in flight when killed
     children = {int(r.data.tags["hpo.optuna_trial_number"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert {n: r.info.status for n, r in children.items()} == {t.number: "FINISHED" for t in trials if t.state == TrialState.COMPLETE}

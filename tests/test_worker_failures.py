@@ -163,7 +163,8 @@ def test_a_trial_on_a_lost_node_resumes_on_another(write_sweep):
     """A real multi-node Ray cluster on this machine; the node running the trial is removed mid-trial."""
     import subprocess
 
-    path = write_sweep(name="node-loss", trial={"max_epochs": 40, "max_failures": 2},
+    # its node goes after epoch 2: the 14 epochs left keep the trial running well past the removal
+    path = write_sweep(name="node-loss", trial={"max_epochs": 16, "max_failures": 2},
                        budget={"n_trials": 1, "max_concurrent": 1})
     config = load_sweep(path)
     nodes_file = path.parent / "nodes.txt"
@@ -176,12 +177,12 @@ def test_a_trial_on_a_lost_node_resumes_on_another(write_sweep):
     assert first_node != second_node  # restarted on the surviving node
 
     [trial] = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
-    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == list(range(1, 41))
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == list(range(1, 17))
     [row] = _ledger(config)
     assert (row["state"], row["restarts"]) == ("COMPLETE", 1)
     [child] = mlflow_runs(config)[2]
     epochs = [m.step for m in MlflowClient(config.storage.mlflow).get_metric_history(child.info.run_id, "val_f1_macro")]
-    assert len(epochs) <= 41  # continued from its checkpoint: at most the epoch in flight ran twice
+    assert len(epochs) <= 17  # continued from its checkpoint: at most the epoch in flight ran twice
     assert child.info.status == "FINISHED" and child.data.tags["hpo.restarts"] == "1"
 
 
