@@ -70,9 +70,16 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
 def enable_wal(url: str) -> None:
     """Put a SQLite database file in WAL mode (it persists in the file): readers then never block the writer."""
     sqlite_path = sqlite_file(url)
-    if sqlite_path is not None:
-        with sqlite3.connect(sqlite_path) as connection:
+    if sqlite_path is None:
+        return
+    # Switching needs the file to itself: wait for readers like any other writer, and do not ask
+    # again once it is WAL (a sweep starting while a script polls the study must not fail).
+    connection = sqlite3.connect(sqlite_path, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
