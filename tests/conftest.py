@@ -129,6 +129,18 @@ def mlflow_runs(config):
     return client, parents, children
 
 
+def registered_model(tracking_uri: str, name_version: str):
+    """The model registered as ``NAME/VERSION`` in the MLflow store at ``tracking_uri``, loaded
+    as users load it (``mlflow.transformers.load_model``): a transformers pipeline."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.transformers.load_model(f"models:/{name_version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def described_inputs(inputs) -> dict[str, dict]:
     """A run's dataset inputs by their context (train, validation, test): what the MLflow UI shows of each."""
     import json

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from tests.conftest import registered_model
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +55,6 @@ def test_hpo_run_on_bundled_model_and_tweets(tmp_path):
 def test_hpo_run_lora_preset_on_bundled_model_registers_the_merged_model(tmp_path):
     """The LoRA preset on the bundled MiniLM: adapters train, and the registered model is the
     merged MiniLM that loads like a full fine-tune."""
-    import mlflow
 
     sweep = yaml.safe_load((REPO / "sweeps" / "demo.yaml").read_text())
     sweep["search_space"] = "lora"
@@ -77,11 +78,7 @@ def test_hpo_run_lora_preset_on_bundled_model_registers_the_merged_model(tmp_pat
     assert len(children) == 2 and all(run.data.metrics["trainable_params"] < 2_000_000 for run in children)  # MiniLM-L6 has 22.7 million
     answer = result["answer"]
     assert answer["registered"] == f"{sweep['registered_model']}/1" and 0 <= answer["test"]["metrics"]["test_f1_macro"] <= 1
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    try:
-        classifier = mlflow.transformers.load_model(f"models:/{sweep['registered_model']}/1")
-    finally:
-        mlflow.set_tracking_uri(None)
+    classifier = registered_model(f"sqlite:///{tmp_path / 'mlruns.db'}", f"{sweep['registered_model']}/1")
     assert not any("lora_" in name for name, _ in classifier.model.named_parameters())
     assert {p["label"] for p in classifier(["what a great day", "worst service ever"])} <= {"negative", "neutral", "positive"}
     assert "Traceback" not in completed.stderr

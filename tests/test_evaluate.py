@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from orchestrator.answer import ANSWER_ATTR
 from orchestrator.cli import app
-from tests.conftest import TINY_SPACE, make_rows
+from tests.conftest import TINY_SPACE, make_rows, registered_model
 
 runner = CliRunner()
 HPO = str(Path(sys.executable).parent / "hpo")
@@ -156,16 +156,11 @@ def _mlflow_runs(mlflow_db: Path) -> list[str]:
 
 def _independent_scores(mlflow_db: Path, data: Path) -> tuple[dict, dict, int]:
     """The registered model's metrics on ``data``, computed here with scikit-learn from its own predictions."""
-    import mlflow
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
     frame = pd.read_csv(data).dropna()
     frame = frame[frame["text"].str.strip() != ""]
-    mlflow.set_tracking_uri(f"sqlite:///{mlflow_db}")
-    try:
-        classifier = mlflow.transformers.load_model(f"models:/{MODEL_NAME}/1")
-    finally:
-        mlflow.set_tracking_uri(None)
+    classifier = registered_model(f"sqlite:///{mlflow_db}", f"{MODEL_NAME}/1")
     predicted = [output["label"] for output in classifier(frame["text"].tolist(), batch_size=7, truncation=True, max_length=16)]
     truth = frame["label"].tolist()
     metrics = {

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
-from tests.conftest import mlflow_runs
+from tests.conftest import mlflow_runs, registered_model
 from trials.data import DataError
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
 from trials.images import collate, flip_and_crop, images_in_folder, images_in_table, preprocess
@@ -253,18 +253,13 @@ def test_image_classification_sweep_records_complete_trials(ray_session, write_s
 
 @pytest.mark.slow
 def test_an_image_sweep_registers_an_image_classification_pipeline(ray_session, write_sweep, tiny_vit, digits_folder):
-    import mlflow
     from PIL import Image
 
     config = load_sweep(_image_sweep(write_sweep, tiny_vit, digits_folder, name="digits-registered", registered_model="tiny-digits",
                                      search_space={**IMAGE_SPACE, "unfreeze_depth": 2}, trial={"max_epochs": 1}, budget={"n_trials": 1, "max_concurrent": 1}))
     result = run_sweep(config)
     assert result.answer["registered"] == "tiny-digits/1", result.answer
-    mlflow.set_tracking_uri(config.storage.mlflow)
-    try:
-        classifier = mlflow.transformers.load_model("models:/tiny-digits/1")
-    finally:
-        mlflow.set_tracking_uri(None)
+    classifier = registered_model(config.storage.mlflow, "tiny-digits/1")
     assert type(classifier.model).__name__ == "ViTForImageClassification"
     image = Image.open(next((digits_folder / CLASSES[0]).iterdir())).convert("RGB")
     assert {output["label"] for output in classifier(image, top_k=3)} == set(CLASSES)

@@ -11,7 +11,7 @@ import trials.finetune
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
-from tests.conftest import TINY_SPACE, Recorder, comparable_metrics, encoded_tiny_data
+from tests.conftest import TINY_SPACE, Recorder, comparable_metrics, encoded_tiny_data, registered_model
 from tests.test_image_classification import IMAGE_SPACE, _image_sweep, digits_folder, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune
@@ -230,7 +230,6 @@ def test_lora_targets_an_unknown_model_cannot_resolve_are_refused_before_anythin
 
 @pytest.mark.slow
 def test_a_text_lora_sweep_registers_the_merged_model_which_scores_what_its_trial_did(ray_session, write_sweep):
-    import mlflow
     import numpy as np
     import optuna
 
@@ -247,11 +246,7 @@ def test_a_text_lora_sweep_registers_the_merged_model_which_scores_what_its_tria
     client, _, children = mlflow_runs(config)
     assert all(run.data.metrics["trainable_params"] < 10_000 for run in children)  # the tiny BERT has 21,219 parameters
 
-    mlflow.set_tracking_uri(config.storage.mlflow)
-    try:
-        classifier = mlflow.transformers.load_model("models:/tiny-lora/1")
-    finally:
-        mlflow.set_tracking_uri(None)
+    classifier = registered_model(config.storage.mlflow, "tiny-lora/1")
     assert type(classifier.model).__name__ == "BertForSequenceClassification"
     assert not any("lora_" in name for name, _ in classifier.model.named_parameters())
     prepared = validate(config)

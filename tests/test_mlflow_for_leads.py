@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_SPACE, free_port
+from tests.conftest import TINY_SPACE, free_port, registered_model
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,6 @@ def test_the_parent_run_tells_the_story_and_children_hold_the_trials(served_swee
 
 
 def test_the_best_model_is_registered_once_per_new_best_and_predicts(served_sweep):
-    import mlflow
     from mlflow import MlflowClient
 
     url, first, second, _ = served_sweep
@@ -123,11 +122,7 @@ def test_the_best_model_is_registered_once_per_new_best_and_predicts(served_swee
     tags = versions[0].tags
     assert tags["hpo.study"] == "leads" and tags["hpo.optuna_trial_number"] == str(first["best"]["number"])
     assert versions[0].run_id == first["best"]["mlflow_run_id"]
-    mlflow.set_tracking_uri(url)
-    try:
-        classifier = mlflow.transformers.load_model(f"models:/{MODEL_NAME}/1")
-    finally:
-        mlflow.set_tracking_uri(None)
+    classifier = registered_model(url, f"{MODEL_NAME}/1")
     predictions = classifier(["good great love", "bad awful hate"])
     assert len(predictions) == 2 and {p["label"] for p in predictions} <= {"negative", "neutral", "positive"}
 

@@ -16,7 +16,7 @@ import torch
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.runner import validate
-from tests.conftest import Recorder, comparable_metrics
+from tests.conftest import Recorder, comparable_metrics, registered_model
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
 from trials.generation_metrics import exact_match, generation_scores, normalize, token_f1
@@ -259,7 +259,6 @@ def test_sweep_files_are_checked_for_the_task(write_sweep, tiny_gpt2, tiny_model
 
 @pytest.mark.slow
 def test_a_sweep_trains_lora_and_full_trials_and_registers_a_loadable_generator(ray_session, write_sweep, tiny_gpt2, pairs_jsonl):
-    import mlflow
     import optuna
 
     from orchestrator.api import run_sweep
@@ -280,11 +279,7 @@ def test_a_sweep_trains_lora_and_full_trials_and_registers_a_loadable_generator(
     assert trainable["lora"]["trainable_params"] < trainable["full"]["trainable_params"] / 3
     assert all({"val_perplexity", "val_exact_match", "val_token_f1"} <= set(metrics) for metrics in trainable.values())
 
-    mlflow.set_tracking_uri(config.storage.mlflow)
-    try:
-        generator = mlflow.transformers.load_model("models:/tiny-gen/1")
-    finally:
-        mlflow.set_tracking_uri(None)
+    generator = registered_model(config.storage.mlflow, "tiny-gen/1")
     assert type(generator.model).__name__ == "GPT2LMHeadModel"
     assert not any("lora_" in name for name, _ in generator.model.named_parameters())
     output = generator("reverse red blue :", max_new_tokens=3, do_sample=False)
