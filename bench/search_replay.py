@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from orchestrator.config import SchedulerConfig  # noqa: E402
 from orchestrator.outcome import classify  # noqa: E402
 from orchestrator.registries import SAMPLERS, SCHEDULERS, SamplerInputs  # noqa: E402
 from orchestrator.search_space import CategoricalParam, FloatParam, SearchSpace  # noqa: E402
 from orchestrator.storage.study import startup_trials  # noqa: E402
+from orchestrator.sweep_sections import SchedulerConfig  # noqa: E402
 from trials.result_keys import EPOCH, FINAL, INTERIM, STEP, WARMING_UP  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.config import Resources
 from orchestrator.errors import ConfigError
+from orchestrator.sweep_sections import Resources
 
 GIB = 2**30
 _NODE_NAMES = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}  # a trial's request -> a node's resources in ray.nodes()

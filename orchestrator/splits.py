@@ -57,7 +57,7 @@ class Splits:
 
 
 def make_splits(data, read_source: ReadSource, read_frame: ReadFrame, from_frame: FromFrame, read_dataset_dict: Callable[[str], dict] | None) -> Splits:
-    """The sweep's splits from ``data`` (its :class:`~orchestrator.config.DataConfig`). Raises :class:`ConfigError`."""
+    """The sweep's splits from ``data`` (its :class:`~orchestrator.sweep_sections.DataConfig`). Raises :class:`ConfigError`."""
     if read_dataset_dict is not None and _is_dataset_dict(data.source):
         frames = read_dataset_dict(data.source)
         parts = {name: from_frame(frame, "data.source", f"{data.source}[{name}]", 2 if name == "train" else 1) for name, frame in frames.items()}

@@ -13,12 +13,13 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from orchestrator.config import Resources, SweepConfig
+from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.ray_session import check_ray_address
 from orchestrator.resources import GIB
 from orchestrator.secrets import mask
 from orchestrator.storage.study import check_reachable
+from orchestrator.sweep_sections import Resources
 
 # MLflow tracking stores `hpo run` can log to: MLflow's SQLAlchemy databases
 # (mlflow.store.db.db_types.DATABASE_ENGINES) and a tracking server.

@@ -398,7 +398,7 @@ def test_demo_sweep_file_is_valid():
 
 def test_local_gpus_are_counted_as_ray_would(monkeypatch):
     from orchestrator import targets
-    from orchestrator.config import Resources
+    from orchestrator.sweep_sections import Resources
 
     monkeypatch.setattr(targets, "local_gpu_count", lambda: 1)
     targets.check_fits_this_machine(Resources(cpu=1, gpu=1))

@@ -192,11 +192,11 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
     and must record the restart instead of crashing the sweep."""
     from types import SimpleNamespace
 
-    from orchestrator.config import Resources
     from orchestrator.recorder import TrialRecorder
     from orchestrator.searcher import StudySearcher
     from orchestrator.storage import db
     from orchestrator.storage.ledger import Ledger
+    from orchestrator.sweep_sections import Resources
     from orchestrator.tracking import MlflowTracker
 
     config = load_sweep(write_sweep(name="never-started"))
