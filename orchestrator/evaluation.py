@@ -46,17 +46,19 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k != SEED_PARAM})
     model = task.load_model(hyperparameters)
     checkpoint.apply_weights(model, checkpoint.best_model_weights(kept.weights_file.parent))
-    if hasattr(task, "evaluate"):  # text generation: loss, perplexity and generation scores; no classes to confuse
+    confusion: list = []  # text generation has no classes to confuse
+    if hasattr(task, "evaluate"):  # text generation: loss, perplexity and generation scores
         metrics = task.evaluate(model, test_split, settings.eval_batch_size, torch.device("cpu"))
-        return TestScore({TEST_PREFIX + name.removeprefix("val_"): float(value) for name, value in metrics.items()}, [], len(test_split), search_trial, kept.run_id)
-    loss, predictions = predict(model, task, test_split, settings.eval_batch_size, torch.device("cpu"))
-    labels = test_split.labels
-    metrics = {"val_loss": loss, **classification_metrics(labels, predictions, len(settings.label_names)),
-               **per_class_f1(labels, predictions, settings.label_names)}
-    confusion = np.zeros((len(settings.label_names),) * 2, dtype=np.int64)
-    np.add.at(confusion, (labels, predictions), 1)
+    else:
+        loss, predictions = predict(model, task, test_split, settings.eval_batch_size, torch.device("cpu"))
+        labels = test_split.labels
+        metrics = {"val_loss": loss, **classification_metrics(labels, predictions, len(settings.label_names)),
+                   **per_class_f1(labels, predictions, settings.label_names)}
+        counts = np.zeros((len(settings.label_names),) * 2, dtype=np.int64)
+        np.add.at(counts, (labels, predictions), 1)
+        confusion = counts.tolist()
     return TestScore({TEST_PREFIX + name.removeprefix("val_"): float(value) for name, value in metrics.items()},
-                     confusion.tolist(), len(labels), search_trial, kept.run_id)
+                     confusion, len(test_split), search_trial, kept.run_id)
 
 
 def confusion_matrix_png(score: TestScore, label_names: list[str], path: Path) -> Path:
