@@ -21,9 +21,19 @@ SchedulerName = Literal["fifo", "asha", "hyperband", "median"]
 
 @dataclass(frozen=True)
 class SamplerInputs:
-    seed: int | None
+    seed: int | None  # the sweep's sampler.seed
     n_startup_trials: int
     space: SearchSpace
+    trials_so_far: int = 0  # trials the study held when this invocation opened it
+
+    @property
+    def draw_seed(self) -> int | None:
+        """The seed of this invocation's random draws: ``seed`` itself on a new study; on a
+        continued one, a seed derived from ``seed`` and the study's history, so each invocation
+        draws new points and the same sequence of invocations draws the same ones."""
+        if self.seed is None or self.trials_so_far == 0:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, self.trials_so_far]).generate_state(1)[0])
 
 
 def _tpe(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
@@ -32,32 +42,36 @@ def _tpe(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():  # "group is experimental": our choice, not the user's to act on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=inputs.seed, multivariate=True, group=inputs.space.conditional, constant_liar=True,
+            seed=inputs.draw_seed, multivariate=True, group=inputs.space.conditional, constant_liar=True,
             n_startup_trials=inputs.n_startup_trials,
         )
 
 
 def _random(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=inputs.seed)
+    return optuna.samplers.RandomSampler(seed=inputs.draw_seed)
 
 
 def _cmaes(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
     # CMA-ES models numeric parameters only; categorical ones are drawn at random
     return optuna.samplers.CmaEsSampler(
-        seed=inputs.seed, n_startup_trials=inputs.n_startup_trials, warn_independent_sampling=False,
-        independent_sampler=optuna.samplers.RandomSampler(seed=inputs.seed),
+        seed=inputs.draw_seed, n_startup_trials=inputs.n_startup_trials, warn_independent_sampling=False,
+        independent_sampler=optuna.samplers.RandomSampler(seed=inputs.draw_seed),
     )
 
 
 def _gp(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GPSampler(seed=inputs.seed, n_startup_trials=inputs.n_startup_trials, warn_independent_sampling=False)
+    return optuna.samplers.GPSampler(seed=inputs.draw_seed, n_startup_trials=inputs.n_startup_trials, warn_independent_sampling=False)
 
 
 def _qmc(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
-    # scrambled Sobol points cover the space more evenly than random ones; no model
+    # scrambled Sobol points cover the space more evenly than random ones; no model. The sequence
+    # is the sweep's seed's: the study keeps its position, so a continued study takes the next points.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=inputs.seed, warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=inputs.seed, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=inputs.draw_seed),
+        )
 
 
 class _Grid(optuna.samplers.GridSampler):
@@ -69,11 +83,11 @@ class _Grid(optuna.samplers.GridSampler):
 
 
 def _grid(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
-    return _Grid(grid_points(inputs.space), seed=inputs.seed)
+    return _Grid(grid_points(inputs.space), seed=inputs.draw_seed)
 
 
 def _nsga2(inputs: SamplerInputs) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=inputs.seed, population_size=max(4, inputs.n_startup_trials))
+    return optuna.samplers.NSGAIISampler(seed=inputs.draw_seed, population_size=max(4, inputs.n_startup_trials))
 
 
 SAMPLERS: dict[SamplerName, Callable[[SamplerInputs], optuna.samplers.BaseSampler]] = {

@@ -26,10 +26,10 @@ SPACE = {
 }
 
 
-def _config(tmp_path, sampler: str, name: str = "s", seed: int = 7, db: str = "study.db", **overrides):
+def _config(tmp_path, sampler: str, name: str = "s", seed: int = 7, db: str = "study.db", startup: int = 3, **overrides):
     raw = {
         "name": name, "model": "m", "data": {"source": "d.csv"}, "search_space": SPACE,
-        "sampler": {"name": sampler, "seed": seed, "n_startup_trials": 3},
+        "sampler": {"name": sampler, "seed": seed, "n_startup_trials": startup},
         "storage": {"study_db": f"sqlite:///{tmp_path / db}"}, **overrides,
     }
     return parse_sweep(raw, tmp_path)
@@ -61,6 +61,37 @@ def test_each_sampler_suggests_in_range_and_reproducibly_with_a_seed(sampler, tm
         assert 1e-4 <= params["learning_rate"] <= 1e-1 and 0 <= params["unfreeze_depth"] <= 4
         assert params["batch_size"] in (8, 16, 32) and round(params["dropout"], 6) in (0.0, 0.1, 0.2, 0.3)
     assert len({tuple(sorted(p.items())) for p in first}) > 1
+
+
+def _invocations(config, invocations: int, trials_each: int) -> list[tuple]:
+    """Configurations of ``invocations`` runs of the same sweep, each opening the study anew as `hpo run` does."""
+    suggested = []
+    for _ in range(invocations):
+        suggested += [tuple(sorted(params.items())) for params in _drive(config, trials_each)]
+    return suggested
+
+
+@pytest.mark.parametrize("sampler, startup", [("random", 3), ("tpe", 20), ("tpe", 3), ("qmc", 3), ("cmaes", 3), ("gp", 3)])
+def test_a_continued_study_never_repeats_a_configuration(sampler, startup, tmp_path):
+    """Five invocations of two trials each (a nightly job with a fixed seed) propose ten different
+    configurations, inside and past TPE's start-up phase; on a new study the same five invocations
+    propose the same ten."""
+    def config(db: str):
+        return _config(tmp_path, sampler, db=db, startup=startup)
+
+    first = _invocations(config("a.db"), 5, 2)
+    assert len(set(first)) == 10, first
+    assert _invocations(config("b.db"), 5, 2) == first
+
+
+def test_a_new_study_draws_from_the_sweep_s_seed_itself(tmp_path):
+    """The seed a continued study derives does not change a new study's points: `hpo run` on a
+    fresh database proposes what `sampler.seed` always proposed."""
+    config = _config(tmp_path, "random")
+    expected = optuna.samplers.RandomSampler(seed=7)
+    study = optuna.create_study(sampler=expected)
+    first = study.ask(config.search_space.distributions()).params
+    assert _drive(config, 1) == [{**config.search_space.fixed, **first}]
 
 
 def test_grid_search_visits_every_point_once(tmp_path):

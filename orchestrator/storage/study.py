@@ -117,14 +117,17 @@ def startup_trials(config: SweepConfig) -> int:
 
 
 def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the sweep's study, or load it to continue when it exists."""
+    """Create the sweep's study, or load it to continue when it exists. Its sampler's random
+    draws depend on the sweep's seed and on the trials the study already holds: a continued
+    study never proposes its earlier points again, and the same invocations repeat the same."""
     from orchestrator.registries import SAMPLERS, SamplerInputs
 
-    sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space))
     directions = [optuna_direction(objective.mode) for objective in config.objective_list]
     study = optuna.create_study(
-        study_name=config.name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
+        study_name=config.name, storage=storage, sampler=optuna.samplers.RandomSampler(), directions=directions, load_if_exists=True
     )
+    history = len(study.get_trials(deepcopy=False))
+    study.sampler = SAMPLERS[config.sampler.name](SamplerInputs(config.sampler.seed, startup_trials(config), config.search_space, history))
     if [direction.name.lower() for direction in study.directions] != directions:
         field, value = ("objectives", directions) if config.objectives else ("objective.mode", config.objective.mode)
         raise ConfigError(
