@@ -97,3 +97,12 @@ def test_export(filled, tmp_path, fmt):
     assert {"params_learning_rate", "params_batch_size", "user_attrs_state_reason", "value"} <= set(frame.columns)
     result = runner.invoke(app, ["export", "nightly", "--db", filled, "--format", "xlsx"])
     assert result.exit_code == 2 and "--format: 'xlsx'" in result.output
+
+
+def test_export_while_the_first_trial_runs(tmp_path):
+    """A study whose only trial is running has no duration yet: the export still writes it."""
+    url = f"sqlite:///{tmp_path / 'running.db'}"
+    optuna.create_study(study_name="starting", storage=url).ask(DISTRIBUTIONS)
+    path = tmp_path / "trials.csv"
+    assert f"wrote 1 trials of starting to {path}" in _invoke("export", "starting", "--db", url, "--out", str(path))
+    assert "RUNNING" in path.read_text()

@@ -138,11 +138,13 @@ EXPORT_FORMATS = ("csv", "json", "parquet")
 
 def export(storage: optuna.storages.BaseStorage, name: str, fmt: str, path: Path) -> int:
     """Write every trial of the study (one row each: state, value, params_*, user_attrs_*, times) to ``path``."""
+    import pandas as pd
+
     if fmt not in EXPORT_FORMATS:
         raise ConfigError("--format", fmt, f"choose one of {', '.join(EXPORT_FORMATS)}")
     frame = load_study(storage, name).trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete", "duration", "params", "user_attrs"))
-    if "duration" in frame:
-        frame["duration"] = frame["duration"].dt.total_seconds()
+    if "duration" in frame:  # seconds; none yet while every trial runs (the column then holds no timedeltas)
+        frame["duration"] = pd.to_timedelta(frame["duration"]).dt.total_seconds()
     if fmt == "csv":
         frame.to_csv(path, index=False)
     elif fmt == "json":
