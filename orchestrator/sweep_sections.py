@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.errors import ConfigError
@@ -22,6 +24,36 @@ class Section(BaseModel):
     """One part of the sweep file: unknown keys are refused, and a parsed sweep never changes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans_as_words(cls, raw: Any) -> Any:
+        """YAML 1.1 reads ``off``, ``on``, ``yes`` and ``no`` as booleans: a key whose allowed words
+        include one (``cache_frozen: off``) gets the word back."""
+        if not isinstance(raw, dict):
+            return raw
+        return {key: yaml_word(value, cls.model_fields[key].annotation) if isinstance(value, bool) and key in cls.model_fields else value
+                for key, value in raw.items()}
+
+
+def yaml_word(value: bool, annotation: Any) -> Any:
+    """The word of ``annotation``'s allowed words (its ``Literal`` members) that YAML reads as
+    ``value``; ``value`` itself when the annotation takes booleans or no such word is allowed."""
+    options = annotation_options(annotation)
+    if bool in options:
+        return value
+    words = [word for option in options if get_origin(option) is Literal for word in get_args(option)
+             if isinstance(word, str) and yaml.safe_load(word) is value]
+    return words[0] if len(words) == 1 else value
+
+
+def annotation_options(annotation: Any) -> list[Any]:
+    """What an annotation allows: [X, NoneType] for X | None, the members of Annotated[Union[X, Y], ...]."""
+    if get_origin(annotation) is Annotated:
+        return annotation_options(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return [option for member in get_args(annotation) for option in annotation_options(member)]
+    return [annotation]
 
 
 class Objective(Section):
