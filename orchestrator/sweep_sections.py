@@ -61,6 +61,10 @@ class Objective(Section):
     mode: Mode = "max"
 
 
+MIN_SCORED_ROWS = 10
+"""Fewer validation or test rows than this cannot score a model."""
+
+
 class DataConfig(Section):
     source: LocalPath  # text: a table file or bundled:NAME; images: a folder with one subfolder per class, or a table of paths
     text_column: str | None = None  # default: the bundled dataset's, else "text"
@@ -74,7 +78,7 @@ class DataConfig(Section):
     split_column: str | None = None
     split_seed: int = 0  # draws validation and test from one file; fixed for the study, apart from trial.seed
     train_size: int | None = Field(None, ge=2)  # rows drawn (split_seed) for training
-    val_size: int | None = Field(None, ge=2)
+    val_size: int | None = Field(None, ge=MIN_SCORED_ROWS)
     test_size: int | None = Field(None, ge=0)  # one file: rows drawn for the test split (default: automatic; 0: none)
     noisy_val_rate: float = Field(0.0, ge=0.0, le=0.5)  # > 0: also score the validation texts with this rate of typos
     # text-generation: a prompt and a response column (defaults "prompt", "response"), or one column of
@@ -84,6 +88,13 @@ class DataConfig(Section):
     messages_column: str | None = None
     max_new_tokens: int = Field(32, ge=1, le=4096)  # length cap of the greedy generations scored every epoch
     generation_samples: int = Field(32, ge=1)  # validation prompts (a fixed sample) generated from every epoch
+
+    @field_validator("test_size")
+    @classmethod
+    def _scores_or_none(cls, test_size: int | None) -> int | None:
+        if test_size is not None and 0 < test_size < MIN_SCORED_ROWS:
+            raise ValueError(f"a test split of fewer than {MIN_SCORED_ROWS} rows cannot score a model; give {MIN_SCORED_ROWS} or more, or 0 for no test split")
+        return test_size
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> DataConfig:

@@ -52,7 +52,7 @@ CASES = [
     ("empty choices", lambda s: s["search_space"].update(batch_size={"type": "categorical", "choices": []}), "search_space.batch_size", "choices is empty"),
     ("unknown parameter type", lambda s: s["search_space"].update(dropout={"type": "uniform", "low": 0, "high": 1}), "search_space.dropout", "type 'uniform' is not one of 'float', 'int', 'categorical', e.g. dropout: {type: float"),
     ("parameter without a type", lambda s: s["search_space"].update(dropout={"low": 0, "high": 1}), "search_space.dropout", "give its type (float, int or categorical)"),
-    ("unknown hyperparameter", lambda s: s["search_space"].update(lr={"type": "float", "low": 0.1, "high": 0.2}), "search_space", "unknown parameter 'lr'"),
+    ("unknown hyperparameter", lambda s: s["search_space"].update(lr={"type": "float", "low": 0.1, "high": 0.2}), "search_space.lr", "unknown parameter 'lr'"),
     ("missing search-space file", lambda s: s.update(search_space="nope.yaml"), "search_space", "no such file"),
     ("negative gpu", lambda s: s["resources"].update(gpu=-1), "resources.gpu", "give 0 or more"),
     ("zero memory", lambda s: s["resources"].update(memory_gb=0), "resources.memory_gb", "give more than 0"),
@@ -339,13 +339,13 @@ def test_an_enqueued_number_as_text_is_refused(write_sweep, tmp_path):
 
 def test_empty_data_file_is_refused(write_sweep, tmp_path):
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(ConfigError, match="data.source: .*cannot be read as a table"):
+    with pytest.raises(ConfigError, match="data.source: .*the file is empty; give a CSV"):
         validate(load_sweep(write_sweep(data={"source": str(tmp_path / "empty.csv")})))
 
 
 def test_single_class_data_is_refused(write_sweep, tmp_path):
     (tmp_path / "one.csv").write_text("text,label\n" + "good,pos\n" * 6)
-    path = write_sweep(data={"source": str(tmp_path / "one.csv"), "train_size": 3, "val_size": 2})
+    path = write_sweep(data={"source": str(tmp_path / "one.csv"), "train_size": 3, "val_size": 10})
     with pytest.raises(ConfigError, match="data.label_column: .*only one class"):
         validate(load_sweep(path))
 
