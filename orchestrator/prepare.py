@@ -8,6 +8,7 @@ function of your own, checks that it can be loaded. Every problem is a :class:`C
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def _read_frame(field: str, source: str):
     return _read_table(field, source, path)
 
 
-def _data_error(error: DataError, field: str, source: str, columns: dict[str, str | None]) -> ConfigError:
+def _data_error(error: DataError, field: str, source: str, columns: Mapping[str, str | None]) -> ConfigError:
     """The rows read for ``field`` (from ``source``: a file, or a part of one) cannot be used: name the
     setting at fault, or the file when it is another than ``data.source``, and say which file it is."""
     setting = {f"data.{name}": column for name, column in columns.items()}.get(error.field)
