@@ -274,6 +274,7 @@ def _read_dataset_dict(source: str) -> dict:
         raise ConfigError("data.source", source, "a saved DatasetDict needs the datasets package; pip install datasets") from None
     try:
         loaded = datasets.load_from_disk(str(Path(source).expanduser()))
+        frames = {name: _split_frame(split, datasets.ClassLabel) for name, split in loaded.items()} if isinstance(loaded, datasets.DatasetDict) else {}
     except Exception as error:  # datasets raises many types for a damaged folder (missing files, bad JSON, bad Arrow)
         raise ConfigError("data.source", source, f"not a readable saved DatasetDict ({type(error).__name__}: {_first_line(error)}); "
                                                  "save it again with DatasetDict.save_to_disk, or give a table file") from None
@@ -282,14 +283,16 @@ def _read_dataset_dict(source: str) -> dict:
     unknown = sorted(set(loaded) - set(SPLIT_VALUES))
     if unknown:
         raise ConfigError("data.source", source, f"splits {unknown} name no split; name them train, validation and test")
-    frames = {}
-    for name, split in loaded.items():
-        frame = split.to_pandas()
-        for column, feature in split.features.items():
-            if isinstance(feature, datasets.ClassLabel):
-                frame[column] = [feature.int2str(int(value)) for value in frame[column]]
-        frames[SPLIT_VALUES[name]] = frame
-    return frames
+    return {SPLIT_VALUES[name]: frame for name, frame in frames.items()}
+
+
+def _split_frame(split, class_label: type):
+    """One split of a DatasetDict as a table, class ids as their names."""
+    frame = split.to_pandas()
+    for column, feature in split.features.items():
+        if isinstance(feature, class_label):
+            frame[column] = [feature.int2str(int(value)) for value in frame[column]]
+    return frame
 
 
 def _image_readers(config: SweepConfig) -> dict:

@@ -175,7 +175,13 @@ def _broken_dataset_dicts(folder: Path) -> dict[str, str]:
     no_splits = folder / "no_split_folders"
     no_splits.mkdir()
     (no_splits / "dataset_dict.json").write_text('{"splits": ["train", "validation"]}')
-    return {"not_json": str(not_json), "no_split_folders": str(no_splits)}
+    import datasets
+
+    damaged = folder / "damaged_arrow"
+    datasets.DatasetDict({name: datasets.Dataset.from_list(_rows(20, seed)) for seed, name in enumerate(("train", "validation"))}).save_to_disk(str(damaged))
+    for arrow in damaged.rglob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:100])
+    return {"not_json": str(not_json), "no_split_folders": str(no_splits), "damaged_arrow": str(damaged)}
 
 
 BAD_DATA = [  # (id, data settings given the data folder, the refusal's start, a part of its fix)
@@ -203,6 +209,8 @@ BAD_DATA = [  # (id, data settings given the data folder, the refusal's start, a
      "data.source: ", "not a readable saved DatasetDict"),
     ("a DatasetDict folder without its split folders", lambda d: {"source": _broken_dataset_dicts(d)["no_split_folders"], "train_size": None, "val_size": None},
      "data.source: ", "save it again with DatasetDict.save_to_disk"),
+    ("a DatasetDict folder with damaged Arrow files", lambda d: {"source": _broken_dataset_dicts(d)["damaged_arrow"], "train_size": None, "val_size": None},
+     "data.source: ", "not a readable saved DatasetDict"),
     ("a validation file of one class", lambda d: {"validation": _table(d, "val.csv", _rows(40, label="positive"))},
      "data.validation: ", "every row of the validation split is of class 'positive', so its F1 cannot tell configurations apart"),
     ("a split column whose validation rows are one class",
