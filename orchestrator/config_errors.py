@@ -10,8 +10,7 @@ of examples or the field's default); the count of further problems follows. It w
 from __future__ import annotations
 
 from difflib import get_close_matches
-from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.config import NAME_PATTERN, REGISTERED_MODEL_PATTERN, SweepConfig
 from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
 from orchestrator.search_space import numeric_text, yaml_reads_as_text
+from orchestrator.sweep_sections import annotation_options
 
 _NOISE = {"params", "float", "int", "categorical", "function-after", "function-before", "function-wrap"}
 
@@ -141,17 +141,8 @@ def _holder(loc: tuple) -> Any:
     return annotation
 
 
-def _options(annotation: Any) -> list[Any]:
-    """What an annotation allows: [X, NoneType] for X | None, [X, Y] for Annotated[Union[X, Y], ...]."""
-    if get_origin(annotation) is Annotated:
-        return _options(get_args(annotation)[0])
-    if get_origin(annotation) in (Union, UnionType):
-        return [option for member in get_args(annotation) for option in _options(member)]
-    return [annotation]
-
-
 def _models(annotation: Any) -> list[type[BaseModel]]:
-    return [option for option in _options(annotation) if _is_model(option)]
+    return [option for option in annotation_options(annotation) if _is_model(option)]
 
 
 def _is_model(annotation: Any) -> bool:
@@ -161,7 +152,7 @@ def _is_model(annotation: Any) -> bool:
 def _inside(annotation: Any, part: Any) -> Any:
     """The annotation one step down ``part``: a model's field, a dict's or a list's values, or the
     member of a tagged union (search-space parameters) whose ``type`` is ``part``."""
-    for option in _options(annotation):
+    for option in annotation_options(annotation):
         if _is_model(option) and part in option.model_fields:
             return option.model_fields[part].annotation
         if get_origin(option) is dict and isinstance(part, str):

@@ -32,9 +32,9 @@ class ConfigError(HpoError):
     def __init__(self, field: str, value: object, fix: str) -> None:
         self.field = field
         self.value = value
-        self.fix = fix
+        self.fix = " ".join(fix.split())  # one line, whatever a library's message held (pandas' end in newlines)
         shown = "is missing" if value is MISSING else "unknown key" if value is UNKNOWN_KEY else f"{_short(value)} is invalid"
-        super().__init__(f"{field}: {shown}: {fix}")
+        super().__init__(f"{field}: {shown}: {self.fix}")
 
 
 class StudyLockedError(HpoError):

@@ -15,7 +15,7 @@ import warnings
 
 import yaml
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import UNKNOWN_KEY, ConfigError
 from orchestrator.search_space import CategoricalParam, FloatParam, IntParam, PointError, SearchSpace, numeric_text
 from trials.hyperparameters import CHOICES, DOMAINS, LORA_HYPERPARAMETERS, Domain, Hyperparameters
 
@@ -24,15 +24,15 @@ def check_hyperparameters(space: SearchSpace, valid: tuple[str, ...]) -> None:
     """Every parameter is one the built-in trials understand, with a value they know."""
     for name in [*space.params, *space.fixed]:
         if name not in valid:
-            raise ConfigError("search_space", name, f"unknown parameter {name!r}; valid names are {', '.join(valid)}")
+            raise ConfigError(f"search_space.{name}", UNKNOWN_KEY, f"unknown parameter {name!r}; valid names are {', '.join(valid)}")
     for name, choices in CHOICES.items():
         param = space.params.get(name)
         if param is not None and not isinstance(param, CategoricalParam):
-            raise ConfigError("search_space", param.model_dump(exclude_none=True), f"{name} takes {', '.join(choices)}; make it type: categorical")
+            raise ConfigError(f"search_space.{name}", param.model_dump(exclude_none=True), f"{name} takes {', '.join(choices)}; make it type: categorical")
         values = param.choices if param is not None else [space.fixed[name]] if name in space.fixed else []
         unknown = [value for value in values if value not in choices]
         if unknown:
-            raise ConfigError("search_space", values, f"{name} takes {', '.join(choices)}, got {unknown}")
+            raise ConfigError(f"search_space.{name}", unknown[0] if len(values) == 1 else values, f"{name} takes {', '.join(choices)}, got {unknown}; use one of them, e.g. {name}: {choices[0]}")
     for name, domain in DOMAINS.items():
         if name in valid:
             _check_domain(space, name, domain)

@@ -8,6 +8,7 @@ function of your own, checks that it can be loaded. Every problem is a :class:`C
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from orchestrator.errors import MISSING, ConfigError
 from orchestrator.hyperparameter_checks import lora_targets_values
 from orchestrator.splits import Splits, make_splits
 from trials.augment import noisy_copies
-from trials.data import DataError, EncodedSplit, encode, labelled_texts, read_table
+from trials.data import DataError, EncodedSplit, MissingColumn, encode, labelled_texts, read_table
 from trials.finetune import TrialData
 from trials.images import ImageSplit, images_in_folder, images_in_table, preprocess
 from trials.metrics import majority_baseline
@@ -186,11 +187,24 @@ def _check_model_settings(config: SweepConfig, model_path: str) -> None:
             raise ConfigError("search_space.method", "lora", f"a {model.config.model_type} model has no list of layers to put adapters on; use method: full") from None
 
 
+_TABLE_FILES = "a CSV, TSV, JSONL or Parquet file"
+
+
 def _read_table(field: str, source: str, path: Path):
     try:
-        return read_table(path)
+        frame = read_table(path)
     except Exception as error:  # pandas raises many types for unreadable files
-        raise ConfigError(field, source, f"cannot be read as a table ({type(error).__name__}: {error})") from None
+        import pandas as pd
+
+        if isinstance(error, pd.errors.EmptyDataError):
+            raise ConfigError(field, source, f"the file is empty; give {_TABLE_FILES} with a header row and data rows") from None
+        problem = " ".join(str(error).split())
+        raise ConfigError(field, source, f"cannot be read as a table ({type(error).__name__}: {problem}); fix the file where it says, "
+                                         f"or give {_TABLE_FILES}") from None
+    if len(frame.columns) == 0 or len(frame) == 0:
+        held = "only a header" if len(frame.columns) else "no columns and no rows"
+        raise ConfigError(field, source, f"the file holds {held}; give {_TABLE_FILES} with a header row and data rows")
+    return frame
 
 
 def _columns(config: SweepConfig, *names: str) -> dict[str, str]:
@@ -211,14 +225,26 @@ def _read_frame(field: str, source: str):
         path, _ = bundled_dataset(source)
     else:
         path = Path(source).expanduser()
+        if path.is_dir():
+            dataset_dict = " or a folder saved with DatasetDict.save_to_disk (it holds dataset_dict.json)" if field == "data.source" else ""
+            raise ConfigError(field, source, f"a folder, not a table file; give {_TABLE_FILES}{dataset_dict}")
         if not path.is_file():
-            raise ConfigError(field, source, f"no such file ({_RELATIVE}); give a CSV, TSV, JSONL or Parquet file" + (", or bundled:tweets-sentiment" if field == "data.source" else ""))
+            raise ConfigError(field, source, f"no such file ({_RELATIVE}); give {_TABLE_FILES}" + (", or bundled:tweets-sentiment" if field == "data.source" else ""))
     return _read_table(field, source, path)
 
 
-def _data_error(error: DataError, field: str, source: str, columns: dict[str, str]) -> ConfigError:
-    value = {f"data.{name}": column for name, column in columns.items()}.get(error.field, source)
-    return ConfigError(field if error.field == "data.source" else error.field, value, str(error))
+def _data_error(error: DataError, field: str, source: str, columns: Mapping[str, str | None]) -> ConfigError:
+    """The rows read for ``field`` (from ``source``: a file, or a part of one) cannot be used: name the
+    setting at fault, or the file when it is another than ``data.source``, and say which file it is."""
+    setting = {f"data.{name}": column for name, column in columns.items()}.get(error.field)
+    if isinstance(error, MissingColumn):
+        if field != "data.source":  # a validation or test file lacks a column data.source has
+            return ConfigError(field, source, f"it has no column {error.column!r} ({error.field}); its columns are {error.columns}: "
+                                              "give it the same columns as data.source")
+        return ConfigError(error.field, error.column, f"{error} (in {source}): set {error.field} to one of them")
+    if error.field == "data.source":
+        return ConfigError(field, source, str(error))
+    return ConfigError(error.field, source, str(error)) if setting is None else ConfigError(error.field, setting, f"{error} (in {source})")
 
 
 def _text_readers(config: SweepConfig) -> dict:
@@ -246,20 +272,27 @@ def _read_dataset_dict(source: str) -> dict:
         import datasets
     except ImportError:
         raise ConfigError("data.source", source, "a saved DatasetDict needs the datasets package; pip install datasets") from None
-    loaded = datasets.load_from_disk(str(Path(source).expanduser()))
+    try:
+        loaded = datasets.load_from_disk(str(Path(source).expanduser()))
+        frames = {name: _split_frame(split, datasets.ClassLabel) for name, split in loaded.items()} if isinstance(loaded, datasets.DatasetDict) else {}
+    except Exception as error:  # datasets raises many types for a damaged folder (missing files, bad JSON, bad Arrow)
+        raise ConfigError("data.source", source, f"not a readable saved DatasetDict ({type(error).__name__}: {_first_line(error)}); "
+                                                 "save it again with DatasetDict.save_to_disk, or give a table file") from None
     if not isinstance(loaded, datasets.DatasetDict):
         raise ConfigError("data.source", source, "a saved Dataset, not a DatasetDict; save a DatasetDict with train and validation splits")
     unknown = sorted(set(loaded) - set(SPLIT_VALUES))
     if unknown:
         raise ConfigError("data.source", source, f"splits {unknown} name no split; name them train, validation and test")
-    frames = {}
-    for name, split in loaded.items():
-        frame = split.to_pandas()
-        for column, feature in split.features.items():
-            if isinstance(feature, datasets.ClassLabel):
-                frame[column] = [feature.int2str(int(value)) for value in frame[column]]
-        frames[SPLIT_VALUES[name]] = frame
-    return frames
+    return {SPLIT_VALUES[name]: frame for name, frame in frames.items()}
+
+
+def _split_frame(split, class_label: type):
+    """One split of a DatasetDict as a table, class ids as their names."""
+    frame = split.to_pandas()
+    for column, feature in split.features.items():
+        if isinstance(feature, class_label):
+            frame[column] = [feature.int2str(int(value)) for value in frame[column]]
+    return frame
 
 
 def _image_readers(config: SweepConfig) -> dict:
@@ -336,8 +369,8 @@ def _generation_readers(config: SweepConfig) -> dict:
         try:
             return prompt_responses(frame, data.prompt_column, data.response_column, data.messages_column)
         except DataError as error:
-            value = getattr(data, error.field.removeprefix("data."), None) if error.field != "data.source" else None
-            raise ConfigError(field if error.field == "data.source" else error.field, value or source, str(error)) from None
+            columns = {name: getattr(data, name) for name in ("prompt_column", "response_column", "messages_column")}
+            raise _data_error(error, field, source, columns) from None
 
     return {
         "read_source": lambda field, source, min_classes: from_frame(_read_frame(field, source), field, source, min_classes),

@@ -30,6 +30,8 @@ _NOT_IN_URL = r"\s\"'<>`"
 _URL_PASSWORD = re.compile(
     rf"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@{_NOT_IN_URL}]*):(?P<password>[^{_NOT_IN_URL}]*)@"
 )
+# The same in a string that is one URL, whatever characters its password holds.
+_WHOLE_URL_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@]*:(?P<password>.*)@", re.DOTALL)
 _SECRET_KEY = r"(?:password|passwd|pwd|token|secret|api_key|apikey|access_key)"
 _QUERY_SECRET = re.compile(rf"(?i)(?P<key>{_SECRET_KEY}=)(?P<value>[^&{_NOT_IN_URL}]+)")
 _SECRET_NAME = re.compile(rf"(?i){_SECRET_KEY}|pass|credential")
@@ -97,8 +99,52 @@ def remember_substitutions(template: str, expanded_url: str) -> None:
             remember(value)
 
 
+# scheme://rest: the text after the scheme, where a userinfo (user:password@) may begin.
+_AFTER_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://(?P<rest>.*)$", re.DOTALL)
+# What ends a URL's userinfo for a strict (RFC 3986) reader, other than its '@'.
+_ENDS_AUTHORITY = "/?#[]"
+MISREAD_USERINFO_FIX = (
+    "the driver would not read the user name and password as written (an unencoded '@', '/', '?' or '#' in them, "
+    "or an '@' after the host); percent-encode the password: %40 for '@', %2F for '/', %3F for '?', %23 for '#' "
+    "(in Python: urllib.parse.quote(password, safe=''))"
+)
+
+
+def misread_userinfo(url: str) -> bool:
+    """True when a driver would read the user name or password of ``url`` other than as written.
+
+    SQLAlchemy's ``make_url`` ends the password at the first '@' and lets it hold '/', '?' and
+    '#'; a strict RFC 3986 reader (``urllib``, ``requests``) ends it at the first '/', '?' or '#';
+    the user may have meant it to run to the last '@'. A URL is read the same by all of them only
+    when it holds at most one unencoded '@' and its userinfo none of ``/?#[]``; an '@' anywhere
+    else (host, path, query) could as well be the end of a password, so it is refused too.
+    A URL without an authority (``sqlite:///path``) has no userinfo to misread."""
+    written = _AFTER_SCHEME.match(url)
+    if written is None or written["rest"].startswith("/") or "@" not in written["rest"]:
+        return False
+    rest = written["rest"]
+    userinfo = rest[: rest.index("@")]
+    if rest.count("@") > 1 or any(character in userinfo for character in _ENDS_AUTHORITY):
+        return True
+    user, _, password = userinfo.partition(":")
+    return _make_url_userinfo(url) != (urllib.parse.unquote(user), urllib.parse.unquote(password) if ":" in userinfo else None)
+
+
+def _make_url_userinfo(url: str) -> tuple[str | None, str | None] | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    return parsed.username, None if parsed.password is None else str(parsed.password)
+
+
 def url_secrets(url: str) -> list[str]:
-    """The password and secret query values of ``url``, as each parser reads them (decoded and as written)."""
+    """The password and secret query values of ``url``, as each parser reads them (decoded and as
+    written); for a URL whose userinfo a parser misreads, also each piece of the password that a
+    parser takes for the host, port, path, query or fragment (a driver's error may quote it)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -118,10 +164,61 @@ def url_secrets(url: str) -> list[str]:
         found.extend(_secret_query_values(urllib.parse.parse_qs(split.query)))
     except ValueError:
         pass
-    written = _URL_PASSWORD.search(url)  # the userinfo as written, up to the last '@'
+    written = _WHOLE_URL_PASSWORD.match(url)  # the password as written, up to the last '@'
     if written and written["password"]:
         found.extend((written["password"], urllib.parse.unquote(written["password"])))
+        if misread_userinfo(url):  # each piece's part inside the password, where a parser's piece straddles its end
+            start, end = written.span("password")
+            for piece in _parsed_pieces(url):
+                for at in (match.start() for match in re.finditer(re.escape(piece), url, re.IGNORECASE)):  # urllib lower-cases the host
+                    inside = url[max(at, start) : min(at + len(piece), end)]
+                    found.extend((inside, urllib.parse.unquote(inside), inside.lower()))
     return [secret for secret in dict.fromkeys(found) if secret]
+
+
+# SQLAlchemy's make_url splits a URL with this pattern (sqlalchemy.engine.url._parse_url), then
+# unquotes the user name, password and database and reads the port as a number.
+_MAKE_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+
+
+def _parsed_pieces(url: str) -> list[str]:
+    """Every component SQLAlchemy's ``make_url`` and ``urllib`` read in ``url``, as written and decoded."""
+    pieces: list[str] = []
+    parts = _MAKE_URL.match(url)
+    if parts is not None:
+        pieces.extend(value for value in parts.groupdict().values() if value)
+        pieces.extend(item for pair in urllib.parse.parse_qsl(parts["query"] or "") for item in pair)
+    try:
+        split = urllib.parse.urlsplit(url)
+    except ValueError:  # an unmatched '[' or ']'
+        return [*pieces, *(urllib.parse.unquote(piece) for piece in pieces)]
+    pieces.extend(value for value in (split.netloc, split.path, split.query, split.fragment) if value)
+    for name in ("username", "password", "hostname", "port"):
+        try:
+            value = getattr(split, name)
+        except ValueError:  # a port that is not a number
+            continue
+        if value:
+            pieces.append(str(value))
+    return [*pieces, *(urllib.parse.unquote(piece) for piece in pieces)]
 
 
 def _secret_query_values(query: dict[str, Any]) -> list[str]:

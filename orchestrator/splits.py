@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.errors import ConfigError
+from orchestrator.sweep_sections import MIN_SCORED_ROWS
 
 SPLIT_VALUES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation", "test": "test"}
 """Values of a split column (lower-cased) and the split each names; also a DatasetDict's split names."""
 AUTO_TEST_MIN_ROWS = 500
 """One file and no ``data.test_size``: a test split (as large as validation) is drawn when the data has this many rows."""
-MIN_SCORED_ROWS = 10
-"""Fewer validation or test rows than this cannot score a model."""
 
 Labelled = Any  # trials.data.LabelledTexts, trials.images.LabelledImages or trials.text_generation.PromptResponses: labels, label_names, take(rows)
 ReadFrame = Callable[[str, str], pd.DataFrame]  # (field, source) -> table
@@ -61,20 +60,21 @@ def make_splits(data, read_source: ReadSource, read_frame: ReadFrame, from_frame
     if read_dataset_dict is not None and _is_dataset_dict(data.source):
         frames = read_dataset_dict(data.source)
         parts = {name: from_frame(frame, "data.source", f"{data.source}[{name}]", 2 if name == "train" else 1) for name, frame in frames.items()}
-        splits = _given(parts, data, "a saved DatasetDict", "data.source")
+        splits, fields = _given(parts, data, "a saved DatasetDict", "data.source"), ("data.source", "data.source")
     elif data.split_column is not None:
         frame = read_frame("data.source", data.source)
         splits = _given(_by_column(frame, data, from_frame), data, f"column {data.split_column!r}", "data.split_column")
+        fields = ("data.split_column", "data.split_column")
     elif data.validation is not None:
         parts = {"train": read_source("data.source", data.source, 2), "validation": read_source("data.validation", data.validation, 1)}
         if data.test is not None:
             parts["test"] = read_source("data.test", data.test, 1)
-        splits = _given(parts, data, "files", "data.validation")
+        splits, fields = _given(parts, data, "files", "data.validation"), ("data.validation", "data.test")
     else:
         if data.test is not None:
             raise ConfigError("data.test", data.test, "a test file needs a validation file too; set data.validation (or leave both out to draw them)")
-        splits = _drawn(read_source("data.source", data.source, 2), data)
-    return _checked(splits)
+        splits, fields = _drawn(read_source("data.source", data.source, 2), data), ("data.val_size", "data.test_size")
+    return _checked(splits, data, *fields)
 
 
 def _is_dataset_dict(source: str) -> bool:
@@ -126,7 +126,7 @@ def _drawn(rows: Labelled, data) -> Splits:
     """Validation and test drawn from one set of rows with ``split_seed``: train first, then
     validation, then test, so adding a test split leaves a given train_size's rows unchanged."""
     available = len(rows.labels)
-    val_size = data.val_size or max(2, available // 5)
+    val_size = data.val_size or max(MIN_SCORED_ROWS, available // 5)
     notes = []
     if data.test_size is not None:
         test_size = data.test_size
@@ -139,11 +139,8 @@ def _drawn(rows: Labelled, data) -> Splits:
     else:
         test_size = 0
         notes.append(f"no test split: {available} rows (a test split is drawn from {AUTO_TEST_MIN_ROWS}); give data.test or set data.test_size")
+    _check_sizes(data, available, val_size, test_size)
     train_size = data.train_size or available - val_size - test_size
-    if train_size + val_size + test_size > available:
-        field_name, value = ("data.test_size", test_size) if data.test_size else ("data.train_size", train_size)
-        raise ConfigError(field_name, value, f"train_size + val_size + test_size = {train_size + val_size + test_size} but the data has "
-                          f"{available} usable rows; lower train_size, val_size or test_size")
     order = np.random.default_rng(data.split_seed).permutation(available)
     train = rows.take(order[:train_size])
     validation = rows.take(order[train_size : train_size + val_size])
@@ -151,18 +148,55 @@ def _drawn(rows: Labelled, data) -> Splits:
     return Splits(train, validation, test, f"drawn with split_seed {data.split_seed}", tuple(notes))
 
 
-def _checked(splits: Splits) -> Splits:
-    if len(splits.train.label_names) > 1 and len(set(splits.train.labels.tolist())) < 2:  # text generation has one "label"
+_MIN_TRAIN_ROWS = 2
+
+
+def _check_sizes(data, available: int, val_size: int, test_size: int) -> None:
+    """The sizes the user gave fit the data's rows, leaving training rows; the error names the
+    size that does not fit (the one the user set) and the most it can be."""
+    train_size = data.train_size or _MIN_TRAIN_ROWS
+    if train_size + val_size + test_size <= available:
+        return
+    given = {name: size for name, size in (("val_size", data.val_size), ("test_size", data.test_size), ("train_size", data.train_size)) if size}
+    sizes = f"train_size {data.train_size or 'left'} + val_size {val_size} + test_size {test_size}"
+    if not given:  # automatic sizes from a table too small for them
+        raise ConfigError("data.source", data.source, f"{available} usable rows cannot make train, validation and test splits; "
+                          f"give at least {_MIN_TRAIN_ROWS + MIN_SCORED_ROWS} rows")
+    name = max(given, key=lambda key: given[key])  # the largest size the user set
+    most = available - (train_size + val_size + test_size - given[name])
+    fix = f"lower {name} to {most} or less" if most >= (MIN_SCORED_ROWS if name != "train_size" else _MIN_TRAIN_ROWS) else \
+        f"lower {', '.join(sorted(given))} or give more rows"
+    raise ConfigError(f"data.{name}", given[name], f"{sizes} needs {train_size + val_size + test_size} rows "
+                      f"(training needs {_MIN_TRAIN_ROWS} or more) but the data has {available} usable rows; {fix}")
+
+
+def _checked(splits: Splits, data, validation_field: str, test_field: str) -> Splits:
+    """Each split can do its job: training sees 2 classes or more, validation and test can score
+    a model (rows, and classes for validation); ``*_field`` name what the user set to make them."""
+    labelled = len(splits.train.label_names) > 1  # text generation has one "label"
+    if labelled and len(set(splits.train.labels.tolist())) < 2:
         raise ConfigError("data.train_size", len(splits.train.labels), "the training split has a single class; use more rows")
-    for name, part in (("validation", splits.validation), ("test", splits.test)):
-        if part is not None and len(part.labels) < MIN_SCORED_ROWS:
-            field_name = "data.val_size" if name == "validation" else "data.test_size"
-            raise ConfigError(field_name, len(part.labels), f"a {name} split of fewer than {MIN_SCORED_ROWS} rows cannot score a model; give it more rows")
+    notes = list(splits.notes)
+    for name, part, field_name in (("validation", splits.validation, validation_field), ("test", splits.test, test_field)):
+        if part is None:
+            continue
+        key = field_name.removeprefix("data.")
+        shown = getattr(data, key) if getattr(data, key) is not None else len(part.labels)
+        more = f"set {key} to {MIN_SCORED_ROWS} or more" if key.endswith("_size") else f"give the {name} split more rows"
+        if len(part.labels) < MIN_SCORED_ROWS:
+            raise ConfigError(field_name, shown, f"the {name} split has {len(part.labels)} rows, and a {name} split of fewer than "
+                              f"{MIN_SCORED_ROWS} rows cannot score a model; {more}")
+        classes = sorted({splits.label_names[label] for label in part.labels.tolist()}) if labelled else []
+        if len(classes) == 1 and name == "validation":
+            raise ConfigError(field_name, shown, f"every row of the validation split is of class {classes[0]!r}, so its F1 cannot tell "
+                              "configurations apart; give validation rows of 2 classes or more" + (" (a larger val_size)" if key == "val_size" else ""))
+        if len(classes) == 1:
+            notes.append(f"warning: every row of the test split is of class {classes[0]!r}; its F1 says little: give test rows of more classes")
     if splits.test is not None:
         overlap = len(set(_keys(splits.train)) & set(_keys(splits.test)))
         if overlap:
-            return replace(splits, notes=(*splits.notes, f"warning: {overlap} test row(s) also appear in the training split; the test score is optimistic"))
-    return splits
+            notes.append(f"warning: {overlap} test row(s) also appear in the training split; the test score is optimistic")
+    return replace(splits, notes=tuple(notes))
 
 
 def _keys(part: Labelled) -> list[str]:

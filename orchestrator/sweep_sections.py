@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.errors import ConfigError
@@ -23,10 +25,44 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans_as_words(cls, raw: Any) -> Any:
+        """YAML 1.1 reads ``off``, ``on``, ``yes`` and ``no`` as booleans: a key whose allowed words
+        include one (``cache_frozen: off``) gets the word back."""
+        if not isinstance(raw, dict):
+            return raw
+        return {key: yaml_word(value, cls.model_fields[key].annotation) if isinstance(value, bool) and key in cls.model_fields else value
+                for key, value in raw.items()}
+
+
+def yaml_word(value: bool, annotation: Any) -> Any:
+    """The word of ``annotation``'s allowed words (its ``Literal`` members) that YAML reads as
+    ``value``; ``value`` itself when the annotation takes booleans or no such word is allowed."""
+    options = annotation_options(annotation)
+    if bool in options:
+        return value
+    words = [word for option in options if get_origin(option) is Literal for word in get_args(option)
+             if isinstance(word, str) and yaml.safe_load(word) is value]
+    return words[0] if len(words) == 1 else value
+
+
+def annotation_options(annotation: Any) -> list[Any]:
+    """What an annotation allows: [X, NoneType] for X | None, the members of Annotated[Union[X, Y], ...]."""
+    if get_origin(annotation) is Annotated:
+        return annotation_options(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return [option for member in get_args(annotation) for option in annotation_options(member)]
+    return [annotation]
+
 
 class Objective(Section):
     metric: str = "val_f1_macro"  # checked against what the trials report in SweepConfig
     mode: Mode = "max"
+
+
+MIN_SCORED_ROWS = 10
+"""Fewer validation or test rows than this cannot score a model."""
 
 
 class DataConfig(Section):
@@ -42,7 +78,7 @@ class DataConfig(Section):
     split_column: str | None = None
     split_seed: int = 0  # draws validation and test from one file; fixed for the study, apart from trial.seed
     train_size: int | None = Field(None, ge=2)  # rows drawn (split_seed) for training
-    val_size: int | None = Field(None, ge=2)
+    val_size: int | None = Field(None, ge=MIN_SCORED_ROWS)
     test_size: int | None = Field(None, ge=0)  # one file: rows drawn for the test split (default: automatic; 0: none)
     noisy_val_rate: float = Field(0.0, ge=0.0, le=0.5)  # > 0: also score the validation texts with this rate of typos
     # text-generation: a prompt and a response column (defaults "prompt", "response"), or one column of
@@ -52,6 +88,13 @@ class DataConfig(Section):
     messages_column: str | None = None
     max_new_tokens: int = Field(32, ge=1, le=4096)  # length cap of the greedy generations scored every epoch
     generation_samples: int = Field(32, ge=1)  # validation prompts (a fixed sample) generated from every epoch
+
+    @field_validator("test_size")
+    @classmethod
+    def _scores_or_none(cls, test_size: int | None) -> int | None:
+        if test_size is not None and 0 < test_size < MIN_SCORED_ROWS:
+            raise ValueError(f"a test split of fewer than {MIN_SCORED_ROWS} rows cannot score a model; give {MIN_SCORED_ROWS} or more, or 0 for no test split")
+        return test_size
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> DataConfig:

@@ -17,7 +17,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.ray_session import check_ray_address
 from orchestrator.resources import GIB
-from orchestrator.secrets import mask
+from orchestrator.secrets import MISREAD_USERINFO_FIX, mask, misread_userinfo
 from orchestrator.storage.study import check_reachable
 from orchestrator.sweep_sections import Resources
 
@@ -57,6 +57,8 @@ def _check_mlflow_server(uri: str, field: str) -> None:
     import urllib.error
     import urllib.request
 
+    if misread_userinfo(uri):
+        raise ConfigError(field, mask(uri), MISREAD_USERINFO_FIX)
     try:
         parts = urllib.parse.urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number

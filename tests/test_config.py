@@ -52,7 +52,7 @@ CASES = [
     ("empty choices", lambda s: s["search_space"].update(batch_size={"type": "categorical", "choices": []}), "search_space.batch_size", "choices is empty"),
     ("unknown parameter type", lambda s: s["search_space"].update(dropout={"type": "uniform", "low": 0, "high": 1}), "search_space.dropout", "type 'uniform' is not one of 'float', 'int', 'categorical', e.g. dropout: {type: float"),
     ("parameter without a type", lambda s: s["search_space"].update(dropout={"low": 0, "high": 1}), "search_space.dropout", "give its type (float, int or categorical)"),
-    ("unknown hyperparameter", lambda s: s["search_space"].update(lr={"type": "float", "low": 0.1, "high": 0.2}), "search_space", "unknown parameter 'lr'"),
+    ("unknown hyperparameter", lambda s: s["search_space"].update(lr={"type": "float", "low": 0.1, "high": 0.2}), "search_space.lr", "unknown parameter 'lr'"),
     ("missing search-space file", lambda s: s.update(search_space="nope.yaml"), "search_space", "no such file"),
     ("negative gpu", lambda s: s["resources"].update(gpu=-1), "resources.gpu", "give 0 or more"),
     ("zero memory", lambda s: s["resources"].update(memory_gb=0), "resources.memory_gb", "give more than 0"),
@@ -339,13 +339,13 @@ def test_an_enqueued_number_as_text_is_refused(write_sweep, tmp_path):
 
 def test_empty_data_file_is_refused(write_sweep, tmp_path):
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(ConfigError, match="data.source: .*cannot be read as a table"):
+    with pytest.raises(ConfigError, match="data.source: .*the file is empty; give a CSV"):
         validate(load_sweep(write_sweep(data={"source": str(tmp_path / "empty.csv")})))
 
 
 def test_single_class_data_is_refused(write_sweep, tmp_path):
     (tmp_path / "one.csv").write_text("text,label\n" + "good,pos\n" * 6)
-    path = write_sweep(data={"source": str(tmp_path / "one.csv"), "train_size": 3, "val_size": 2})
+    path = write_sweep(data={"source": str(tmp_path / "one.csv"), "train_size": 3, "val_size": 10})
     with pytest.raises(ConfigError, match="data.label_column: .*only one class"):
         validate(load_sweep(path))
 
@@ -420,3 +420,63 @@ def test_literal_types_name_what_the_registries_hold():
     assert set(get_args(SchedulerName)) == set(SCHEDULERS)
     assert set(get_args(PrecisionName)) == set(PRECISIONS)
     assert set(get_args(TaskName)) == set(TASK_SPECS)
+
+
+def _sections(model, path=()):
+    """(dotted path, section model) of every section of the sweep file, nested ones too."""
+    from orchestrator.sweep_sections import Section, annotation_options
+
+    for name, field in model.model_fields.items():
+        for option in annotation_options(field.annotation):
+            if isinstance(option, type) and issubclass(option, Section):
+                yield ".".join((*path, name)), option
+                yield from _sections(option, (*path, name))
+
+
+def _yaml_boolean_words():
+    """(section path, key, word) for every allowed word of a sweep-file key that YAML 1.1 reads as a boolean."""
+    from typing import Literal, get_args, get_origin
+
+    from orchestrator.config import SweepConfig
+    from orchestrator.sweep_sections import annotation_options
+
+    found = set()
+    for path, section in [("", SweepConfig), *_sections(SweepConfig)]:
+        for key, field in section.model_fields.items():
+            for option in annotation_options(field.annotation):
+                if get_origin(option) is Literal:
+                    found |= {(path, key, word) for word in get_args(option) if isinstance(word, str) and isinstance(yaml.safe_load(word), bool)}
+    return sorted(found)
+
+
+YAML_BOOLEAN_WORDS = _yaml_boolean_words()
+
+
+def test_the_yaml_boolean_words_are_found():
+    assert ("trial", "cache_frozen", "off") in YAML_BOOLEAN_WORDS  # the README's own example
+
+
+@pytest.mark.parametrize("path, key, word", YAML_BOOLEAN_WORDS)
+def test_a_word_yaml_reads_as_a_boolean_is_taken_as_the_word(write_sweep, path, key, word):
+    """`cache_frozen: off`, as the README writes it, reaches pydantic as False: each such key takes it back."""
+    sweep = write_sweep()
+    text = sweep.read_text()
+    raw = yaml.safe_load(text)
+    section = raw.setdefault(path, {}) if path else raw
+    section[key] = word
+    sweep.write_text(yaml.safe_dump(raw).replace(f"{key}: '{word}'", f"{key}: {word}"))  # unquoted, as users write it
+    assert f"{key}: {word}\n" in sweep.read_text()
+    config = load_sweep(sweep)
+    assert getattr(getattr(config, path) if path else config, key) == word
+
+
+def test_cache_frozen_off_as_the_readme_writes_it_validates(write_sweep, no_ray_in_this_process):
+    sweep = write_sweep(trial={"max_epochs": 1, "cache_frozen": "auto"})
+    sweep.write_text(sweep.read_text().replace("cache_frozen: auto", "cache_frozen: off"))
+    result = runner.invoke(app, ["validate", str(sweep)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_boolean_stays_refused_where_no_word_means_it(write_sweep):
+    with pytest.raises(ConfigError, match="^sampler.name: False is invalid"):
+        load_sweep(_edit(write_sweep(), lambda s: s["sampler"].update(name=False)))

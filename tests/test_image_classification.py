@@ -214,8 +214,8 @@ def test_bad_image_sweeps_fail_on_one_line_before_anything_is_written(write_swee
 @pytest.mark.parametrize("change, field, fix", [
     ({"objective": {"metric": "val_noisy_accuracy", "mode": "max"}}, "objective.metric", "trials never report it; image-classification trials report val_loss"),
     ({"data_extra": {"text_column": "text"}}, "data.text_column", "text-classification reads it"),
-    ({"search_space": {**IMAGE_SPACE, "momentum": 0.9}}, "search_space", "unknown parameter 'momentum'"),
-    ({"search_space": {**IMAGE_SPACE, "image_augment": {"type": "categorical", "choices": ["rotate"]}}}, "search_space", "image_augment takes flip, crop, flip_crop"),
+    ({"search_space": {**IMAGE_SPACE, "momentum": 0.9}}, "search_space.momentum", "unknown parameter 'momentum'"),
+    ({"search_space": {**IMAGE_SPACE, "image_augment": {"type": "categorical", "choices": ["rotate"]}}}, "search_space.image_augment", "image_augment takes flip, crop, flip_crop"),
 ])
 def test_image_sweep_files_are_checked_for_the_task(write_sweep, tiny_vit, digits_csv, change, field, fix):
     change = dict(change)
@@ -228,7 +228,7 @@ def test_image_sweep_files_are_checked_for_the_task(write_sweep, tiny_vit, digit
 def test_image_augment_is_refused_for_text(write_sweep):
     from tests.conftest import TINY_SPACE
 
-    with pytest.raises(ConfigError, match="^search_space: 'image_augment' is invalid: unknown parameter"):
+    with pytest.raises(ConfigError, match="^search_space.image_augment: unknown key: unknown parameter"):
         load_sweep(write_sweep(search_space={**TINY_SPACE, "image_augment": "flip"}))
 
 

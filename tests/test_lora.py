@@ -176,8 +176,8 @@ SPACE_PROBLEMS = [
     ({**TINY_SPACE, "method": {"type": "categorical", "choices": ["full", "lora"]}, "lora_rank": {"type": "int", "low": 2, "high": 8}},
      "search_space.lora_rank", "add when: {method: [lora]}"),
     ({**LORA_SPACE, "lora_alpha": 16.0, "lora_alpha_ratio": 2.0}, "search_space.lora_alpha", "not both"),
-    ({**LORA_SPACE, "lora_targets": {"type": "categorical", "choices": ["attention", "everything"]}}, "search_space", "lora_targets takes attention, attention_mlp, all_linear"),
-    ({**LORA_SPACE, "method": "adapters"}, "search_space", "method takes full, lora"),
+    ({**LORA_SPACE, "lora_targets": {"type": "categorical", "choices": ["attention", "everything"]}}, "search_space.lora_targets", "lora_targets takes attention, attention_mlp, all_linear"),
+    ({**LORA_SPACE, "method": "adapters"}, "search_space.method", "method takes full, lora"),
     ({**LORA_SPACE, "lora_rank": 0}, "search_space.lora_rank", "lora_rank must be a whole number >= 1"),
     ({**LORA_SPACE, "lora_dropout": {"type": "float", "low": 0.0, "high": 1.0}}, "search_space.lora_dropout", "lower high below 1"),
 ]

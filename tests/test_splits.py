@@ -74,7 +74,7 @@ def test_a_split_too_small_to_score_is_an_error(write_sweep, tmp_path):
     train = _write(tmp_path, "train.csv", make_rows(200, seed=1))
     validation = _write(tmp_path, "val.csv", make_rows(40, seed=2))
     test = _write(tmp_path, "test.csv", make_rows(5, seed=3))
-    with pytest.raises(ConfigError, match="data.test_size: 5 is invalid: a test split of fewer than 10 rows cannot score a model"):
+    with pytest.raises(ConfigError, match=r"data.test: '.*test.csv' is invalid: the test split has 5 rows, and a test split of fewer than 10 rows cannot score a model"):
         _prepared(write_sweep, source=train, validation=validation, test=test, train_size=None, val_size=None)
 
 

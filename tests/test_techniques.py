@@ -108,7 +108,7 @@ def test_every_technique_together_trains_and_reports_robustness(tiny_model, tiny
 @pytest.mark.parametrize("change, message", [
     ({"objective": {"metric": "val_noisy_accuracy"}}, r"^objective\.metric: 'val_noisy_accuracy' is invalid: .* set data\.noisy_val_rate"),
     ({"search_space": {**TINY_SPACE, "class_balance": {"type": "categorical", "choices": ["none", "smote"]}}},
-     r"^search_space: .* class_balance takes none, weighted_loss, oversample, got \['smote'\]"),
+     r"^search_space\.class_balance: .* class_balance takes none, weighted_loss, oversample, got \['smote'\]"),
 ])
 def test_technique_settings_are_validated(tmp_path, change, message):
     raw = {"name": "t", "model": "m", "data": {"source": "d.csv"}, "search_space": TINY_SPACE, **change}

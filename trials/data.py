@@ -27,6 +27,15 @@ class DataError(ValueError):
         super().__init__(message)
 
 
+class MissingColumn(DataError):
+    """The table has no column ``column``, which the setting ``field`` names."""
+
+    def __init__(self, field: str, column: str, columns: Sequence[object], also: str = "") -> None:
+        self.column = column
+        self.columns = [str(name) for name in columns]
+        super().__init__(field, f"column {column!r} is not in the data; its columns are {self.columns}{also}")
+
+
 @dataclass(frozen=True)
 class LabelledTexts:
     texts: list[str]
@@ -83,7 +92,7 @@ def labelled_texts(frame: pd.DataFrame, text_column: str, label_column: str, min
     (a training set needs ``min_classes`` 2; a validation or test set may hold one class)."""
     for field, column in (("data.text_column", text_column), ("data.label_column", label_column)):
         if column not in frame.columns:
-            raise DataError(field, f"column {column!r} is not in the data; its columns are {list(frame.columns)}")
+            raise MissingColumn(field, column, frame.columns)
     frame = frame[[text_column, label_column]].dropna()
     frame = frame[frame[text_column].astype(str).str.strip() != ""]
     if frame.empty:

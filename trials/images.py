@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trials.data import DataError
+from trials.data import DataError, MissingColumn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -70,7 +70,7 @@ def images_in_table(frame: pd.DataFrame, image_column: str, label_column: str, b
     """Image paths and labels from two columns of a table; relative paths start at ``base_dir``."""
     for field, column in (("data.image_column", image_column), ("data.label_column", label_column)):
         if column not in frame.columns:
-            raise DataError(field, f"column {column!r} is not in the data; its columns are {list(frame.columns)}")
+            raise MissingColumn(field, column, frame.columns)
     frame = frame[[image_column, label_column]].dropna()
     if frame.empty:
         raise DataError("data.source", "no rows with both an image path and a label")

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from trials.data import DataError, eval_batches, ragged_take
+from trials.data import DataError, MissingColumn, eval_batches, ragged_take
 from trials.generation_metrics import generation_scores, perplexity
 
 IGNORE_INDEX = -100  # labels the loss skips: prompt tokens and padding
@@ -70,7 +70,7 @@ def prompt_responses(frame: pd.DataFrame, prompt_column: str | None = None, resp
         return _from_messages(frame, messages_column)
     for name, column in (("data.prompt_column", prompt_column), ("data.response_column", response_column)):
         if column not in frame.columns:
-            raise DataError(name, f"column {column!r} is not in the data; its columns are {list(frame.columns)} (or give data.messages_column)")
+            raise MissingColumn(name, column, frame.columns, also=" (or give data.messages_column)")
     frame = frame[[prompt_column, response_column]].dropna()
     frame = frame[(frame[prompt_column].astype(str).str.strip() != "") & (frame[response_column].astype(str).str.strip() != "")]
     if frame.empty:
@@ -80,7 +80,7 @@ def prompt_responses(frame: pd.DataFrame, prompt_column: str | None = None, resp
 
 def _from_messages(frame: pd.DataFrame, column: str) -> PromptResponses:
     if column not in frame.columns:
-        raise DataError("data.messages_column", f"column {column!r} is not in the data; its columns are {list(frame.columns)}")
+        raise MissingColumn("data.messages_column", column, frame.columns)
     prompts, responses = [], []
     for number, value in enumerate(frame[column].dropna(), start=1):
         messages = json.loads(value) if isinstance(value, str) else value

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.confirm import CONFIRMS, SEED_ATTR
 from orchestrator.errors import ConfigError
-from orchestrator.secrets import mask, remember_url
+from orchestrator.secrets import MISREAD_USERINFO_FIX, mask, misread_userinfo, remember_url
 from trials.objective import optuna_direction
 
 if TYPE_CHECKING:  # the inspection commands open study databases without loading the sweep file's models
@@ -36,15 +36,16 @@ STUDY_BACKENDS = ("sqlite", "postgresql")
 def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[str, ...] = STUDY_BACKENDS) -> None:
     """Raise :class:`ConfigError` unless ``url`` is a database of one of ``backends`` we can connect to. Writes nothing."""
     remember_url(url)
+    if misread_userinfo(url):  # before parsing: the parser's own errors quote pieces of the password
+        raise ConfigError(field, mask(url), MISREAD_USERINFO_FIX)
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db "
+                                            "(with a port, a number: host:5432)") from None
     if parsed.get_backend_name() not in backends:
         raise ConfigError(field, mask(url), f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
                                             "e.g. sqlite:///hpo.db or postgresql+psycopg://user@host/db")
-    if parsed.host and "@" in parsed.host:
-        raise ConfigError(field, mask(url), "the password holds an unencoded '@'; write it as %40 (percent-encode the password)")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
