@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
@@ -150,3 +151,44 @@ def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, po
         assert parents == ["KILLED"]  # the rerun found the study complete and started no parent run
     else:
         assert parents == ["FINISHED", "KILLED"]
+
+
+def test_a_trial_closed_after_its_invocation_died_ends_when_it_was_last_heard_of(write_sweep, tmp_path):
+    """Not when the next invocation closed it: a trial killed before it began ran for no time, one killed
+    later ran until its last result; the study, the ledger and its MLflow run say the same."""
+    from orchestrator.storage import db
+    from orchestrator.storage.ledger import Ledger
+    from orchestrator.storage.reconcile import reconcile
+    from orchestrator.storage.study import open_storage
+    from orchestrator.tracking import MlflowTracker
+    from orchestrator.trial_attrs import MLFLOW_RUN_ID
+
+    config = load_sweep(write_sweep(name="died"))
+    engine = db.create_engine(config.storage.study_db)
+    db.upgrade(engine)
+    storage = open_storage(config.storage.study_db)
+    study = optuna.create_study(study_name=config.name, storage=storage, direction="maximize")
+    tracker = MlflowTracker(config.storage.mlflow, config.name, tmp_path / "mlartifacts")
+    dead = Ledger(engine, config.name)
+    dead.start_invocation(config)
+    never_began = study.ask()  # asked by the searcher; the invocation died before Ray started it
+    began = study.ask()
+    run_id = tracker.start_run("began", params={}, tags={})
+    began.set_user_attr(MLFLOW_RUN_ID, run_id)
+    dead.trial_started(began._trial_id, began.number, "ray-trial", run_id, 1, 0, None)
+    tracker.log_metrics(run_id, {"val_f1_macro": 0.5}, step=1)
+    last_result = time.time()
+    time.sleep(2)  # the invocation is dead; the next one comes later
+
+    closed = reconcile(study, storage, Ledger(engine, config.name), tracker)
+
+    assert closed == [never_began.number, began.number]
+    trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).trials
+    assert trials[never_began.number].duration.total_seconds() == pytest.approx(0, abs=0.2)
+    assert trials[began.number].datetime_complete.timestamp() == pytest.approx(last_result, abs=0.5)
+    assert MlflowClient(config.storage.mlflow).get_run(run_id).info.end_time / 1000 == pytest.approx(last_result, abs=0.5)
+    with engine.connect() as connection:
+        ended = connection.execute(sa.text("SELECT ended_at FROM hpo_trials WHERE optuna_trial_number = :n"), {"n": began.number}).scalar()
+    engine.dispose()
+    ended = datetime.fromisoformat(str(ended)).replace(tzinfo=timezone.utc)  # the ledger keeps UTC
+    assert ended.timestamp() == pytest.approx(last_result, abs=0.5)
