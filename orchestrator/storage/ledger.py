@@ -101,6 +101,12 @@ class Ledger:
                 .values(**values)
             )
 
+    def checkpoint_path(self, number: int) -> str | None:
+        """The last checkpoint a trial reported (where its kept best model lies), if any."""
+        query = select(LedgerTrial.checkpoint_path).where(LedgerTrial.study_name == self.study_name, LedgerTrial.optuna_trial_number == number)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
+
     def unfinished_invocations(self) -> list[dict]:
         """Earlier invocations of this study that never recorded an end (killed, crashed)."""
         query = (
