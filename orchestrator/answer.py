@@ -7,19 +7,27 @@
   test split, which no trial, sampler or scheduler ever saw.
 
 The answer is kept in the search study (user attribute :data:`ANSWER_ATTR`), so ``hpo best``,
-``hpo report`` and the next invocation read it from the study database.
+``hpo report`` and the next invocation read it from the study database. It is part of the sweep's
+result: each step (test score, registration, the parent run's metrics and summary) is recorded as
+it is done, and every invocation settles whatever a killed one left missing (:func:`answer_owed`),
+exactly once.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import optuna
 
+from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
-from orchestrator.confirm import Confirmed, confirmed
+from orchestrator.confirm import CONFIRMS, Confirmed, confirmed
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.result import rank
+from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from trials.checkpoint import BEST_MODEL_FILE
 from trials.objective import Mode, mode_of
 
 ANSWER_ATTR = "hpo_answer"
@@ -40,6 +48,7 @@ class Answer:
     test: dict | None = None  # evaluation.TestScore.to_dict()
     registered: str | None = None  # NAME/VERSION of the registered model
     mode: Mode = "max"  # the objective's direction (answers stored before it was kept were all read as max)
+    logged_on: str | None = None  # the MLflow parent run holding its metrics and the study's summary; None: not yet
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -66,7 +75,7 @@ def stored_answer(study: optuna.Study) -> Answer | None:
 
 def choose(search: optuna.Study, confirmation: optuna.Study | None, metric: str, prefer: int | None = None) -> tuple[Answer | None, Confirmed | None]:
     """The configuration to answer with: the best confirmed mean when there are confirmation runs, else the
-    search's best (on a tie, trial ``prefer``: the one whose model this invocation kept)."""
+    search's best (on a tie, trial ``prefer``: the one whose model this invocation kept, else the one answered before)."""
     complete = rank(search, search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if not complete:
         return None, None
@@ -81,12 +90,32 @@ def choose(search: optuna.Study, confirmation: optuna.Study | None, metric: str,
     return answer, chosen
 
 
-def model_to_score(answer: Answer, search_kept: KeptModel | None, confirm_kept: dict) -> KeptModel | None:
-    """The chosen configuration's model trained in this invocation, if any: its best confirmation
-    run's, or (without confirmation) its search trial's."""
-    if answer.confirmed is not None:
-        return confirm_kept.get(answer.trial)
-    return search_kept if search_kept is not None and search_kept.trial_number == answer.trial else None
+def scored_run(answer: Answer, search: optuna.Study, confirmation: optuna.Study | None) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
+    """The run whose model stands for the answer (scored on the test split, registered): the chosen
+    configuration's best completed confirmation run, or without confirmation its search trial."""
+    if answer.confirmed is not None and confirmation is not None:
+        runs = [run for run in confirmation.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if run.user_attrs.get(CONFIRMS) == answer.trial and not run.user_attrs.get(STATE_REASON, "").startswith("interrupted")]
+        if runs:
+            return confirmation, rank(confirmation, runs)[0]  # a tie goes to the earlier run, as the recorder keeps it
+    return search, search.get_trials(deepcopy=False)[answer.trial]
+
+
+def answer_model(answer: Answer, search: optuna.Study, confirmation: optuna.Study | None, engine, kept_here: list[KeptModel]) -> tuple[KeptModel | None, bool]:
+    """The model of :func:`scored_run`: kept by this invocation, or left on disk by an earlier one that
+    stopped before it scored or registered it (its best-epoch parameters in the checkpoint the ledger
+    recorded). Returns the model (None when neither holds it) and whether an earlier invocation left it."""
+    from orchestrator.storage.ledger import Ledger
+
+    study, run = scored_run(answer, search, confirmation)
+    for kept in kept_here:
+        if kept.trial_number == run.number and kept.run_id == run.user_attrs.get(MLFLOW_RUN_ID):
+            return kept, False
+    checkpoint = Ledger(engine, study.study_name).checkpoint_path(run.number)
+    run_id = run.user_attrs.get(MLFLOW_RUN_ID)
+    if checkpoint is None or run_id is None or not (Path(checkpoint) / BEST_MODEL_FILE).is_file():
+        return None, False
+    return KeptModel(Path(checkpoint) / BEST_MODEL_FILE, run.number, run_id, run.values[0], dict(run.params), str(Path(checkpoint).parent)), True
 
 
 def score_lines(answer: Answer) -> list[tuple[str, str]]:
@@ -104,37 +133,111 @@ def score_lines(answer: Answer) -> list[tuple[str, str]]:
     return lines
 
 
-def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation, tracker, parent_run_id: str) -> tuple[Answer | None, list[str]]:
-    """Choose, score on the test split when the chosen model is at hand, register it, and record the
-    answer in the study and on the MLflow parent run. Failures become notes: the trials are saved."""
+def answer_owed(config, prepared, study: optuna.Study, engine) -> str | None:
+    """What of the study's answer is still missing and can be settled now (None: nothing): an
+    invocation killed before its end leaves it to the next, whatever that one's budget."""
+    from orchestrator.confirm import confirmation_study_name
+
+    if config.multi_objective:
+        return None
+    previous = stored_answer(study)
+    try:
+        confirmation = optuna.load_study(study_name=confirmation_study_name(study.study_name), storage=study._storage) if config.confirm.top_k else None
+    except KeyError:  # no confirmation run yet
+        confirmation = None
+    answer, _ = choose(study, confirmation, config.objective.metric, prefer=previous.trial if previous is not None else None)
+    if answer is None:
+        return None
+    if previous is None or (previous.trial, previous.search_trials, previous.confirmed) != (answer.trial, answer.search_trials, answer.confirmed):
+        return "the answer"
+    model, _ = answer_model(answer, study, confirmation, engine, [])
+    if prepared.test is not None and previous.test is None and model is not None:
+        return "the answer's test score"
+    if config.registered_model and previous.registered is None and model is not None:
+        return "the answer's registered model"
+    if previous.logged_on is None:
+        return "the answer's MLflow parent run and summary"
+    return None
+
+
+def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation, tracker, parent_run_id: str, ledger) -> tuple[Answer | None, list[str]]:
+    """Choose, score on the test split, register, and record the answer in the study and on the MLflow
+    parent run; each step only once for the study, whichever invocation trained the chosen model.
+    Failures become notes: the trials are saved."""
     from orchestrator.confirm import open_confirmation_study
 
     if config.multi_objective:
         return None, []
     confirmation_study = confirmation.study if confirmation is not None else (
         open_confirmation_study(study, config.sampler.seed) if config.confirm.top_k else None)
-    answer, _ = choose(study, confirmation_study, config.objective.metric, prefer=recorder.kept.trial_number if recorder.kept else None)
+    previous = stored_answer(study)
+    prefer = recorder.kept.trial_number if recorder.kept else previous.trial if previous is not None else None
+    answer, _ = choose(study, confirmation_study, config.objective.metric, prefer=prefer)
     if answer is None:
         return None, []
-    previous = stored_answer(study)
     same_choice = previous is not None and previous.trial == answer.trial
-    kept = model_to_score(answer, recorder.kept, confirmation.recorder.kept_models if confirmation is not None else {})
+    kept_here = [*([recorder.kept] if recorder.kept else []), *(confirmation.recorder.kept_models.values() if confirmation is not None else [])]
+    kept, left_by_earlier = answer_model(answer, study, confirmation_study, ledger.engine, kept_here)
     if kept is not None:  # rebuilt with what its trial ran with: the fixed values too (method: lora needs its adapters)
         kept = replace(kept, params={**config.search_space.fixed, **kept.params})
+    answer.registered = previous.registered if same_choice and previous is not None else None
     notes: list[str] = []
     if prepared.test is not None:
-        if kept is not None:
-            notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
-        elif same_choice and previous is not None and previous.test is not None:
+        if same_choice and previous is not None and previous.test is not None and (kept is None or previous.test.get("run_id") == kept.run_id):
             answer.test = previous.test
+        elif kept is not None:
+            failpoints.reached("before-test-score")
+            notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
+            study.set_user_attr(ANSWER_ATTR, answer.to_dict())  # scored once: a kill from here on does not score it again
         else:
-            notes.append("no test score yet: the chosen configuration's model was trained by an earlier invocation; run again to score it")
-    answer.registered = previous.registered if same_choice and previous is not None else None
-    if config.registered_model and kept is not None and answer.registered is None:
-        notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
+            notes.append(_model_gone(answer, study, confirmation_study, "no test score"))
+    if config.registered_model and answer.registered is None:
+        if kept is None:
+            notes.append(_model_gone(answer, study, confirmation_study, "not registered"))
+        else:
+            failpoints.reached("before-registration")
+            answer.registered = _registered_before(config, kept)
+            if answer.registered is None:
+                notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
+                failpoints.reached("after-registration")
     study.set_user_attr(ANSWER_ATTR, answer.to_dict())
     _log_answer(answer, tracker, parent_run_id)
+    if left_by_earlier and kept is not None and (prepared.test is None or answer.test is not None) and (not config.registered_model or answer.registered):
+        _free(kept)  # nothing more to do with it: free its disk as the invocation that kept it would have
     return answer, notes
+
+
+def record_logged(study: optuna.Study, answer: Answer, parent_run_id: str) -> None:
+    """The answer's metrics and the study's summary are on ``parent_run_id``: the answer is settled."""
+    answer.logged_on = parent_run_id
+    study.set_user_attr(ANSWER_ATTR, answer.to_dict())
+
+
+def _model_gone(answer: Answer, search: optuna.Study, confirmation: optuna.Study | None, what: str) -> str:
+    study, run = scored_run(answer, search, confirmation)
+    which = f"confirmation run {run.number}" if study is not search else f"trial {run.number}"
+    return (f"{what}: the model of {which} (the chosen configuration's) was trained by an earlier invocation and is no longer "
+            f"on disk (its {BEST_MODEL_FILE} under storage.results_dir is gone)")
+
+
+def _registered_before(config, kept: KeptModel) -> str | None:
+    """NAME/VERSION of a version of ``registered_model`` already made from ``kept``'s run (an invocation
+    killed before it recorded the registration), so the model is never registered twice."""
+    from mlflow import MlflowClient
+
+    name = config.registered_model.replace("'", "\\'")
+    try:
+        versions = MlflowClient(config.storage.mlflow).search_model_versions(f"name='{name}' and run_id='{kept.run_id}'")
+    except Exception:  # noqa: BLE001 - no such model yet: nothing registered before
+        return None
+    return f"{config.registered_model}/{min(int(v.version) for v in versions)}" if versions else None
+
+
+def _free(kept: KeptModel) -> None:
+    if kept.trial_path is not None:
+        for folder in Path(kept.trial_path).glob("checkpoint_*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(kept.weights_file.parent, ignore_errors=True)
 
 
 def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_run_id: str) -> list[str]:
@@ -147,8 +250,7 @@ def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_ru
     try:
         score = score_on_test(trial_settings(prepared, keep_best_model=False), prepared.test, kept, answer.trial)
         answer.test = score.to_dict()
-        for run_id in (parent_run_id, kept.run_id):
-            tracker.log_metrics(run_id, score.metrics, step=0)
+        tracker.log_metrics(kept.run_id, score.metrics, step=0)  # the parent run's: _log_answer
         with tempfile.TemporaryDirectory(prefix="hpo-test-") as folder:
             if not score.confusion:  # text generation
                 return []
@@ -180,9 +282,13 @@ def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent
 
 
 def _log_answer(answer: Answer, tracker, parent_run_id: str) -> None:
+    """Every score of the answer on the parent run, also those an earlier invocation measured."""
     metric = answer.metric
-    metrics = {f"search_{metric}": answer.search_value}
+    metrics = {f"search_{metric}": answer.search_value, **((answer.test or {}).get("metrics") or {})}
     if answer.confirmed is not None:
         metrics.update({f"confirmed_mean_{metric}": answer.confirmed["mean"], f"confirmed_std_{metric}": answer.confirmed["std"]})
     tracker.log_metrics(parent_run_id, metrics, step=0)
-    tracker.set_tags(parent_run_id, {f"{TAG_PREFIX}chosen_trial": answer.trial, f"{TAG_PREFIX}answer": "; ".join(f"{what}: {score}" for what, score in score_lines(answer))})
+    tags = {f"{TAG_PREFIX}chosen_trial": answer.trial, f"{TAG_PREFIX}answer": "; ".join(f"{what}: {score}" for what, score in score_lines(answer))}
+    if answer.registered:
+        tags[f"{TAG_PREFIX}registered_model"] = answer.registered
+    tracker.set_tags(parent_run_id, tags)

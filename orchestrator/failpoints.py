@@ -13,8 +13,13 @@ import signal
 POINTS = (
     "before-first-trial",  # the invocation, its lease and its MLflow parent run exist; no trial yet
     "between-trials",  # a trial was recorded in all three stores; the next has not started
+    "before-confirmation",  # the search's trials are recorded; no confirmation run has started
     "between-confirmation-runs",  # a confirmation run was recorded; the next has not started
-    "mlflow-summary",  # every trial is recorded; the parent run's summary is not
+    "before-test-score",  # every run is recorded; the answer is chosen, not yet scored on the test split
+    "before-registration",  # the answer's test score is recorded; its model is not registered
+    "after-registration",  # its model is registered; the answer in the study does not say so yet
+    "before-summary",  # the answer is recorded in the study and on the parent run; the MLflow summary is not
+    "mlflow-summary",  # every trial and the answer are recorded; the parent run is not ended
 )
 
 

@@ -149,6 +149,7 @@ def _record_failure(config, ledger, error: BaseException) -> None:
 
 def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
     """The run loop, step by step as README "How it works" draws it."""
+    from orchestrator.answer import answer_owed, stored_answer
     from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.frozen_layers import with_frozen_cache
@@ -157,16 +158,22 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     study, tracker, notes = _open_study(config, options, prepared, storage, ledger)
     _, best_before, _ = summarize_study(study)
     n_trials, enough = _trials_to_run(config, options, study)
+    confirmations_owed = bool(config.confirm.top_k) and confirmations_pending(study, config)
     if enough is not None:
-        if not (config.confirm.top_k and confirmations_pending(study, config)):
+        # The answer is part of the sweep's result: what a killed invocation left of it is settled whatever the budget says.
+        answer_missing = None if confirmations_owed else answer_owed(config, prepared, study, ledger.engine)
+        if not confirmations_owed and answer_missing is None:
             ledger.end_invocation(ExitStatus.OK, enough)
             return sweep_result(
                 config, prepared, study, this_run={}, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
                 parent_run_id=None, invocation_id=ledger.invocation_id, exit_status=ExitStatus.OK, notes=[*notes, enough],
+                answer=stored_answer(study),
             )
-        notes.append(f"{enough}: only the confirmation runs it still owes run now")
-    prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
-    notes += [cache_note] if cache_note else []
+        notes.append(f"{enough}: only the confirmation runs it still owes run now" if confirmations_owed
+                     else f"{enough}: only {answer_missing}, which an earlier invocation left unsettled, is settled now")
+    if n_trials > 0 or confirmations_owed:
+        prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
+        notes += [cache_note] if cache_note else []
     parent_run_id, trial_inputs = _start_parent_run(config, prepared, tracker, ledger, n_trials, notes)
     # Trials hand over their best epoch's parameters when their model may be registered or scored on the test split.
     keep_search_model = config.registered_model is not None or (prepared.test is not None and not config.confirm.top_k)
@@ -187,6 +194,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
             if config.confirm.top_k and not stop.signal_name and deadline.passed:
                 notes.append("confirmation not run: the --timeout budget is spent; the next run of this sweep does it")
             elif config.confirm.top_k and not stop.signal_name:
+                failpoints.reached("before-confirmation")
                 confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
                 notes += confirmation.run(options, stop, Path(config.storage.results_dir).resolve())
         if stop.signal_name:
@@ -287,7 +295,7 @@ def _finish(config, prepared: PreparedSweep, study, tracker, ledger, recorder, c
             exit_status: ExitStatus, reason: str | None, notes: list[str], best_before, started: float) -> tuple[SweepResult, ExitStatus, str | None]:
     """The result step, also after an interruption or an error: close what is still open, settle the
     answer, summarise on MLflow, and end the parent run and the ledger's invocation with one status."""
-    from orchestrator.answer import settle_answer
+    from orchestrator.answer import record_logged, settle_answer
 
     closing = f"interrupted: the sweep stopped ({reason or exit_status}) before this trial finished"
     recorder.close_open_trials(closing)
@@ -298,8 +306,11 @@ def _finish(config, prepared: PreparedSweep, study, tracker, ledger, recorder, c
     this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
     answer = None
     if exit_status != ExitStatus.FAILED:
-        answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id)
+        answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id, ledger)
+        failpoints.reached("before-summary")
         notes += answer_notes + summarise(config, study, tracker, parent_run_id)
+        if answer is not None:
+            record_logged(study, answer, parent_run_id)
     if exit_status == ExitStatus.OK and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
         reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
         exit_status = ExitStatus.FAILED

@@ -78,15 +78,16 @@ class MlflowTracker:
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, mask(str(value))) for key, value in tags.items()])
 
-    def finish(self, run_id: str, status: str, tags: Mapping[str, object], metrics: Mapping[str, float] | None = None, step: int = 0) -> None:
-        """Log the final tags and metrics in one request, then close the run with ``status``."""
+    def finish(self, run_id: str, status: str, tags: Mapping[str, object], metrics: Mapping[str, float] | None = None, step: int = 0,
+               ended_ms: int | None = None) -> None:
+        """Log the final tags and metrics in one request, then close the run with ``status`` (ended ``ended_ms``, default now)."""
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
             metrics=[Metric(key, float(value), now, step) for key, value in (metrics or {}).items()],
             tags=[RunTag(key, mask(str(value))) for key, value in tags.items()],
         )
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status=status, end_time=ended_ms)
 
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:

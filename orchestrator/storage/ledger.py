@@ -82,12 +82,14 @@ class Ledger:
                 cpu=cpu, gpu=gpu, checkpoint_path=checkpoint_path, started_at=_now(),
             ))
 
-    def trial_finished(self, number: int, state: str, reason: str) -> None:
+    def trial_finished(self, number: int, state: str, reason: str, ended_at: datetime | None = None) -> None:
+        """``ended_at`` (timezone-aware): when it ended, if earlier than now (a trial closed after its invocation died)."""
+        ended = ended_at.astimezone(timezone.utc).replace(tzinfo=None) if ended_at is not None else _now()
         with self.engine.begin() as connection:
             connection.execute(
                 update(LedgerTrial)
                 .where(LedgerTrial.study_name == self.study_name, LedgerTrial.optuna_trial_number == number)
-                .values(state=state, state_reason=reason, ended_at=_now())
+                .values(state=state, state_reason=reason, ended_at=ended)
             )
 
     def trial_updated(self, number: int, **values) -> None:
@@ -98,6 +100,12 @@ class Ledger:
                 .where(LedgerTrial.study_name == self.study_name, LedgerTrial.optuna_trial_number == number)
                 .values(**values)
             )
+
+    def checkpoint_path(self, number: int) -> str | None:
+        """The last checkpoint a trial reported (where its kept best model lies), if any."""
+        query = select(LedgerTrial.checkpoint_path).where(LedgerTrial.study_name == self.study_name, LedgerTrial.optuna_trial_number == number)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar()
 
     def unfinished_invocations(self) -> list[dict]:
         """Earlier invocations of this study that never recorded an end (killed, crashed)."""
