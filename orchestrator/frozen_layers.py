@@ -1,14 +1,23 @@
-"""The sweep's frozen-layer cache (:mod:`trials.frozen_cache`), built once on the driver before the
+"""The sweep's frozen-layer cache (:mod:`trials.frozen_cache`), planned on the driver before the
 trials start: which boundaries the search space can ask for, whether the model can be split
-there, whether the cache fits (checked before any compute), and a check that running from a
-boundary reproduces the whole model. It travels to the trials with their data, through the Ray
-object store (one copy per node)."""
+there, whether the cache fits (checked before any compute), a check on a few validation rows that
+running from each boundary reproduces the whole model, and the folder the boundaries are built
+into. Each boundary is built by the first trial that starts from it (:meth:`FrozenCache.states`).
+
+The folder is ``<results_dir>/frozen-cache/<key>``, the key a digest of the model and the trials'
+data, so a continued study (or another sweep of the same model and data) reads what an earlier one
+built; with a ``results_dir`` on object storage (``s3://``), each node's temporary folder. On a
+multi-node cluster whose ``results_dir`` is a shared file system one node builds a boundary for
+all; otherwise each node builds those its own trials need."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +32,7 @@ from trials.model import (
     FromBoundary,
     UnsplittableModelError,
     check_splittable,
+    encoder_layers,
     hidden_states_at,
     layer_count,
     pick_device,
@@ -96,13 +106,36 @@ def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
         return _fallback(f"it would take {needed / 1e9:.2f} GB ({tokens:,} tokens x width {width} x {len(boundaries)} boundaries x 4 bytes), "
                          f"over the limit of {limit / 1e9:.2f} GB; raise trial.cache_frozen_max_gb or narrow unfreeze_depth")
     try:
-        cache = frozen_cache.build(model, task, splits, boundaries, device, settings.eval_batch_size)
-        mismatch = _reproduction_error(model, task, data.val, cache, device)
+        mismatch = _reproduction_error(model, task, data.val, boundaries, device)
     except Exception as error:  # noqa: BLE001 - a model whose forward does more than embeddings and the stack
         mismatch = f"{type(model).__name__} cannot run from a layer boundary ({type(error).__name__}: {_first_line(error)})"
     if mismatch is not None:
         return _fallback(mismatch)
-    return cache, None
+    return FrozenCache(tuple(boundaries), len(encoder_layers(model)), str(cache_folder(config, prepared.model_path, splits))), None
+
+
+def cache_folder(config, model_path: str, splits: dict) -> Path:
+    """Where the sweep's boundaries are built: keyed by the model and the data, so that a folder
+    never holds states of other inputs."""
+    digest = hashlib.blake2b(digest_size=10)
+    digest.update(f"{config.task}\0{Path(model_path).resolve()}\0".encode())
+    for path in sorted(Path(model_path).glob("*")) if Path(model_path).is_dir() else []:
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for name, split in sorted(splits.items()):
+        digest.update(name.encode())
+        for array in _arrays(split):
+            digest.update(np.ascontiguousarray(array).view(np.uint8).data)
+    results_dir = str(config.storage.results_dir)
+    base = Path(tempfile.gettempdir()) / "hpo-frozen-cache" if "://" in results_dir else Path(results_dir).expanduser().resolve() / "frozen-cache"
+    return base / digest.hexdigest()
+
+
+def _arrays(split) -> list[np.ndarray]:
+    if split is None or not is_dataclass(split):
+        return []
+    return [value for value in (getattr(split, f.name) for f in fields(split)) if isinstance(value, np.ndarray)]
 
 
 def _first_line(error: Exception) -> str:
@@ -145,17 +178,17 @@ def _token_shape(model, task, split, device) -> tuple[int, int | None]:
 
 
 @torch.inference_mode()
-def _reproduction_error(model, task, split, cache: FrozenCache, device) -> str | None:
-    """None when running the model from each cached boundary gives its own outputs on a few
-    validation rows; otherwise why not."""
+def _reproduction_error(model, task, split, boundaries: list[int], device) -> str | None:
+    """None when running the model from each boundary gives its own outputs on a few validation
+    rows; otherwise why not."""
     rows = np.arange(min(_CHECK_ROWS, len(split)))
     model.eval()
     inputs = {key: value.to(device) for key, value in task.collate(split, rows).items() if key != "labels"}
     expected = model(**inputs).logits
-    cached = frozen_cache.CachedInputs(task, task.hidden_input)
-    for boundary in cache.boundaries:
-        batch = {key: value.to(device) for key, value in cached.collate(cache.val[boundary], rows).items() if key != "labels"}
-        got = FromBoundary(model, boundary)(**batch).logits
+    states = hidden_states_at(model, inputs, boundaries)
+    mask = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs else {}
+    for boundary in boundaries:
+        got = FromBoundary(model, boundary)(**{task.hidden_input: states[boundary], **mask}).logits
         difference = float((got - expected).abs().max())
         if difference > _TOLERANCE * max(1.0, float(expected.abs().max())):
             return (f"{type(model).__name__} run from its layer {boundary} does not reproduce its outputs "

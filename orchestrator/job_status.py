@@ -2,8 +2,10 @@
 
 The job server says whether the driver runs; the study database says what it did (trials by
 state, best so far, the trials running now) and whether some ``hpo run`` still holds the study
-(its lease). A job that ended while no one holds the study is "stopped; resubmit to continue":
-resubmitting resumes the study as ``hpo run`` does after a kill.
+(its lease). A job that failed with an error of its own (the last error line of its output, which
+the job server keeps) says that error; one that was stopped, or whose driver died without a word,
+while no one holds the study is "stopped; resubmit to continue": resubmitting resumes the study as
+``hpo run`` does after a kill.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def job_summary(job) -> dict:
         "status": jobs.status_of(job),
         "driver_exit_code": getattr(job, "driver_exit_code", None),
         "message": (job.message or "").strip().splitlines()[0] if job.message else None,
+        "reason": mask(reason) if (reason := jobs.failure_reason(job.message) if jobs.status_of(job) == "FAILED" else None) else None,
         "start_time": job.start_time,
         "end_time": job.end_time,
         "entrypoint": job.entrypoint,
@@ -111,12 +114,15 @@ def state_line(job: dict, study: dict) -> str:
         return f"the job ended ({status}) but pid {held['pid']} on {held['host']} still holds the study; wait for its lease to expire"
     if status == "SUCCEEDED":
         return "finished"
-    code = job.get("driver_exit_code")
+    code, reason = job.get("driver_exit_code"), job.get("reason")
     if code == 2:
-        return f"failed: hpo run refused its input on the cluster (exit 2); see hpo logs {job['id']}, fix it and resubmit"
+        said = f": {reason}; fix it and resubmit" if reason else f"; see hpo logs {job['id']}, fix it and resubmit"
+        return f"failed: hpo run refused its input on the cluster (exit 2){said}"
     if code == 3:
         return "failed: another hpo run held the study (exit 3); resubmit when it is done"
-    return RESUBMIT  # stopped, or its driver died: the study resumes where it was
+    if status == "FAILED" and reason:  # the job's own error (a head whose Python lacks hpo, a crash): resubmitting alone would repeat it
+        return f"failed: {reason}; fix that and resubmit (hpo logs {job['id']} shows the job's output)"
+    return RESUBMIT  # stopped, or its driver died without a word: the study resumes where it was
 
 
 def status_document(client, target: str | None, address: str, db: str | None) -> dict:

@@ -8,8 +8,10 @@ and has the id ``hpo-<study>-<n>``; everything here finds jobs by those two fact
 from __future__ import annotations
 
 import re
+import shlex
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from typing import TypeGuard
 
@@ -23,6 +25,13 @@ ACTIVE = ("PENDING", "RUNNING")
 ENV_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")  # how a sweep file names an environment variable
 ADDRESS_EXAMPLE = "http://HEAD:8265"
 ADDRESS_FIX = f"give the Ray head's job server, e.g. --address {ADDRESS_EXAMPLE} or export RAY_ADDRESS={ADDRESS_EXAMPLE}"
+PROBE_KEY = "hpo.probe"  # metadata of the short job that checks the head's Python before a sweep is submitted
+PROBE_CODE = "import orchestrator.cli, trials"  # what `python -m orchestrator.cli run` needs first
+PROBE_TIMEOUT_S = 120.0
+# A line of a failed job's output that says why: hpo's own one-line errors, a Python exception, the shell's complaint.
+_ERROR_LINE = re.compile(r"^(error: .+|(\w+\.)*\w*(Error|Exception|Exit)\b(: .+)?|.*(: not found|command not found|No such file or directory|Permission denied).*)$")
+# `python -m package` that cannot import it: "python3: Error while finding module specification for 'x' (ModuleNotFoundError: ...)".
+_INNER_ERROR = re.compile(r"\((\w*(?:Error|Exception): [^()]+)\)\s*$")
 
 
 class StudyJobRunningError(HpoError):
@@ -82,6 +91,39 @@ def connect(address: str, debug: bool = False):
                           "and check the address, its port (8265) and the Ray auth token (~/.ray/auth_token)") from None
 
 
+def check_python(client, python: str, address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Run ``python -c 'import orchestrator.cli, trials'`` on the head as a short job (deleted after): a
+    head whose Python lacks hpo is refused here, with its own error, instead of failing the sweep's job.
+    Raises :class:`ConfigError` naming ``--python``."""
+    job_id = client.submit_job(entrypoint=shlex.join([python, "-c", PROBE_CODE]), submission_id=f"hpo-probe-{uuid.uuid4().hex[:12]}",
+                               metadata={PROBE_KEY: "python"})
+    try:
+        status = wait_until_done(client, job_id, timeout_s, poll_s=0.25)
+        if status in ACTIVE:  # the head is too busy to say in time: the sweep's job will tell
+            client.stop_job(job_id)
+            return
+        if status != "SUCCEEDED":
+            reason = failure_reason(client.get_job_logs(job_id)) or f"the probe job ended {status}"
+            raise ConfigError("--python", python, f"the head node's Python on {address} cannot run hpo ({mask(reason)[:200]}); give the Python "
+                              "that has hpo installed there, e.g. --python /opt/hpo/.venv/bin/python, or install hpo in the head's image")
+    finally:
+        try:
+            if client.get_job_status(job_id).is_terminal():
+                client.delete_job(job_id)
+        except Exception:  # noqa: BLE001 - a probe left in the job list harms nothing
+            pass
+
+
+def failure_reason(output: str | None) -> str | None:
+    """The last line of a failed job's output (or Ray's message, which ends with it) that says why it failed."""
+    for line in reversed([line.strip() for line in (output or "").splitlines() if line.strip()]):
+        if _ERROR_LINE.match(line):
+            return line
+        if inner := _INNER_ERROR.search(line):
+            return inner.group(1)
+    return None
+
+
 def quiet_ray(debug: bool) -> None:
     """Ray's own log lines (token mode, package uploads, websockets) only with --debug: importing Ray set them to INFO."""
     import logging
@@ -97,7 +139,7 @@ def variables(text: str) -> list[str]:
 
 def study_jobs(client, study: str | None = None) -> list:
     """The cluster's ``hpo`` jobs (of ``study`` if given), oldest first."""
-    jobs = [job for job in client.list_jobs() if (job.metadata or {}).get(STUDY_KEY)]
+    jobs = [job for job in client.list_jobs() if (job.metadata or {}).get(STUDY_KEY)]  # probes have none
     if study is not None:
         jobs = [job for job in jobs if job.metadata[STUDY_KEY] == study]
     return sorted(jobs, key=lambda job: (job.start_time or 0, job.submission_id or ""))

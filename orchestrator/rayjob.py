@@ -10,6 +10,7 @@ Field names follow KubeRay's ``ray.io/v1`` API (``RayJobSpec``, ``RayClusterSpec
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ import yaml
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.jobs import variables
+from orchestrator.secrets import mask
 from orchestrator.submit import STOP_GRACE_S, JobPlan, entrypoint_command
 
 IMAGE = "hpo-orchestrator:0.1.0"  # docker/Dockerfile, as docker-compose.yml tags it
@@ -65,12 +67,18 @@ def manifests(config: SweepConfig, plan: JobPlan, sweep: Path, image: str = IMAG
             "entrypoint": entrypoint_command(plan.python, f"{SWEEP_DIR}/{plan.sweep_file}", plan.run_args),
             "metadata": dict(plan.metadata),
             "runtimeEnvYAML": yaml.safe_dump({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}}),
+            "submissionMode": "K8sJobMode",  # a Kubernetes Job runs `ray job submit` once the cluster is up
+            "entrypointNumCpus": 0,  # hpo run schedules trials; it takes no CPU from them
+            "entrypointNumGpus": 0,
+            "suspend": False,
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED,
             "backoffLimit": BACKOFF_LIMIT,
             "rayClusterSpec": {
                 "rayVersion": ray.__version__,
+                "enableInTreeAutoscaling": False,
                 "headGroupSpec": {
+                    "serviceType": "ClusterIP",
                     "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
                     "template": pod("ray-head", {"cpu": "2", "memory": "8Gi"}),
                 },
@@ -88,11 +96,37 @@ def manifests(config: SweepConfig, plan: JobPlan, sweep: Path, image: str = IMAG
     return [config_map, ray_job]
 
 
+def unreachable_from_pods(config: SweepConfig) -> list[str]:
+    """One warning per place the sweep writes that the RayJob's pods cannot reach: a store on
+    ``localhost`` (inside a pod, the pod itself) or a ``results_dir`` on the pod's own disk."""
+    warnings = []
+    for key in ("study_db", "mlflow"):
+        url = str(getattr(config.storage, key))
+        host = _host(url)
+        if host is not None and (host == "localhost" or host.startswith("127.") or host == "::1"):
+            warnings.append(f"warning: storage.{key} names host {host}, which inside a pod is the pod itself; give the server's "
+                            f"address as the pods see it, e.g. its Kubernetes service name ({mask(url)})")
+    results_dir = str(config.storage.results_dir)
+    if "://" not in results_dir:
+        warnings.append(f"warning: storage.results_dir {results_dir} is a folder on each pod's own disk, not shared between the pods and "
+                        "deleted with the cluster; give shared storage (s3://bucket/hpo, gs://...) or mount a shared volume there")
+    return warnings
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def to_yaml(documents: list[dict]) -> str:
-    """The manifests as one YAML stream; the files in the ConfigMap as readable blocks."""
+    """The manifests as one YAML stream, plain (no anchors: the head and the workers repeat what they
+    share); the files in the ConfigMap as readable blocks."""
 
     class Dumper(yaml.SafeDumper):
-        pass
+        def ignore_aliases(self, data) -> bool:
+            return True
 
     def text(dumper, value: str):
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)

@@ -104,13 +104,23 @@ def plan_job(sweep: Path, args: RunArgs, python: str = "python") -> tuple[SweepC
     return config, JobPlan(config.name, Path(sweep).name, str(folder), entrypoint, metadata, runtime_env, python, tuple(args.words()))
 
 
-def submit(plan: JobPlan, address: str, debug: bool = False) -> str:
-    """Submit the planned job unless one of its study runs; return the job id. Returns at once."""
-    client = jobs.connect(address, debug)
+def job_server_of(sweep: Path, option: str | None, option_field: str) -> str:
+    """The job server to submit to, from ``--address``/``RAY_ADDRESS`` or the sweep's ``cluster.address``:
+    read before the sweep is checked, so a missing address is reported at once."""
+    raw = read_yaml_file(Path(sweep), "<sweep file>", "a sweep YAML file")
+    cluster = raw.get("cluster") if isinstance(raw, dict) else None
+    written = cluster.get("address") if isinstance(cluster, dict) else None
+    return jobs.job_server_address(option, option_field, os.path.expandvars(written) if isinstance(written, str) else None)
+
+
+def submit(plan: JobPlan, client, address: str, debug: bool = False) -> str:
+    """Submit the planned job unless one of its study runs, once the head's Python has shown it can run
+    hpo; return the job id. Returns at once."""
     running = jobs.running_job(client, plan.study)
     if running is not None:
         raise jobs.StudyJobRunningError(plan.study, running.submission_id, address)
     _refuse_if_study_held(plan)
+    jobs.check_python(client, plan.python, address)
     jobs.quiet_ray(debug)  # the upload's loggers exist only now
     return client.submit_job(
         entrypoint=plan.entrypoint, submission_id=jobs.next_job_id(client, plan.study),

@@ -4,7 +4,9 @@ every layer when the cache cannot apply, and say which in MLflow."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.frozen_layers import frozen_boundaries, with_frozen_cache
 from orchestrator.prepare import prepare
+from orchestrator.tuning import trial_settings
 from tests.conftest import encoded_tiny_data, mlflow_runs
 from tests.test_image_classification import digits_folder, tiny_resnet, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint, frozen_cache
@@ -24,13 +27,13 @@ SAME = dict(rel=1e-4, abs=1e-5)  # float32 sums of the same numbers in another o
 
 
 @pytest.fixture(scope="module")
-def text(tiny_model, tiny_csv):
+def text(tiny_model, tiny_csv, tmp_path_factory):
     """(settings, data, data with the cache of boundaries 1 and 2) of the tiny BERT and data."""
     names, pad, data = encoded_tiny_data(tiny_model, tiny_csv, 160, 60, noisy_rate=0.1)
     settings = TrialSettings(str(tiny_model), names, pad, max_epochs=2, objective="val_f1_macro", mode="max", num_threads=1)
     model = load_classifier(str(tiny_model), names)
     splits = {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}
-    cache = frozen_cache.build(model, task_for(settings), splits, [1, 2], torch.device("cpu"))
+    cache = frozen_cache.build(model, task_for(settings), splits, [1, 2], torch.device("cpu"), tmp_path_factory.mktemp("frozen"))
     return settings, data, replace(data, frozen=cache)
 
 
@@ -116,7 +119,7 @@ def test_trials_the_cache_cannot_serve_run_every_layer_and_say_why(text, change,
 
 
 def test_gradual_unfreezing_starts_below_every_layer_it_ever_trains():
-    cache = frozen_cache.FrozenCache(train={b: None for b in (2, 4, 5, 6)}, layers=6)
+    cache = frozen_cache.FrozenCache(boundaries=(2, 4, 5, 6), layers=6, folder="unused")
     plan = lambda **change: frozen_cache.plan(cache, Hyperparameters(**change), change.get("unfreeze_depth", 6), 6, max_epochs=2)  # noqa: E731
     assert plan(unfreeze_depth=4, unfreeze_every=1)[0] == 4  # head + 2 layers by epoch 2: the bottom 4 stay frozen
     assert plan(unfreeze_depth=3)[0] == 2  # no boundary 3 cached: start lower, and run layer 3 frozen
@@ -136,6 +139,64 @@ def test_boundaries_are_those_the_search_space_can_ask_for(write_sweep):
     assert frozen_boundaries(space({"type": "categorical", "choices": [0, 3, 6]}), 6) == [3, 6]
     assert frozen_boundaries(space(2), 6) == [4]
     assert frozen_boundaries(load_sweep(write_sweep(search_space=searched)).search_space, 6) == []
+
+
+def test_no_boundary_is_built_before_a_trial_needs_it_and_each_once(write_sweep, monkeypatch):
+    """The driver plans the cache (a few validation rows run from each boundary) and builds none; the first
+    trial that starts from a boundary builds that one, into the folder, and later trials read it."""
+    space = {"learning_rate": 5.0e-3, "batch_size": 16, "dropout": 0.0, "unfreeze_depth": {"type": "int", "low": 0, "high": 2}}
+    config = load_sweep(write_sweep(search_space=space, trial={"max_epochs": 1}))
+    real_states_of = frozen_cache._states_of
+    monkeypatch.setattr(frozen_cache, "_states_of", lambda *args, **kwargs: pytest.fail("a boundary was built before any trial"))
+    prepared, note = with_frozen_cache(prepare(config))
+    cache = prepared.data.frozen
+    assert note is None and cache.boundaries == (1, 2) and cache.built() == []
+    assert cache.summary().startswith("boundaries 1,2 of 2 layers; each built when the first trial that needs it starts, in ")
+    assert Path(cache.folder).parent == Path(config.storage.results_dir).resolve() / "frozen-cache"
+
+    builds = []
+    monkeypatch.setattr(frozen_cache, "_states_of", lambda model, task, split, boundaries, *rest: builds.append(list(boundaries))
+                        or real_states_of(model, task, split, boundaries, *rest))
+    settings = replace(trial_settings(prepared, keep_best_model=False), num_threads=1)
+    first = _run(settings, Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0), prepared.data)
+    assert first[-1]["frozen_cache"] == "on: the bottom 1 of 2 layers from the cache" and cache.built() == [1]
+    assert len(builds) >= 2 and {tuple(b) for b in builds} == {(1,)}  # each split once, at boundary 1 only
+    built = len(builds)
+    again = _run(settings, Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0), prepared.data)
+    assert len(builds) == built and _scores(again[-1]) == pytest.approx(_scores(first[-1]), **SAME)  # read, not rebuilt
+    off = replace(prepared.data, frozen=None)
+    plain = _run(settings, Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0), off)
+    assert _scores(plain[-1]) == pytest.approx(_scores(first[-1]), **SAME)
+    replanned, _ = with_frozen_cache(prepare(config))  # a continued study finds what the last run built
+    assert replanned.data.frozen.folder == cache.folder and replanned.data.frozen.built() == [1]
+
+
+def test_trials_needing_one_boundary_at_once_build_it_once(text, tmp_path, monkeypatch):
+    """Trials on one node lock the boundary's file in the cache folder: one builds, the others wait and read."""
+    import threading
+
+    settings, data, _ = text
+    cache = frozen_cache.FrozenCache(boundaries=(1, 2), layers=2, folder=str(tmp_path / "cache"))
+    model = load_classifier(settings.model_path, settings.label_names).eval()
+    splits = {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}
+    real_build, builds = frozen_cache._build_into, []
+
+    def slow_build(*args, **kwargs):
+        builds.append(args[0].name)
+        time.sleep(0.5)  # long enough for every thread to reach the lock while the first builds
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(frozen_cache, "_build_into", slow_build)
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(cache.states(1, model, task_for(settings), splits, torch.device("cpu"))))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert builds == ["boundary-1"] and len(got) == 4 and cache.built() == [1]
+    assert all(np.array_equal(states.train.states, got[0].train.states) for states in got)
+    assert not list((tmp_path / "cache").glob("*.partial-*"))
 
 
 def test_the_size_check_falls_back_before_any_compute(write_sweep, monkeypatch):
@@ -158,7 +219,7 @@ def test_cache_frozen_takes_auto_or_off(write_sweep):
         load_sweep(write_sweep(trial={"cache_frozen": "on"}))
 
 
-def test_vit_runs_from_the_cache_like_the_whole_model(digits_folder, tiny_vit):  # noqa: F811
+def test_vit_runs_from_the_cache_like_the_whole_model(digits_folder, tiny_vit, tmp_path):  # noqa: F811
     from transformers import AutoImageProcessor
 
     from trials.data import split
@@ -171,8 +232,8 @@ def test_vit_runs_from_the_cache_like_the_whole_model(digits_folder, tiny_vit): 
     settings = TrialSettings(str(tiny_vit), images.label_names, 0, max_epochs=1, objective="val_f1_macro", mode="max",
                              num_threads=1, task="image-classification")
     model = load_classifier(str(tiny_vit), images.label_names, auto_class=__import__("transformers").AutoModelForImageClassification)
-    cache = frozen_cache.build(model, task_for(settings), {"train": data.train, "val": data.val}, [1, 2], torch.device("cpu"))
-    assert set(np.unique(cache.val[1].lengths)) == {17}  # 16 patches and the class token
+    cache = frozen_cache.build(model, task_for(settings), {"train": data.train, "val": data.val}, [1, 2], torch.device("cpu"), tmp_path)
+    assert set(np.unique(frozen_cache._load(tmp_path / "boundary-1").val.lengths)) == {17}  # 16 patches and the class token
     hyperparameters = Hyperparameters(learning_rate=3e-3, batch_size=16, unfreeze_depth=1, dropout=0.0)
     plain, fast = _run(settings, hyperparameters, data), _run(settings, hyperparameters, replace(data, frozen=cache))
     assert fast[-1]["frozen_cache"].startswith("on:")
@@ -207,7 +268,7 @@ def test_a_model_that_does_not_reproduce_its_outputs_from_a_boundary_runs_withou
     monkeypatch.setattr(orchestrator.frozen_layers, "FromBoundary", Shifted)
     prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep())))
     assert note.startswith("frozen-layer cache off: BertForSequenceClassification run from its layer 1 does not reproduce its outputs (largest difference 1")
-    assert prepared.data.frozen.boundaries == []
+    assert prepared.data.frozen.boundaries == ()
 
 
 def test_a_sweep_tags_each_trial_with_its_cache_use(ray_session, write_sweep):
@@ -272,7 +333,7 @@ def test_a_model_with_a_step_between_embeddings_and_layers_runs_without_the_cach
             shutil.copy(tiny_model / name, folder / name)
     prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep(model=str(folder)))))
     assert note.startswith("frozen-layer cache off: ElectraForSequenceClassification cannot run from a layer boundary (RuntimeError: ")
-    assert "\n" not in note and prepared.data.frozen.boundaries == []
+    assert "\n" not in note and prepared.data.frozen.boundaries == ()
 
 
 @pytest.mark.slow

@@ -306,6 +306,54 @@ def test_bad_input_is_refused_before_anything_is_submitted(job_server, workdir, 
     assert not (workdir / "store" / "study.db").exists() and not (workdir / "store" / "runs").exists()
 
 
+def _bare_python(workdir: Path) -> Path:
+    """A head's `python` without hpo: the interpreter in isolated mode, which ignores the head's PYTHONPATH."""
+    path = workdir / "bare-python"
+    path.write_text(f"#!/bin/sh\nexec {shutil.which('python3') or sys.executable} -I \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_a_head_whose_python_lacks_hpo_is_refused_before_anything_is_submitted(job_server, workdir):
+    sweep = _sweep(workdir, "bare-head")
+    before = {job.submission_id for job in _client(job_server).list_jobs()}
+    done = hpo("submit", str(sweep), "--address", job_server, "--python", str(_bare_python(workdir)))
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith("error: --python: ") and f"the head node's Python on {job_server} cannot run hpo" in line, line
+    assert "No module named 'orchestrator'" in line and "--python /opt/hpo/.venv/bin/python" in line, line
+    assert {job.submission_id for job in _client(job_server).list_jobs()} == before  # neither the sweep's job nor the probe stays
+    assert not (workdir / "store" / "study.db").exists()
+
+
+def test_status_reports_the_error_a_job_failed_with(job_server, workdir, monkeypatch):
+    """A job that fails on its own error (here a head whose Python lost hpo after the probe) is not "resubmit to continue"."""
+    import orchestrator.jobs
+
+    monkeypatch.setattr(orchestrator.jobs, "check_python", lambda *args, **kwargs: None)
+    sweep = _sweep(workdir, "lost-python")
+    done = hpo("submit", str(sweep), "--address", job_server, "--python", str(_bare_python(workdir)), "--json")
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["job_id"]
+    _wait_for(lambda: _client(job_server).get_job_status(job_id).is_terminal(), "the job to fail", timeout=60)
+    document = _status(job_id, job_server)
+    assert document["job"]["status"] == "FAILED" and document["job"]["reason"] == "ModuleNotFoundError: No module named 'orchestrator'"
+    assert document["state"] == f"failed: ModuleNotFoundError: No module named 'orchestrator'; fix that and resubmit (hpo logs {job_id} shows the job's output)"
+    shown = hpo("status", job_id, "--address", job_server)
+    assert "No module named 'orchestrator'" in shown.stdout and "resubmit to continue" not in shown.stdout, shown.stdout
+
+
+@pytest.mark.parametrize("address", [None, "http://127.0.0.1:9"])  # none given; one where no job server answers
+def test_the_job_server_is_checked_before_the_sweep(workdir, monkeypatch, address):
+    import orchestrator.prepare
+
+    monkeypatch.setattr(orchestrator.prepare, "prepare", lambda *args, **kwargs: pytest.fail("the sweep was checked first"))
+    sweep = _sweep(workdir, "no-address")
+    done = hpo("submit", str(sweep), *(["--address", address] if address else []))
+    assert done.returncode == 2 and done.stderr.startswith("error: --address: "), done.stderr
+    assert ("e.g. --address http://HEAD:8265" if address is None else "no Ray job server answers there") in done.stderr
+
+
 def test_emit_rayjob_writes_the_fields_kuberay_documents(workdir, monkeypatch):
     """The manifest uses only RayJob / RayCluster fields of KubeRay's ray.io/v1 API, with the password by reference."""
     from orchestrator.rayjob import IMAGE
@@ -321,6 +369,7 @@ def test_emit_rayjob_writes_the_fields_kuberay_documents(workdir, monkeypatch):
     done = CliRunner().invoke(app, ["submit", str(sweep), "--emit", "rayjob", "--n-trials", "16", "--timeout", "6h"])
     assert done.exit_code == 0, done.output
     assert "do-not-ship-me" not in done.stdout
+    assert "&id" not in done.stdout and "*id" not in done.stdout  # plain YAML: no anchors, no aliases
     config_map, job = list(yaml.safe_load_all(done.stdout))
 
     # RayJobSpec and RayClusterSpec json names, ray-operator/apis/ray/v1 (KubeRay v1.x).
@@ -339,6 +388,9 @@ def test_emit_rayjob_writes_the_fields_kuberay_documents(workdir, monkeypatch):
     assert set(spec["rayClusterSpec"]["headGroupSpec"]) <= head_spec
     assert all(set(group) <= worker_spec for group in spec["rayClusterSpec"]["workerGroupSpecs"])
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0 and spec["backoffLimit"] >= 1
+    assert spec["submissionMode"] == "K8sJobMode" and spec["suspend"] is False  # KubeRay's defaults, written out
+    assert spec["rayClusterSpec"]["enableInTreeAutoscaling"] is False
+    assert done.stderr.startswith("warning: storage.results_dir ") and "deleted with the cluster" in done.stderr  # a local folder
     assert isinstance(spec["runtimeEnvYAML"], str) and all(isinstance(v, str) for v in spec["metadata"].values())
     assert spec["metadata"]["hpo.study"] == "Nightly_Study" and job["metadata"]["name"] == "hpo-nightly-study"
     assert spec["entrypoint"].split()[:5] == ["python", "-m", "orchestrator.cli", "run", "/sweeps/sweep.yaml"]
@@ -355,6 +407,23 @@ def test_emit_rayjob_writes_the_fields_kuberay_documents(workdir, monkeypatch):
     assert config_map["kind"] == "ConfigMap" and sorted(config_map["data"]) == ["space.yaml", "sweep.yaml", "train.py"]
 
 
+@pytest.mark.parametrize("key, url", [
+    ("study_db", "postgresql+psycopg://hpo:${PGPASSWORD}@127.0.0.1:5432/studies"),
+    ("mlflow", "http://localhost:5000"),
+])
+def test_emit_rayjob_warns_of_stores_the_pods_cannot_reach(workdir, key, url):
+    sweep = _sweep(workdir, "local-stores", study_db="postgresql+psycopg://hpo:${PGPASSWORD}@db.internal:5432/studies")
+    raw = yaml.safe_load(sweep.read_text())
+    storage = {**raw["storage"], "mlflow": "http://mlflow.internal:5000", "results_dir": "s3://bucket/hpo", key: url}
+    sweep.write_text(yaml.safe_dump({**raw, "storage": storage}))
+    done = CliRunner().invoke(app, ["submit", str(sweep), "--emit", "rayjob"])
+    assert done.exit_code == 0, done.output
+    host = "127.0.0.1" if key == "study_db" else "localhost"
+    assert done.stderr.splitlines() == [line for line in done.stderr.splitlines() if line.startswith(f"warning: storage.{key} names host {host}")]
+    assert len(done.stderr.splitlines()) == 1 and "inside a pod is the pod itself" in done.stderr
+    assert list(yaml.safe_load_all(done.stdout))[1]["kind"] == "RayJob"
+
+
 def test_emit_rayjob_refuses_a_sqlite_study_the_cluster_would_delete(workdir):
     sweep = _sweep(workdir, "local-files")
     raw = yaml.safe_load(sweep.read_text())
@@ -369,14 +438,34 @@ def test_emit_rayjob_refuses_a_sqlite_study_the_cluster_would_delete(workdir):
     ("STOPPED", None, None, "stopped; resubmit to continue"),
     ("FAILED", 1, None, "stopped; resubmit to continue"),  # the driver died (head restarted, crashed)
     ("FAILED", 2, None, "failed: hpo run refused its input on the cluster (exit 2); see hpo logs hpo-s-1, fix it and resubmit"),
+    ("FAILED", 127, None, "failed: sh: 1: pyhton: not found; fix that and resubmit"),  # the job's own last error line
     ("FAILED", 1, {"pid": 7, "host": "head", "expires_at": 0}, "the job ended (FAILED) but pid 7 on head still holds the study"),
     ("SUCCEEDED", 0, None, "finished"),
 ])
 def test_status_says_what_to_do_about_a_job(status, code, lease, state):
     from orchestrator.job_status import state_line
+    from orchestrator.jobs import failure_reason
 
-    line = state_line({"id": "hpo-s-1", "status": status, "driver_exit_code": code}, {"readable": True, "lease": lease})
+    message = "Job entrypoint command failed with exit code 127, last available logs (truncated to 20,000 chars):\nsh: 1: pyhton: not found\n"
+    reason = failure_reason(message) if code == 127 else None
+    line = state_line({"id": "hpo-s-1", "status": status, "driver_exit_code": code, "reason": reason}, {"readable": True, "lease": lease})
     assert line.startswith(state)
+
+
+@pytest.mark.parametrize("output, reason", [
+    ("Traceback (most recent call last):\n  File x\nModuleNotFoundError: No module named 'orchestrator'\n", "ModuleNotFoundError: No module named 'orchestrator'"),
+    ("trial 3 COMPLETE\nerror: storage.study_db: 'x' is invalid: no such database\n\n", "error: storage.study_db: 'x' is invalid: no such database"),
+    ("/bin/sh: 1: /opt/venv/bin/python: not found\n", "/bin/sh: 1: /opt/venv/bin/python: not found"),
+    ("bash: pyhton: command not found\n", "bash: pyhton: command not found"),
+    ("Running entrypoint for job hpo-s-1: python -m orchestrator.cli run sweep.yaml\n/usr/bin/python3: Error while finding module specification "
+     "for 'orchestrator.cli' (ModuleNotFoundError: No module named 'orchestrator')\n", "ModuleNotFoundError: No module named 'orchestrator'"),
+    ("trial 3 COMPLETE\nKilled\n", None),  # no error of its own: resubmitting continues the study
+    (None, None),
+])
+def test_a_failed_jobs_reason_is_its_last_error_line(output, reason):
+    from orchestrator.jobs import failure_reason
+
+    assert failure_reason(output) == reason
 
 
 @pytest.mark.parametrize("value, from_environment, expected", [

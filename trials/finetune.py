@@ -122,7 +122,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     precision = precision_for(settings.precision, device)
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    runner, batching, data = _from_cache(model, task, data, boundary)
+    runner, batching, data = _from_cache(model, task, data, boundary, device, settings.eval_batch_size)
 
     optimizer = _adamw(groups, hyperparameters)
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
@@ -194,16 +194,16 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     return metrics
 
 
-def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None) -> tuple[nn.Module, Batching, TrialData]:
+def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None, device, batch_size: int) -> tuple[nn.Module, Batching, TrialData]:
     """What the trial runs and on what: the whole model on the inputs, or (``boundary`` given) the
-    layers above it on the cached hidden states there."""
+    layers above it on the cached hidden states there (built now by ``model`` if no trial has built them)."""
     if boundary is None:
         return model, task, data
     cache = data.frozen
     if cache is None:
         raise ValueError("a boundary to start from needs the sweep's frozen-layer cache, and this trial has none")
-    noisy = cache.val_noisy[boundary] if cache.val_noisy is not None else None
-    cached = TrialData(cache.train[boundary], cache.val[boundary], noisy)
+    states = cache.states(boundary, model, task, {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}, device, batch_size)
+    cached = TrialData(states.train, states.val, states.val_noisy)
     return FromBoundary(model, boundary), frozen_cache.CachedInputs(task, task.hidden_input), cached
 
 

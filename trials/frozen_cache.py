@@ -1,20 +1,32 @@
-"""The frozen-layer cache: the hidden states of every training and validation input at the layer
-boundaries a sweep's ``unfreeze_depth`` range can ask for, computed once per sweep.
+"""The frozen-layer cache: the hidden states of every training and validation input at a layer
+boundary, computed once per sweep by the first trial that starts from that boundary.
 
 A trial that freezes its bottom ``b`` layers for its whole run starts from the cached states at
 boundary ``b`` and runs only the layers above it, the head and the evaluation. Frozen layers then
 act as a fixed feature extractor: they run once, in inference mode (no dropout).
 
-Memory: every input's tokens (images: patches) × the model's width × the boundaries × 4 bytes
-(float32, the dtype the trials run in); :func:`cache_bytes` computes it before anything runs.
+Each boundary is built when the first trial that needs it starts, by that trial (its own model,
+which holds the pre-trained bottom layers), into the cache's folder, under a file lock in that
+folder: trials that need the same boundary at once build it once, and the rest read it from the
+folder (memory-mapped: the trials of a node share one copy in the page cache). Boundaries no trial
+asks for are never built.
+
+Memory: every input's tokens (images: patches) × the model's width × 4 bytes (float32, the dtype
+the trials run in) per boundary built; :func:`cache_bytes` computes it before anything runs.
 The states are stored flat, as :class:`trials.data.EncodedSplit` stores token ids.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,10 +34,13 @@ import torch
 from torch import nn
 
 from trials.data import ragged_take
-from trials.model import encoder_layers, hidden_states_at
+from trials.model import hidden_states_at
 
 if TYPE_CHECKING:
     from trials.tasks import Batching
+
+logger = logging.getLogger(__name__)  # "building boundary b" and "built boundary b": the two announce points
+SPLITS = ("train", "val", "val_noisy")
 
 
 @dataclass(frozen=True)
@@ -48,52 +63,134 @@ class HiddenStates:
 
 
 @dataclass(frozen=True)
-class FrozenCache:
-    """The cached states of the trials' splits by boundary (``train[b]``, ``val[b]``, ...), or
-    ``off``: why the sweep has none (trials then say so in their ``frozen_cache`` report)."""
+class BoundaryStates:
+    """The trials' splits at one boundary."""
 
-    train: dict[int, HiddenStates] = field(default_factory=dict)
-    val: dict[int, HiddenStates] = field(default_factory=dict)
-    val_noisy: dict[int, HiddenStates] | None = None
+    train: HiddenStates
+    val: HiddenStates
+    val_noisy: HiddenStates | None = None
+
+
+@dataclass(frozen=True)
+class FrozenCache:
+    """Which boundaries a sweep's trials may start from and the folder their states are built
+    into, or ``off``: why the sweep has none (trials then say so in their ``frozen_cache`` report)."""
+
+    boundaries: tuple[int, ...] = ()
     layers: int = 0  # the model's layer count
-    build_seconds: float = 0.0
+    folder: str | None = None
     off: str | None = None
 
-    @property
-    def boundaries(self) -> list[int]:
-        return sorted(self.train)
+    def built(self) -> list[int]:
+        """The boundaries whose states are in the folder now."""
+        return [b for b in self.boundaries if self.folder is not None and _boundary_folder(self.folder, b).is_dir()]
 
     @property
     def nbytes(self) -> int:
-        splits = [self.train, self.val, self.val_noisy or {}]
-        return sum(states.states.nbytes for split in splits for states in split.values())
+        """Bytes of the boundaries built so far."""
+        return sum(path.stat().st_size for b in self.built() for path in _boundary_folder(str(self.folder), b).glob("*.states.npy"))
 
     def summary(self) -> str:
-        """One line: what the cache holds, or why there is none."""
+        """One line: what the cache may hold, or why there is none."""
         if self.off is not None:
             return f"off: {self.off}"
-        return (f"boundaries {','.join(map(str, self.boundaries))} of {self.layers} layers; "
-                f"{self.nbytes / 1e6:.0f} MB; built in {self.build_seconds:.1f} s")
+        return f"boundaries {','.join(map(str, self.boundaries))} of {self.layers} layers; each built when the first trial that needs it starts, in {self.folder}"
+
+    def states(self, boundary: int, model: nn.Module, task, splits: dict[str, object], device, batch_size: int = 64) -> BoundaryStates:
+        """The states of ``splits`` at ``boundary``: read from the folder, or built there first with ``model``
+        (its bottom ``boundary`` layers, pre-trained; already on ``device``) if no trial has built them yet."""
+        if self.folder is None or boundary not in self.boundaries:
+            raise ValueError(f"boundary {boundary} is not one of the cache's ({', '.join(map(str, self.boundaries)) or 'none'})")
+        target = _boundary_folder(self.folder, boundary)
+        if not target.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _locked(_lock_of(target)):
+                if not target.is_dir():  # another trial may have built it while this one waited
+                    _build_into(target, model, task, splits, [boundary], device, batch_size)
+        return _load(target)
 
 
 def cache_bytes(splits: list, boundaries: list[int], width: int, tokens_per_image: int | None = None, itemsize: int = 4) -> int:
-    """Bytes the cache takes: inputs' tokens (texts: their lengths; images: ``tokens_per_image``
-    each) × ``width`` × boundaries × ``itemsize``."""
+    """Bytes the cache takes with every boundary built: inputs' tokens (texts: their lengths;
+    images: ``tokens_per_image`` each) × ``width`` × boundaries × ``itemsize``."""
     tokens = sum(len(split) * tokens_per_image if tokens_per_image else int(split.offsets[-1]) for split in splits)
     return tokens * width * len(boundaries) * itemsize
 
 
-def build(model: nn.Module, task, splits: dict[str, object], boundaries: list[int], device, batch_size: int = 64) -> FrozenCache:
-    """Run ``model``'s bottom layers over each split once (inference mode) and keep the states at
-    ``boundaries``. ``task`` batches the rows (:meth:`trials.tasks.Task.collate`)."""
+def build(model: nn.Module, task, splits: dict[str, object], boundaries: list[int], device, folder: str | Path, batch_size: int = 64) -> FrozenCache:
+    """Build every one of ``boundaries`` into ``folder`` at once (one pass over the data) and return the cache."""
+    from trials.model import encoder_layers
+
+    pending = [b for b in boundaries if not _boundary_folder(str(folder), b).is_dir()]
+    if pending:
+        model.to(device)  # outside inference mode: its parameters stay trainable
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as locks:
+            for boundary in sorted(pending):  # one order for every builder: no deadlock
+                locks.enter_context(_locked(_lock_of(_boundary_folder(str(folder), boundary))))
+            pending = [b for b in pending if not _boundary_folder(str(folder), b).is_dir()]
+            if pending:
+                _build_into(None, model, task, splits, pending, device, batch_size, folder=Path(folder))
+    return FrozenCache(tuple(sorted(boundaries)), len(encoder_layers(model)), str(folder))
+
+
+def _boundary_folder(folder: str, boundary: int) -> Path:
+    return Path(folder) / f"boundary-{boundary}"
+
+
+def _lock_of(target: Path) -> Path:
+    return target.with_name(f"{target.name}.lock")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` between processes (and nodes sharing the folder); released when the holder dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@torch.inference_mode()
+def _build_into(target: Path | None, model, task, splits, boundaries, device, batch_size, folder: Path | None = None) -> None:
+    """Compute ``splits`` at ``boundaries`` and write each boundary's folder whole (a rename: readers
+    never see a half-written one)."""
+    base = folder if target is None else target.parent
+    for boundary in boundaries:
+        logger.info("frozen-layer cache: building boundary %d", boundary)
     started = time.perf_counter()
-    model.to(device)
-    built = {name: _states_of(model, task, split, boundaries, device, batch_size) if split is not None else None for name, split in splits.items()}
-    train, val = built["train"], built["val"]
-    if train is None or val is None:
+    built = {name: _states_of(model, task, split, boundaries, device, batch_size) for name, split in splits.items() if split is not None}
+    if "train" not in built or "val" not in built:
         raise ValueError("the frozen-layer cache needs the train and validation splits")
-    return FrozenCache(train, val, built.get("val_noisy"), layers=len(encoder_layers(model)),
-                       build_seconds=time.perf_counter() - started)
+    for boundary in boundaries:
+        final = _boundary_folder(str(base), boundary)
+        for stale in final.parent.glob(f"{final.name}.partial-*"):  # a builder that died: this one holds the lock now
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
+        partial.mkdir(parents=True)
+        nbytes = 0
+        for name, by_boundary in built.items():
+            states = by_boundary[boundary]
+            for part in ("states", "offsets", "labels"):
+                np.save(partial / f"{name}.{part}.npy", getattr(states, part))
+            nbytes += states.states.nbytes
+        os.rename(partial, final)
+        logger.info("frozen-layer cache: built boundary %d (%.0f MB) in %.1f s", boundary, nbytes / 1e6, time.perf_counter() - started)
+
+
+def _load(target: Path) -> BoundaryStates:
+    def split(name: str) -> HiddenStates | None:
+        if not (target / f"{name}.states.npy").is_file():
+            return None
+        return HiddenStates(np.load(target / f"{name}.states.npy", mmap_mode="r"), np.load(target / f"{name}.offsets.npy"),
+                            np.load(target / f"{name}.labels.npy"))
+
+    train, val = split("train"), split("val")
+    if train is None or val is None:
+        raise ValueError(f"{target} holds no train and validation states")
+    return BoundaryStates(train, val, split("val_noisy"))
 
 
 def _states_of(model, task, split, boundaries, device, batch_size) -> dict[int, HiddenStates]:

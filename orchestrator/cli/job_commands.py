@@ -46,7 +46,9 @@ def submit(
 
     The job's working directory is the sweep file's folder, so the files it names must lie there; the study database, MLflow and results_dir must be absolute paths on the head node or servers. ${VAR}s are expanded on the head node from its environment: their values are never sent. Prints the job id (hpo-STUDY-N) and how to follow it.
 
-    Exit codes: 0 submitted; 2 invalid input, nothing submitted; 3 a job (or an hpo run) of the study is running.
+    Before submitting, a short probe job checks that the head's --python can import hpo.
+
+    Exit codes: 0 submitted; 2 invalid input (or a head whose --python lacks hpo), nothing submitted; 3 a job (or an hpo run) of the study is running.
     """
     from orchestrator.cli.jobs import emit_command, submit_command
     from orchestrator.errors import ConfigError
@@ -74,7 +76,7 @@ def status(
 ) -> None:
     """A submitted sweep: the job's state and, from the study database, trials by state, the best so far and the running trials.
 
-    A job that ended while no hpo run holds the study says "stopped; resubmit to continue".
+    A job that failed with an error of its own says that error; one that was stopped, or whose driver died, while no hpo run holds the study says "stopped; resubmit to continue".
     """
     from orchestrator.cli.jobs import status_command
 

@@ -25,11 +25,12 @@ def address_or_none(value: str | None, from_environment: bool) -> tuple[str | No
 
 
 def submit_command(sweep: Path, address: str | None, field: str, args, python: str, as_json: bool, debug: bool = False) -> None:
-    from orchestrator.submit import plan_job, submit
+    from orchestrator.submit import job_server_of, plan_job, submit
 
-    config, plan = plan_job(sweep, args, python)
-    server = jobs.job_server_address(address, field, config.cluster.address)
-    job_id = submit(plan, server, debug)
+    server = job_server_of(sweep, address, field)
+    client = jobs.connect(server, debug)  # both before the sweep's checks, which take a while
+    _, plan = plan_job(sweep, args, python)
+    job_id = submit(plan, client, server, debug)
     follow = {"status": f"hpo status {job_id} --address {server}", "logs": f"hpo logs {job_id} --follow --address {server}",
               "stop": f"hpo stop {job_id} --address {server}"}
     if as_json:
@@ -41,13 +42,16 @@ def submit_command(sweep: Path, address: str | None, field: str, args, python: s
 
 
 def emit_command(sweep: Path, args, python: str, image: str | None, secret: str | None) -> None:
-    from orchestrator.rayjob import IMAGE, SECRET, manifests, to_yaml
+    from orchestrator.rayjob import IMAGE, SECRET, manifests, to_yaml, unreachable_from_pods
     from orchestrator.submit import plan_job
 
     config, plan = plan_job(sweep, args, python)
+    documents = manifests(config, plan, Path(sweep), image=image or IMAGE, secret=secret or SECRET)
+    for warning in unreachable_from_pods(config):
+        err.print(warning, highlight=False, soft_wrap=True)
     # Not masked: it holds no secret (plan_job refuses a password written in the sweep file), and masking
     # would turn the sweep's ${PGPASSWORD} references into ***.
-    sys.stdout.write(to_yaml(manifests(config, plan, Path(sweep), image=image or IMAGE, secret=secret or SECRET)))
+    sys.stdout.write(to_yaml(documents))
 
 
 def status_command(target: str | None, address: str | None, field: str, db: str | None, as_json: bool, debug: bool = False) -> None:
