@@ -171,6 +171,7 @@ def _compose_commands() -> list[list[str]]:
     return commands
 
 
+@pytest.mark.stack  # with the stack tests: CI installs docker-compose for them
 @pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.cpu.yml"]], ids=["gpu", "cpu"])
 def test_the_installed_compose_parses_the_stack(files, tmp_path):
     """`docker-compose config` (v1) and `docker compose config` (v2), whichever is installed: CI has v1."""
