@@ -24,5 +24,6 @@ USER mlflow
 EXPOSE 5000
 HEALTHCHECK --interval=5s --timeout=5s --start-period=20s --retries=10 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=4)" || exit 1
-# MLFLOW_BACKEND_STORE_URI comes from the environment (compose reads it from .env); never baked in.
-CMD ["sh", "-c", "exec mlflow server --host 0.0.0.0 --port 5000 --backend-store-uri \"$MLFLOW_BACKEND_STORE_URI\" --artifacts-destination /mlartifacts --serve-artifacts"]
+# The backend store (its URL holds the password) is read from MLFLOW_BACKEND_STORE_URI, set by compose
+# from .env: never baked in, and never on the command line, where `ps` on the host would show it.
+CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1", "--artifacts-destination", "/mlartifacts", "--serve-artifacts"]
