@@ -187,7 +187,7 @@ class ComposeStack:
         done = self.hpo("status", job_id, "--address", self.job_server, "--db", self.study_db, "--json", check=False)
         return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {"ok": False, "error": done.stderr.strip()}
 
-    def wait_job(self, job_id: str, timeout: float = 900, poll_s: float = 3.0) -> dict:
+    def wait_job(self, job_id: str, timeout: float = 900, poll_s: float = 10.0) -> dict:
         """Poll ``hpo status`` until the job is no longer pending or running; its last document."""
         deadline = time.monotonic() + timeout
         while True:
