@@ -17,7 +17,7 @@ import cloudpickle
 import optuna
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, HOSTNAME
 
 from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
@@ -84,6 +84,7 @@ class TrialRecord:
     reported_steps: set[int] = field(default_factory=set)  # steps already written to the study and MLflow
     restarts: list[str] = field(default_factory=list)  # why each restart happened
     micro_batch: int | None = None  # set once out-of-memory retries shrank the batch
+    node: str | None = None  # the host its worker runs on, as its results say (hpo.node)
     frozen_cache: str | None = None  # its frozen_cache line, as tagged
     checkpoint_dir: str | None = None  # its latest checkpoint
     outcome: Outcome | None = None  # its one classification, once it ended
@@ -192,6 +193,11 @@ class TrialRecorder(Callback):
             if value is not None and not self.other_objectives:
                 optuna_trial.report(value, step)
             self.tracker.log_metrics(record.started_run_id, metrics, step)
+        node = result.get(HOSTNAME)  # where the trial's worker runs: a container's hostname in the compose stack
+        if isinstance(node, str) and node and node != record.node:
+            record.node = node  # a trial restarted on another node moves
+            self.tracker.set_tags(record.started_run_id, {f"{TAG_PREFIX}node": node})
+            self.ledger.trial_updated(optuna_trial.number, node=node)
         cache_use = result.get(FROZEN_CACHE)
         if cache_use is not None and cache_use != record.frozen_cache:
             record.frozen_cache = cache_use

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import tempfile
 import uuid
@@ -112,6 +113,7 @@ def test_out_of_memory_in_a_trial_is_retried_smaller_and_recorded(ray_session, w
     assert (row["state"], row["micro_batch_size"], row["restarts"]) == ("COMPLETE", 4, 0)
     [child] = mlflow_runs(config)[2]
     assert child.data.params["batch_size"] == "16" and child.data.tags["hpo.micro_batch_size"] == "4"
+    assert row["node"] == child.data.tags["hpo.node"] == platform.node()  # where its worker ran (here: this host)
 
 
 NODE_LOSS_SCRIPT = r"""

@@ -63,6 +63,7 @@ class LedgerTrial(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     restarts: Mapped[int] = mapped_column(Integer, server_default="0")  # times Ray restarted it after its worker failed
     micro_batch_size: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set when out-of-memory retries shrank it
+    node: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the host its worker ran on (the last, after a restart)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
