@@ -103,9 +103,9 @@ def run(
     from orchestrator.budget import parse_duration
     from orchestrator.errors import ConfigError
     from orchestrator.exit_codes import ExitStatus
+    from orchestrator.phase_marks import mark
     from orchestrator.progress import SweepProgress
     from orchestrator.runner import RunOptions
-    from orchestrator.phase_marks import mark
     from orchestrator.targets import check_output_file
 
     mark("imports")
