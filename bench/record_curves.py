@@ -9,7 +9,12 @@ of the bundled tweets with the bundled MiniLM-L6, for every training seed, evalu
 The recording resumes: (configuration, seed) pairs already in the file are skipped, so it can be
 stopped and started again, and ``--configs`` raised later to add configurations.
 
+On a GPU (``--gpu``: each worker's trials on the GPU) the workload can grow to where an epoch is
+hundreds of optimizer steps: ``--train-size 4000`` is 250 steps at batch 16 (bench/gpu_check.py
+records that table, ``bench/curves/tweets_minilm_4000.csv``, with the time it has left).
+
 Usage:  python bench/record_curves.py [--configs 64 --seeds 0 1 --workers 2 --out bench/curves/tweets_minilm.csv]
+        python bench/record_curves.py --gpu --workers 4 --train-size 4000 --out bench/curves/tweets_minilm_4000.csv
 """
 
 from __future__ import annotations
@@ -37,14 +42,16 @@ WORKLOAD = {"train_size": 256, "val_size": 200, "max_length": 48, "max_epochs": 
 def sweep_config(args):
     from orchestrator.config import parse_sweep
 
+    workload = {**WORKLOAD, **{key: getattr(args, key) for key in WORKLOAD if getattr(args, key, None) is not None}}
     raw = {
         "name": "curves",
         "model": "bundled:minilm-l6",
-        "data": {"source": "bundled:tweets-sentiment", "max_length": WORKLOAD["max_length"],
-                 "train_size": WORKLOAD["train_size"], "val_size": WORKLOAD["val_size"], "split_seed": 0},
+        "data": {"source": "bundled:tweets-sentiment", "max_length": workload["max_length"],
+                 "train_size": workload["train_size"], "val_size": workload["val_size"], "split_seed": 0},
         "search_space": PRESET,
-        "trial": {"max_epochs": WORKLOAD["max_epochs"], "evals_per_epoch": args.evals_per_epoch,
-                  "quick_val_size": WORKLOAD["quick_val_size"], "checkpoint": False},
+        "trial": {"max_epochs": workload["max_epochs"], "evals_per_epoch": args.evals_per_epoch,
+                  "quick_val_size": min(workload["quick_val_size"], workload["val_size"]), "checkpoint": False},
+        "resources": {"cpu": args.threads, "gpu": 1 if args.gpu else 0},
         "storage": {"study_db": "sqlite://", "mlflow": "sqlite://", "results_dir": str(HERE / "curves" / ".scratch")},
     }
     return parse_sweep(raw, Path.cwd())
@@ -100,6 +107,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--gpu", action="store_true", help="train on the GPU (every worker shares it)")
+    for key, value in WORKLOAD.items():
+        if key != "quick_val_size":
+            parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"default {value}")
     args = parser.parse_args()
 
     config = sweep_config(args)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from orchestrator import API_NAMES
 from orchestrator.config import SweepConfig, load_sweep, parse_sweep
-from orchestrator.prepare import PreparedSweep
 from orchestrator.result import SweepResult
 from orchestrator.runner import RunOptions, run_sweep
 from orchestrator.runner import validate as validate_sweep
 
 __all__ = list(API_NAMES)
+
+
+def __getattr__(name: str) -> type:
+    """PreparedSweep on first use: its module loads torch and transformers, which hpo validate and
+    hpo run need only once the sweep's targets are checked."""
+    if name == "PreparedSweep":
+        from orchestrator.prepare import PreparedSweep
+
+        return PreparedSweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

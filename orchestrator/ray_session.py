@@ -69,6 +69,47 @@ def start_ray(address: str | None, debug: bool) -> bool:
     return True
 
 
+class RayStart:
+    """:func:`start_ray` in a background thread, so the invocation prepares its model and data
+    meanwhile (the two are independent). :meth:`wait` returns what ``start_ray`` returned;
+    :meth:`shutdown` shuts down what it started (also for an invocation that stops before its trials).
+
+    The thread lives until :meth:`shutdown`: Ray's GCS and raylet are its children with a parent-death
+    signal, which Linux sends when the *thread* that started them ends, not the process."""
+
+    def __init__(self, address: str | None, debug: bool) -> None:
+        self._started: bool | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._start, args=(address, debug), name="hpo-ray-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, address: str | None, debug: bool) -> None:
+        try:
+            self._started = start_ray(address, debug)
+        except BaseException as error:  # noqa: BLE001 - raised again by wait(), in the invocation's thread
+            self._error = error
+        self._ready.set()
+        self._stopped.wait()
+
+    def wait(self) -> bool:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return bool(self._started)
+
+    def shutdown(self) -> None:
+        self._ready.wait()
+        try:
+            if self._started:
+                import ray
+
+                ray.shutdown()
+        finally:
+            self._stopped.set()
+
+
 @contextlib.contextmanager
 def _children_ignore_sigterm():
     """Block SIGTERM while Ray starts its local processes; they inherit the blocked signal.
@@ -78,7 +119,7 @@ def _children_ignore_sigterm():
     dies (exit 1) instead of stopping the sweep gracefully (exit 130). Ray already shields its
     processes from the group's SIGINT (Ctrl-C) this way; they still die with the driver.
     """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if not hasattr(signal, "pthread_sigmask"):  # the mask is the calling thread's: the main one's or RayStart's
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

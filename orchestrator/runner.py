@@ -19,17 +19,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import failpoints
-from orchestrator.budget import Deadline
 from orchestrator.config import SweepConfig
 from orchestrator.errors import StudyLockedError, SweepFailedError
 from orchestrator.exit_codes import ExitStatus
-from orchestrator.interrupt import GracefulStop
 from orchestrator.mlflow_summary import summarise
 from orchestrator.mlflow_tags import TAG_PREFIX
-from orchestrator.prepare import PreparedSweep, prepare
-from orchestrator.ray_session import start_ray
+from orchestrator.phase_marks import mark
+from orchestrator.ray_session import RayStart
 from orchestrator.resources import check_some_node_fits
 from orchestrator.result import SweepResult, summarize_study, sweep_result
 from orchestrator.secrets import mask
@@ -45,6 +44,10 @@ from orchestrator.storage.study import (
     record_splits,
 )
 from orchestrator.targets import check_targets
+
+if TYPE_CHECKING:  # imported where used: hpo validate of a sweep whose database is wrong answers before torch loads
+    from orchestrator.budget import Deadline
+    from orchestrator.prepare import PreparedSweep
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -70,11 +73,12 @@ class RunOptions:
 
 
 def validate(config: SweepConfig) -> PreparedSweep:
-    """Every check that needs no compute: model, data, and everything the run writes to
-    (:func:`orchestrator.targets.check_targets`). Writes nothing."""
-    prepared = prepare(config)
+    """Every check that needs no compute: everything the run writes to
+    (:func:`orchestrator.targets.check_targets`, first: it needs no data), then model and data. Writes nothing."""
     check_targets(config)
-    return prepared
+    from orchestrator.prepare import prepare
+
+    return prepare(config)
 
 
 def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared: PreparedSweep | None = None) -> SweepResult:
@@ -83,30 +87,39 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     Raises :class:`ConfigError` before anything is written when the input is bad, and
     :class:`StudyLockedError` when another invocation is running the same study.
     """
+    from orchestrator.budget import Deadline
     from orchestrator.storage import db
     from orchestrator.storage.lease import StudyLease
     from orchestrator.storage.ledger import Ledger
 
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
-    if prepared is None:
-        prepared = validate(config)
-    else:
-        check_targets(config)  # a prepared sweep's model and data were checked; where it writes may have changed
-    if options.new_study:
-        with schema_lock(config.storage.study_db):
-            config = config.model_copy(update={"name": next_version_name(config.storage.study_db, config.name)})
+    check_targets(config)  # where it writes, first: it needs no data (a prepared sweep's model and data were checked)
     # Trial errors reach the user through the recorder (state reason) and the progress lines;
     # Tune's own per-error tracebacks are for --debug.
     os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1" if options.debug else "0"
-    engine = db.create_engine(config.storage.study_db)
-    ledger = Ledger(engine, config.name)
-    lease = StudyLease(engine, config.name, holder=ledger.invocation_id)
-    holder = lease.held_by_another()
-    if holder is not None and not options.wait_s:
-        engine.dispose()
-        raise StudyLockedError(config.name, holder)  # before starting Ray or writing anything
-    started_ray = start_ray(config.cluster.address, options.debug)
+    ray_starting = RayStart(config.cluster.address, options.debug)  # while the model and data are prepared
+    try:
+        if prepared is None:
+            from orchestrator.prepare import prepare
+
+            prepared = prepare(config)
+        mark("validation")
+        if options.new_study:
+            with schema_lock(config.storage.study_db):
+                config = config.model_copy(update={"name": next_version_name(config.storage.study_db, config.name)})
+        engine = db.create_engine(config.storage.study_db)
+        ledger = Ledger(engine, config.name)
+        lease = StudyLease(engine, config.name, holder=ledger.invocation_id)
+        holder = lease.held_by_another()
+        if holder is not None and not options.wait_s:
+            engine.dispose()
+            raise StudyLockedError(config.name, holder)  # before writing anything
+        ray_starting.wait()
+    except BaseException:
+        ray_starting.shutdown()
+        raise
+    mark("ray start")
     try:
         import ray
 
@@ -126,10 +139,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
         finally:
             engine.dispose()
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        mark("result")
+        ray_starting.shutdown()
+        mark("shutdown")
 
 
 def _record_failure(config, ledger, error: BaseException) -> None:
@@ -153,6 +165,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.confirm import confirmations_pending
     from orchestrator.confirmation_run import Confirmation
     from orchestrator.frozen_layers import with_frozen_cache
+    from orchestrator.interrupt import GracefulStop
     from orchestrator.tuning import fit
 
     study, tracker, notes = _open_study(config, options, prepared, storage, ledger)

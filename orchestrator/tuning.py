@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.phase_marks import mark
 from orchestrator.registries import SCHEDULERS
 from orchestrator.resources import ray_request
 
@@ -83,6 +84,7 @@ def fit(prepared, searcher, recorder, n_trials: int, stoppers: list, callbacks: 
     from ray.tune.stopper import CombinedStopper
 
     config = prepared.config
+    mark("study open")
     tuner = tune.Tuner(
         trainable(prepared, trial_function, keep_best_model),
         tune_config=tune.TuneConfig(
@@ -106,3 +108,4 @@ def fit(prepared, searcher, recorder, n_trials: int, stoppers: list, callbacks: 
         ),
     )
     tuner.fit()
+    mark("tune stop")

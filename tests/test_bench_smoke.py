@@ -87,3 +87,17 @@ def test_lora_vs_full_smoke_run_reports_every_arm():
     assert rows["lora"]["best_trainable"] < rows["full"]["best_trainable"] / 5
     for row in rows.values():
         assert 0.0 <= row["best"] <= 1.0 and row["epoch_s"] > 0 and row["peak_mb"] > 100 and len(row["trials"]) == 1
+
+
+def test_gpu_check_dry_run_runs_every_step_on_cpu():
+    """bench/gpu_check.py --dry-run: the GPU machine's steps, on CPU at tiny sizes, through real
+    sweeps; the CUDA-only steps are marked skipped, every other step passes."""
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in done.stdout.splitlines() if line.startswith("│")]
+    statuses = {step: status for step, status, *_ in cells if step}
+    assert statuses == {"cuda": "skipped", "share (CPU)": "ok", "bf16": "skipped", "fp16": "skipped",
+                        "checkpointing off/on": "ok", "lora (CPU)": "ok", "oom retry": "skipped", "curves": "ok"}
+    details = {step: detail for step, _, _, detail in cells if step}
+    assert details["share (CPU)"].startswith("2 COMPLETE; 2 of 2 at once")
+    assert "holds 4 rows" in details["curves"]  # one configuration, one seed, 4 evaluations in its one epoch

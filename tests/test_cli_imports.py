@@ -97,3 +97,19 @@ def test_import_orchestrator_is_light_and_names_the_api(tmp_path):
 
     assert all(getattr(orchestrator, name) is getattr(api, name) for name in orchestrator.API_NAMES)
     assert all(hasattr(orchestrator, name) for name in orchestrator.__all__)
+
+
+def test_validate_refuses_a_bad_database_before_loading_torch(tmp_path):
+    """hpo validate checks where the run writes before the model and data: a study database in a
+    missing folder is refused (exit 2) with none of the heavy packages loaded."""
+    import yaml
+
+    sweep = yaml.safe_load((REPO / "sweeps" / "demo.yaml").read_text())
+    sweep["search_space"] = str(REPO / "search_spaces" / "text_classification.yaml")
+    sweep["storage"] = {"study_db": f"sqlite:///{tmp_path / 'missing' / 'hpo.db'}", "mlflow": f"sqlite:///{tmp_path / 'mlruns.db'}",
+                        "results_dir": str(tmp_path / "runs")}
+    (tmp_path / "bad-db.yaml").write_text(yaml.safe_dump(sweep))
+    probe = run_probe("validate", "bad-db.yaml", cwd=tmp_path)
+    assert probe["code"] == 2
+    assert [name for name in probe["loaded"] if name in HEAVY] == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad-db.yaml"]  # nothing written

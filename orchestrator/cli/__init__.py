@@ -17,6 +17,11 @@ one-line errors), :mod:`~orchestrator.cli.usage` (usage errors), :mod:`~orchestr
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import threading
+
 from orchestrator.cli.app import app
 
 # Each group registers its commands on the app when imported; this order is hpo --help's.
@@ -28,4 +33,28 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """Run the command, then end the process at once: exit hooks (Ray's shutdown, logging's flush)
+    and the threads still running finish first, but the interpreter's teardown, seconds of module
+    finalisation once torch, transformers and Ray are imported, is skipped. Everything the command
+    wrote is committed or closed before it returns."""
+    try:
+        app()
+        code: object = 0
+    except SystemExit as stop:
+        code = stop.code
+    exit_now(code)
+
+
+def exit_now(code: object) -> None:
+    if isinstance(code, str):  # sys.exit("message"): printed, exit 1
+        print(code, file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (hpo trials | head): nothing more to say there
+            pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)

@@ -2,4 +2,4 @@
 
 from orchestrator.cli import main
 
-main()  # typer exits with the command's exit code
+main()  # exits with the command's exit code

@@ -42,7 +42,9 @@ def validate(
     With a local Ray (cluster.address null) it also checks that one trial's resources fit this machine; a cluster's nodes are checked by hpo run when it joins, before it writes anything.
     """
     from orchestrator.api import load_sweep, validate_sweep
+    from orchestrator.phase_marks import mark
 
+    mark("imports")
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
         config = _on_ray_address(load_sweep(sweep), ray_address, context)
@@ -101,10 +103,12 @@ def run(
     from orchestrator.budget import parse_duration
     from orchestrator.errors import ConfigError
     from orchestrator.exit_codes import ExitStatus
+    from orchestrator.phase_marks import mark
     from orchestrator.progress import SweepProgress
     from orchestrator.runner import RunOptions
     from orchestrator.targets import check_output_file
 
+    mark("imports")
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
         try:
