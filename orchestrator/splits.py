@@ -51,6 +51,11 @@ class Splits:
     def parts(self) -> dict[str, Labelled]:
         return {"train": self.train, "validation": self.validation, **({"test": self.test} if self.test is not None else {})}
 
+    def overlap(self) -> dict[str, int]:
+        """How many rows of validation and of test also appear in the training split: their scores are optimistic."""
+        train = set(_keys(self.train))
+        return {name: sum(key in train for key in set(_keys(part))) for name, part in self.parts().items() if name != "train"}
+
     def digests(self) -> dict[str, str]:
         """A fingerprint of each split's rows and labels: the same data gives the same digest."""
         return {name: _digest(part) for name, part in self.parts().items()}
@@ -158,11 +163,10 @@ def _checked(splits: Splits) -> Splits:
         if part is not None and len(part.labels) < MIN_SCORED_ROWS:
             field_name = "data.val_size" if name == "validation" else "data.test_size"
             raise ConfigError(field_name, len(part.labels), f"a {name} split of fewer than {MIN_SCORED_ROWS} rows cannot score a model; give it more rows")
-    if splits.test is not None:
-        overlap = len(set(_keys(splits.train)) & set(_keys(splits.test)))
-        if overlap:
-            return replace(splits, notes=(*splits.notes, f"warning: {overlap} test row(s) also appear in the training split; the test score is optimistic"))
-    return splits
+    shared = splits.overlap()
+    warnings = tuple(f"warning: {shared[name]} {name} row(s) also appear in the training split; the {name} scores are optimistic"
+                     for name in ("validation", "test") if shared.get(name))
+    return replace(splits, notes=(*splits.notes, *warnings)) if warnings else splits
 
 
 def _keys(part: Labelled) -> list[str]:
