@@ -130,7 +130,8 @@ def test_the_registry_names_the_study_the_search_trial_and_the_runs(text_sweep):
     (parent,) = parents
     assert version.run_id == parent.info.run_id  # the parent run's page lists the version
     assert parent.data.tags["hpo.registered_model"] == "tiny-text/1" and version.tags["hpo.parent_run_id"] == parent.info.run_id
-    location = Path(version.source.removeprefix("file://"))
+    location = Path(client.get_logged_model(version.source.removeprefix("models:/")).artifact_location.removeprefix("file://"))
+    assert (location / "MLmodel").is_file()
     assert location.is_relative_to(Path(config.storage.mlflow.removeprefix("sqlite:///")).parent / "mlartifacts")
 
 
