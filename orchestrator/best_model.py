@@ -69,7 +69,8 @@ class Inference:
         if serving == "text-classification":
             return {"truncation": True, "max_length": self.max_length, "padding": True}
         if serving == "text-generation":
-            return {"truncation": True, "do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens}
+            # return_full_text: answer with the generated text alone, as the metrics scored it
+            return {"truncation": True, "do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens, "return_full_text": False}
         return {}
 
     def usage(self, serving: str) -> str:
@@ -141,9 +142,7 @@ def _pipeline(serving: str, model, model_path: str, inference: Inference):
 
     if serving == "image-classification":
         return pipeline("image-classification", model=model, image_processor=AutoImageProcessor.from_pretrained(model_path), device="cpu")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    for name, value in inference.tokenizer_settings(serving).items():
-        setattr(tokenizer, name, value)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **inference.tokenizer_settings(serving))  # init settings: saved with it
     if serving == "text-generation":
         _greedy(model, tokenizer, inference.max_new_tokens)
     # transformers types pipeline() as one overload per literal task name (none takes a str variable), and

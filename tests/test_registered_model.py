@@ -187,7 +187,8 @@ def test_the_generator_is_greedy_and_reads_long_and_empty_prompts_as_the_sweep_s
         pd.DataFrame(rows).to_json(tmp_path / file, orient="records", lines=True)
     config = load_sweep(_write_sweep(
         tmp_path, "generation", task="text-generation", model=str(sampling_gpt2), objective={"metric": "val_loss", "mode": "min"},
-        search_space={"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}, registered_model="tiny-generator",
+        # a rate too small to unlearn the random weights: the model generates words (not the end-of-sequence token at once)
+        search_space={"learning_rate": {"type": "float", "low": 1e-7, "high": 2e-7}}, registered_model="tiny-generator",
         data={"source": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "val.jsonl"), "test": str(tmp_path / "test.jsonl"),
               "max_length": 32, "max_new_tokens": 6, "generation_samples": 32},
     ))
@@ -200,7 +201,7 @@ def test_the_generator_is_greedy_and_reads_long_and_empty_prompts_as_the_sweep_s
     prompts = [row["prompt"] for row in test]
     native = [generator(prompt, truncation=True, return_full_text=False)[0]["generated_text"].strip() for prompt in prompts]
     pyfunc = [text.strip() for text in served.predict(prompts)]
-    assert native == pyfunc == [generator(prompt, truncation=True, return_full_text=False)[0]["generated_text"].strip() for prompt in prompts]
+    assert native == pyfunc and sum(map(bool, native)) > len(native) // 2, native  # the model says something: the comparisons below mean something
 
     # The sweep's generation code (encode_pairs, generate) on the registered weights, one prompt at a time.
     tokenizer = AutoTokenizer.from_pretrained(sampling_gpt2)
