@@ -32,4 +32,4 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf hpo.db* mlruns.db* hpo_runs
+	rm -rf hpo.db* mlruns.db* mlartifacts hpo_runs

@@ -263,21 +263,30 @@ def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_ru
 
 
 def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_run_id: str) -> list[str]:
-    from orchestrator.best_model import register_best_model
+    from orchestrator.best_model import Inference, register_best_model
 
-    tags = {f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}search_score": f"{answer.search_value:.6g}"}
+    source = f"its best confirmation run (run {kept.run_id})" if answer.confirmed is not None else f"trial {kept.trial_number}"
+    tags = {f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}search_trial": str(answer.trial),
+            f"{TAG_PREFIX}optuna_trial_number": str(answer.trial),  # the study's (search) trial, as on every run
+            f"{TAG_PREFIX}source_run_id": kept.run_id, f"{TAG_PREFIX}parent_run_id": parent_run_id,
+            f"{TAG_PREFIX}search_score": f"{answer.search_value:.6g}"}
     if answer.confirmed is not None:
+        tags[f"{TAG_PREFIX}confirmation_trial"] = str(kept.trial_number)  # in the study NAME.confirm
         tags[f"{TAG_PREFIX}confirmed_mean"] = f"{answer.confirmed['mean']:.6g}"
     for name, value in ((answer.test or {}).get("metrics") or {}).items():
         tags[f"{TAG_PREFIX}{name}"] = f"{value:.6g}"
+    description = "; ".join([f"study {config.name}, search trial {answer.trial}, weights from {source}",
+                             *(f"{what}: {score}" for what, score in score_lines(answer))])
+    inference = Inference(max_length=config.task_data.max_length, max_new_tokens=config.task_data.max_new_tokens)
     try:
         version = register_best_model(kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model, tags=tags,
-                                      task=config.task, pad_token_id=prepared.pad_token_id)
+                                      task=config.task, pad_token_id=prepared.pad_token_id, inference=inference,
+                                      parent_run_id=parent_run_id, description=description)
     except Exception as error:  # noqa: BLE001
         return [f"best model not registered: {type(error).__name__}: {error}"]
     answer.registered = f"{config.registered_model}/{version}"
-    tracker.set_tags(parent_run_id, {f"{TAG_PREFIX}registered_model": answer.registered})
-    source = f"its best confirmation run (run {kept.run_id})" if answer.confirmed is not None else f"trial {kept.trial_number}"
+    tracker.set_tags(parent_run_id, {f"{TAG_PREFIX}registered_model": answer.registered,
+                                     f"{TAG_PREFIX}registered_model_uri": f"models:/{answer.registered}"})
     return [f"registered the chosen configuration's model as {config.registered_model} version {version} ({source})"]
 
 

@@ -14,7 +14,6 @@ only for now: that is what ``registered_model:`` registers.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -138,24 +137,16 @@ def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEF
 
 
 def recorded_sweep(db: str, study_name: str) -> dict | None:
-    """The sweep file the study last ran with, as recorded in the study database (secrets masked);
-    None when the database has no such record (a study not made by ``hpo run``)."""
+    """The sweep file the study last ran with (see :func:`orchestrator.storage.queries.recorded_sweep`)."""
     import sqlalchemy
 
-    from orchestrator.storage.db.models import Sweep
+    from orchestrator.storage import queries
 
     engine = sqlalchemy.create_engine(db, poolclass=sqlalchemy.pool.NullPool)
     try:
-        with engine.connect() as connection:
-            snapshot = connection.execute(sqlalchemy.select(Sweep.config_json).where(Sweep.name == study_name)).scalar()
-    except sqlalchemy.exc.SQLAlchemyError:
-        return None
+        return queries.recorded_sweep(engine, study_name)
     finally:
         engine.dispose()
-    try:
-        return json.loads(snapshot) if snapshot else None
-    except ValueError:
-        return None
 
 
 def read_labelled(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str], int]:

@@ -395,9 +395,10 @@ def _generation_data(config: SweepConfig, model_path: str):
     if tokenizer.eos_token_id is None:
         raise ConfigError("model", config.model, "its tokenizer has no end-of-sequence token, so generations cannot end; set eos_token and save the tokenizer again")
     splits = make_splits(config.data, **_generation_readers(config))
-    max_length = config.task_data.max_length
-    data = TrialData(train=encode_pairs(tokenizer, splits.train, max_length), val=encode_pairs(tokenizer, splits.validation, max_length))
-    test = encode_pairs(tokenizer, splits.test, max_length) if splits.test is not None else None
+    max_length, max_new_tokens = config.task_data.max_length, config.task_data.max_new_tokens
+    data = TrialData(train=encode_pairs(tokenizer, splits.train, max_length),
+                     val=encode_pairs(tokenizer, splits.validation, max_length, max_new_tokens))  # generations start from val and test prompts
+    test = encode_pairs(tokenizer, splits.test, max_length, max_new_tokens) if splits.test is not None else None
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return data, test, splits, pad_token_id
 

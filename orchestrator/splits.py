@@ -50,6 +50,11 @@ class Splits:
     def parts(self) -> dict[str, Labelled]:
         return {"train": self.train, "validation": self.validation, **({"test": self.test} if self.test is not None else {})}
 
+    def overlap(self) -> dict[str, int]:
+        """How many rows of validation and of test also appear in the training split: their scores are optimistic."""
+        train = set(_keys(self.train))
+        return {name: sum(key in train for key in set(_keys(part))) for name, part in self.parts().items() if name != "train"}
+
     def digests(self) -> dict[str, str]:
         """A fingerprint of each split's rows and labels: the same data gives the same digest."""
         return {name: _digest(part) for name, part in self.parts().items()}
@@ -192,10 +197,9 @@ def _checked(splits: Splits, data, validation_field: str, test_field: str) -> Sp
                               "configurations apart; give validation rows of 2 classes or more" + (" (a larger val_size)" if key == "val_size" else ""))
         if len(classes) == 1:
             notes.append(f"warning: every row of the test split is of class {classes[0]!r}; its F1 says little: give test rows of more classes")
-    if splits.test is not None:
-        overlap = len(set(_keys(splits.train)) & set(_keys(splits.test)))
-        if overlap:
-            notes.append(f"warning: {overlap} test row(s) also appear in the training split; the test score is optimistic")
+    shared = splits.overlap()
+    notes.extend(f"warning: {shared[name]} {name} row(s) also appear in the training split; the {name} scores are optimistic"
+                 for name in ("validation", "test") if shared.get(name))
     return replace(splits, notes=tuple(notes))
 
 

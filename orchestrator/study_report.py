@@ -11,7 +11,7 @@ import csv
 import html
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,7 +93,7 @@ th {{ background: #f3f3f3; }}
 {_answer_html(study)}
 <h2>Trials</h2>
 {_counts_table(trials)}
-<p>{html.escape(_time_text(trials))}</p>
+<p>{html.escape(_time_text(trials, _confirmation_trials(study)))}</p>
 <h2>{title}</h2>
 {_best_html(study, best, mlflow_ui) if best else "<p>No trial has completed yet.</p>"}
 <h2>Plots</h2>
@@ -107,9 +107,9 @@ def _answer_html(study: optuna.Study) -> str:
     from orchestrator.answer import score_lines, stored_answer
     from orchestrator.naming import short_params
 
-    answer = stored_answer(study)
+    facts = _data_html(study, answer.metric if (answer := stored_answer(study)) is not None else _objective_names(study)[0])
     if answer is None:
-        return ""
+        return facts
     rows = "".join(f"<tr><th>{html.escape(what)}</th><td>{html.escape(score)}</td></tr>" for what, score in score_lines(answer))
     if answer.test is None:
         rows += '<tr><th>test</th><td class="muted">none: every score here is a validation score</td></tr>'
@@ -123,7 +123,26 @@ def _answer_html(study: optuna.Study) -> str:
         confusion = (f"<p>Test F1 per class: {html.escape(per_class)}.</p>"
                      f"<table><tr><th>true \\ predicted</th>{header}</tr>{body}</table>")
     return (f"<h2>The answer: trial {answer.trial}</h2><p>{html.escape(short_params(answer.params))}</p>"
-            f"<table>{rows}</table>{confusion}")
+            f"<table>{rows}</table>{confusion}{facts}")
+
+
+def _data_html(study: optuna.Study, metric: str) -> str:
+    """The baseline and the overlap between splits (:mod:`orchestrator.data_facts`), as a list."""
+    from orchestrator.data_facts import data_facts, fact_lines
+
+    lines = fact_lines(data_facts(study), metric)
+    return f"<p>The data:</p><ul>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>" if lines else ""
+
+
+def _confirmation_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials of the study's confirmation runs (``NAME.confirm``), if it has any."""
+    from orchestrator.confirm import confirmation_study_name
+
+    name = confirmation_study_name(study.study_name)
+    storage = study._storage
+    if name not in {summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        return []
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
 def plot_names(study: optuna.Study) -> list[str]:
@@ -219,13 +238,16 @@ def _counts_table(trials: list[FrozenTrial]) -> str:
     return f'<table class="counts"><tr>{head}<th>total</th></tr><tr>{cells}<td>{len(trials)}</td></tr></table>'
 
 
-def _time_text(trials: list[FrozenTrial]) -> str:
-    starts = [trial.datetime_start for trial in trials if trial.datetime_start]
-    ends = [trial.datetime_complete for trial in trials if trial.datetime_complete]
+def _time_text(trials: Sequence[FrozenTrial], confirmations: Sequence[FrozenTrial] = ()) -> str:
+    """Time spent by the search trials and the confirmation runs together."""
+    every = [*trials, *confirmations]
+    starts = [trial.datetime_start for trial in every if trial.datetime_start]
+    ends = [trial.datetime_complete for trial in every if trial.datetime_complete]
     if not starts:
         return "No trial has started yet."
-    busy = sum(trial.duration.total_seconds() for trial in trials if trial.duration)
-    text = f"Trials ran {_seconds_text(busy)} in total, first started {min(starts):%Y-%m-%d %H:%M}"
+    busy = sum(trial.duration.total_seconds() for trial in every if trial.duration)
+    ran = f"{len(trials)} search trials and {len(confirmations)} confirmation runs" if confirmations else "Trials"
+    text = f"{ran} ran {_seconds_text(busy)} in total, first started {min(starts):%Y-%m-%d %H:%M}"
     if ends:
         last = max(ends)
         text += f", last ended {last:%Y-%m-%d %H:%M} ({_seconds_text((last - min(starts)).total_seconds())} wall clock)"

@@ -42,16 +42,15 @@ class MlflowTracker:
     """Creates parent and child runs in one experiment and logs to them by id."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_root: Path | None = None) -> None:
+        """``artifact_root``: where a new experiment keeps its artifacts when the tracking store has no
+        folder of its own (a PostgreSQL, MySQL or MSSQL database used without a tracking server)."""
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is not None:
-            self.experiment_id = experiment.experiment_id
+            self.experiment_id = experiment.experiment_id  # its artifacts stay where they were put
         else:
-            # A tracking server stores artifacts where it is configured to (proxied to clients);
-            # a local store keeps them beside the run's other files.
-            remote = tracking_uri.startswith(("http://", "https://", "databricks"))
-            location = artifact_root.resolve().as_uri() if artifact_root is not None and not remote else None
+            location = experiment_artifact_location(tracking_uri, experiment_name, artifact_root)
             self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
 
     def start_run(self, name: str, params: Mapping[str, object], tags: Mapping[str, object], parent_run_id: str | None = None) -> str:
@@ -120,6 +119,35 @@ class MlflowTracker:
         lines.append(f"| updated | {time.strftime('%Y-%m-%d %H:%M:%S %Z')} |")
         self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", "\n".join(lines))
         self.client.set_experiment_tag(self.experiment_id, f"{TAG_PREFIX}study", study.study_name)
+
+
+ARTIFACTS_FOLDER = "mlartifacts"
+"""Beside a SQLite tracking database, the folder of its runs' artifacts (logged models included), as
+``mlflow server`` keeps them: it belongs to the MLflow store and is kept with it."""
+
+
+def experiment_artifact_location(tracking_uri: str, experiment_name: str, fallback: Path | None = None) -> str | None:
+    """Where a new experiment's artifacts go: a tracking server decides itself (None); a SQLite store keeps
+    them in ``mlartifacts/`` beside its database file; a database without a folder in ``fallback``."""
+    from orchestrator.storage.study import sqlite_file
+
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    try:
+        database = sqlite_file(tracking_uri)
+    except Exception:  # noqa: BLE001 - not a database URL: MLflow's own default
+        database = None
+    folder = database.resolve().parent / ARTIFACTS_FOLDER if database is not None else fallback
+    if folder is None:
+        return None
+    # One folder per experiment, named after it (its runs and models inside are named by unique ids).
+    return (folder.resolve() / _safe_folder_name(experiment_name)).as_uri()
+
+
+def _safe_folder_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
 
 
 def mlflow_ui(tracking_uri: str) -> str | None:
@@ -197,8 +225,11 @@ def sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) ->
             "confirm": f"top {config.confirm.top_k} x {config.confirm.seeds} seeds" if config.confirm.top_k else "off",
             "trial.cache_frozen": data.frozen.summary() if data.frozen is not None else config.trial.cache_frozen,
         }
-        if config.task == "text-classification":
+        inputs.update({f"data.overlap.{name}_in_train": count for name, count in prepared.task_splits.overlap().items()})
+        if config.task in ("text-classification", "text-generation"):
             inputs["data.max_length"] = config.task_data.max_length
+        if config.task == "text-generation":
+            inputs["data.max_new_tokens"] = config.task_data.max_new_tokens
     params = {
         **inputs,
         "objective": ", ".join(f"{objective.mode} {objective.metric}" for objective in config.objective_list),

@@ -106,3 +106,32 @@ def test_export_while_the_first_trial_runs(tmp_path):
     path = tmp_path / "trials.csv"
     assert f"wrote 1 trials of starting to {path}" in _invoke("export", "starting", "--db", url, "--out", str(path))
     assert "RUNNING" in path.read_text()
+
+
+def test_best_pastes_the_fixed_values_and_shows_the_baseline_and_overlap(tmp_path):
+    from datetime import datetime
+
+    import yaml
+
+    from orchestrator.storage.db.models import Sweep
+    from orchestrator.storage.study import SPLITS_ATTR
+
+    url = f"sqlite:///{tmp_path / 'lora.db'}"
+    study = optuna.create_study(study_name="lora", storage=url, direction="maximize")
+    study.add_trial(create_trial(value=0.8, params={"learning_rate": 3e-4, "batch_size": 16}, distributions=DISTRIBUTIONS))
+    study.set_user_attr(SPLITS_ATTR, {"overlap": {"validation": 25, "test": 0}, "baseline": {"val_f1_macro": 0.2037, "val_accuracy": 0.44}})
+    engine = sa.create_engine(url)
+    Sweep.__table__.create(engine)
+    fixed = {"method": "lora", "lora_alpha_ratio": 2.0, "lora_targets": "all_linear", "warmup_ratio": 0.1}
+    snapshot = {"search_space": {"params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3}}, "fixed": fixed}}
+    with engine.begin() as connection:
+        connection.execute(sa.insert(Sweep).values(name="lora", config_json=json.dumps(snapshot), config_hash="0",
+                                                   created_at=datetime(2026, 1, 1), updated_at=datetime(2026, 1, 1)))
+    engine.dispose()
+    output = _invoke("best", "lora", "--db", url)
+    assert yaml.safe_load(output) == {**fixed, "learning_rate": 3e-4, "batch_size": 16}
+    assert "#   majority-class baseline (validation): val_f1_macro 0.2037" in output
+    assert "#   25 validation row(s) also in the training split" in output
+    (row,) = json.loads(_invoke("best", "lora", "--db", url, "--json"))
+    assert row["configuration"] == {**fixed, "learning_rate": 3e-4, "batch_size": 16} and row["fixed"] == fixed
+    assert row["data"]["overlap"] == {"validation": 25, "test": 0} and row["data"]["baseline"]["val_f1_macro"] == 0.2037

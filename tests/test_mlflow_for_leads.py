@@ -120,8 +120,10 @@ def test_the_best_model_is_registered_once_per_new_best_and_predicts(served_swee
     assert [v.version for v in versions] == ["1"]  # the second invocation found nothing better: no new version
     assert not second["new_best"]
     tags = versions[0].tags
-    assert tags["hpo.study"] == "leads" and tags["hpo.optuna_trial_number"] == str(first["best"]["number"])
-    assert versions[0].run_id == first["best"]["mlflow_run_id"]
+    assert tags["hpo.study"] == "leads" and tags["hpo.optuna_trial_number"] == tags["hpo.search_trial"] == str(first["best"]["number"])
+    assert tags["hpo.source_run_id"] == first["best"]["mlflow_run_id"]  # the trial whose weights it holds
+    _, parents, _ = _runs(url)
+    assert versions[0].run_id == tags["hpo.parent_run_id"] == parents[0]["info"]["run_id"]  # the invocation's page lists the version
     classifier = registered_model(url, f"{MODEL_NAME}/1")
     predictions = classifier(["good great love", "bad awful hate"])
     assert len(predictions) == 2 and {p["label"] for p in predictions} <= {"negative", "neutral", "positive"}

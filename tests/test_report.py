@@ -170,3 +170,32 @@ def test_cli_errors_write_nothing(db_url, tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_report_shows_the_baseline_and_overlap_and_counts_the_confirmation_runs(tmp_path):
+    from datetime import datetime
+
+    from optuna.trial import FrozenTrial
+
+    from orchestrator.answer import ANSWER_ATTR
+    from orchestrator.storage.study import SPLITS_ATTR
+
+    url = f"sqlite:///{tmp_path / 'answered.db'}"
+
+    def ran(number: int, value: float, start: str, end: str) -> FrozenTrial:
+        return FrozenTrial(number=number, state=TrialState.COMPLETE, value=value, datetime_start=datetime.fromisoformat(start),
+                           datetime_complete=datetime.fromisoformat(end), params={"learning_rate": 1e-4},
+                           distributions={"learning_rate": DISTRIBUTIONS["learning_rate"]}, user_attrs={}, system_attrs={},
+                           intermediate_values={}, trial_id=number)
+
+    search = optuna.create_study(study_name="answered", storage=url, direction="maximize")
+    search.add_trial(ran(0, 0.80, "2026-01-01 10:00", "2026-01-01 10:10"))
+    search.set_user_attr(SPLITS_ATTR, {"rows": {"train": 900, "validation": 100, "test": 100}, "overlap": {"validation": 25, "test": 18},
+                                       "baseline": {"val_f1_macro": 0.2037}})
+    search.set_user_attr(ANSWER_ATTR, {"trial": 0, "params": {"learning_rate": 1e-4}, "metric": "val_f1_macro", "search_value": 0.8, "search_trials": 1})
+    optuna.create_study(study_name="answered.confirm", storage=url, direction="maximize").add_trial(ran(0, 0.75, "2026-01-01 11:00", "2026-01-01 12:30"))
+    page = render_report(_load(url, "answered"))
+    assert "1 search trials and 1 confirmation runs ran 1 h 40 min in total" in page
+    assert "last ended 2026-01-01 12:30 (2 h 30 min wall clock)" in page
+    assert "majority-class baseline (validation): val_f1_macro 0.2037" in page
+    assert "25 validation row(s) also in the training split" in page and "18 test row(s) also in the training split" in page

@@ -110,12 +110,15 @@ def render_prompt(tokenizer, prompt: Any) -> str:
 @dataclass(frozen=True)
 class GenerationSplit:
     """Token ids of prompt + response rows, stored flat (row ``i`` is ``ids[offsets[i]:offsets[i + 1]]``);
-    its first ``prompt_lengths[i]`` tokens are the prompt."""
+    its first ``prompt_lengths[i]`` tokens are the prompt. ``prompts`` (flat ids and offsets, when
+    given) are what generations start from: each prompt cut as the registered model cuts it
+    (:func:`prompt_limit`), whatever its response; without them, each row's prompt."""
 
     ids: np.ndarray  # int32
     offsets: np.ndarray  # int64, len = n + 1
     prompt_lengths: np.ndarray  # int64
     labels: np.ndarray  # int64 zeros (see PromptResponses)
+    prompts: tuple[np.ndarray, np.ndarray] | None = None  # (int32 ids, int64 offsets)
 
     def __len__(self) -> int:
         return len(self.prompt_lengths)
@@ -125,19 +128,35 @@ class GenerationSplit:
         return np.diff(self.offsets)
 
     def take(self, rows: np.ndarray) -> GenerationSplit:
-        return GenerationSplit(*ragged_take(self.ids, self.offsets, rows), self.prompt_lengths[rows], self.labels[rows])
+        prompts = ragged_take(*self.prompts, rows) if self.prompts is not None else None
+        return GenerationSplit(*ragged_take(self.ids, self.offsets, rows), self.prompt_lengths[rows], self.labels[rows], prompts)
 
     def row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(prompt ids, response ids) of one row."""
         ids = self.ids[self.offsets[index] : self.offsets[index + 1]]
         return ids[: self.prompt_lengths[index]], ids[self.prompt_lengths[index] :]
 
+    def generation_prompt(self, index: int) -> np.ndarray:
+        """The ids a generation for row ``index`` starts from."""
+        if self.prompts is None:
+            return self.row(index)[0]
+        ids, offsets = self.prompts
+        return ids[offsets[index] : offsets[index + 1]]
 
-def encode_pairs(tokenizer, pairs: PromptResponses, max_length: int) -> GenerationSplit:
+
+def prompt_limit(max_length: int, max_new_tokens: int) -> int:
+    """How many of a prompt's last tokens a generation reads: room for ``max_new_tokens`` new tokens
+    within ``max_length``, and at least half of ``max_length``."""
+    return max(max_length - max_new_tokens, max_length // 2, 1)
+
+
+def encode_pairs(tokenizer, pairs: PromptResponses, max_length: int, max_new_tokens: int | None = None) -> GenerationSplit:
     """Tokenise each prompt (with the tokenizer's special tokens, as generation will see it) and
     response (followed by the end-of-sequence token). A row longer than ``max_length`` keeps the
     end of its prompt and the start of its response, the response at most ``max_length - max_length // 2``
-    tokens when the prompt needs the rest."""
+    tokens when the prompt needs the rest. With ``max_new_tokens``, each prompt is also kept as
+    generations read it: its last :func:`prompt_limit` tokens, cut by the tokenizer (``truncation=True``
+    from the left), as the registered model's pipeline cuts it."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     chat = [not isinstance(prompt, str) for prompt in pairs.prompts]
     rows, prompt_lengths = [], []
@@ -149,10 +168,26 @@ def encode_pairs(tokenizer, pairs: PromptResponses, max_length: int) -> Generati
         prompt_ids = prompt_ids[len(prompt_ids) - (max_length - len(response_ids)) :] if len(prompt_ids) + len(response_ids) > max_length else prompt_ids
         rows.append(prompt_ids + response_ids)
         prompt_lengths.append(len(prompt_ids))
+    prompts = _generation_prompts(tokenizer, pairs, prompt_limit(max_length, max_new_tokens)) if max_new_tokens is not None else None
+    return GenerationSplit(*_flat(rows), np.asarray(prompt_lengths, dtype=np.int64), np.zeros(len(rows), dtype=np.int64), prompts)
+
+
+def _flat(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum([len(row) for row in rows], out=offsets[1:])
-    flat = np.fromiter((token for row in rows for token in row), dtype=np.int32, count=int(offsets[-1]))
-    return GenerationSplit(flat, offsets, np.asarray(prompt_lengths, dtype=np.int64), np.zeros(len(rows), dtype=np.int64))
+    return np.fromiter((token for row in rows for token in row), dtype=np.int32, count=int(offsets[-1])), offsets
+
+
+def _generation_prompts(tokenizer, pairs: PromptResponses, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each prompt's ids as a generation reads them: its last ``limit`` tokens, special tokens kept."""
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        rows = [tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=isinstance(prompt, str) or not tokenizer.chat_template,
+                          truncation=True, max_length=limit)["input_ids"] for prompt in pairs.prompts]
+    finally:
+        tokenizer.truncation_side = side
+    return _flat(rows)
 
 
 def collate(split: GenerationSplit, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
@@ -228,11 +263,11 @@ def evaluate(model: nn.Module, split: GenerationSplit, batch_size: int, pad_id: 
 
 def generate(model: nn.Module, split: GenerationSplit, rows: np.ndarray, batch_size: int, pad_id: int, eos_id: int | None,
              max_new_tokens: int, device, autocast=contextlib.nullcontext) -> list[np.ndarray]:
-    """Greedy continuations of the prompts at ``rows`` (left-padded in batches), each cut at its
-    first end-of-sequence token."""
+    """Greedy continuations of the prompts at ``rows`` (:meth:`GenerationSplit.generation_prompt`,
+    left-padded in batches), each cut at its first end-of-sequence token."""
     outputs: list[np.ndarray] = []
     for start in range(0, len(rows), batch_size):
-        prompts = [split.row(i)[0] for i in rows[start : start + batch_size]]
+        prompts = [split.generation_prompt(i) for i in rows[start : start + batch_size]]
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)

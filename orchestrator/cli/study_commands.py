@@ -103,16 +103,24 @@ def best(
         if len(rows[0]["values"]) > 1:
             print(f"# {study}: the Pareto front, {len(rows)} trial(s), best first by the primary objective")
         from orchestrator.answer import Answer, score_lines
+        from orchestrator.data_facts import fact_lines
 
-        for row in rows:
+        for position, row in enumerate(rows):
             shown = ", ".join(f"{value:.6g}" for value in row["values"])
             if "answer" in row:
+                answer = Answer.from_dict(row["answer"])
                 print(f"# {study} trial {row['number']}: the chosen configuration")
-                for what, score in score_lines(Answer.from_dict(row["answer"])):
+                for what, score in score_lines(answer):
                     print(f"#   {what}: {score}")
             else:
                 print(f"# {study} trial {row['number']}: value{'s' * (len(row['values']) > 1)} {shown}" + (f" ({row['measured_on']})" if "measured_on" in row else ""))
-            print(yaml.safe_dump(row["params"], sort_keys=False), end="")
+            if position == 0 and "data" in row:
+                metric = row["answer"]["metric"] if "answer" in row else next(iter(row["data"].get("baseline") or {}), "")
+                for line in fact_lines(row["data"], metric):
+                    print(f"#   {line}")
+            if row["fixed"]:
+                print(f"#   fixed in the sweep's search space: {', '.join(row['fixed'])}")
+            print(yaml.safe_dump(row["configuration"], sort_keys=False), end="")
 
 
 @app.command()

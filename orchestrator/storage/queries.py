@@ -115,15 +115,24 @@ def trials(storage: optuna.storages.BaseStorage, name: str, states: list[str] | 
     return rows
 
 
-def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[dict]:
+def best(storage: optuna.storages.RDBStorage, name: str, top: int = 1) -> list[dict]:
     """The ``top`` best completed trials, the sweep's chosen configuration first (its answer
-    attached); with several objectives, the whole Pareto front."""
+    attached); with several objectives, the whole Pareto front. Each row's ``configuration`` is what
+    its trial ran with: the sweep's fixed values and the trial's searched ones, ready to paste."""
+    from orchestrator.data_facts import data_facts
+
     study = load_study(storage, name)
+    fixed = ((recorded_sweep(storage.engine, name) or {}).get("search_space") or {}).get("fixed") or {}
     ranked = [trial_row(t) for t in rank(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
+    for row in ranked:
+        row["fixed"] = dict(fixed)
+        row["configuration"] = {**fixed, **row["params"]}
     if len(study.directions) > 1:
         return ranked
+    facts = data_facts(study)
     for row in ranked:
         row["measured_on"] = SEARCH_SCORE
+        row["data"] = facts
     answer = study.user_attrs.get(ANSWER_ATTR)
     if answer is None:
         return ranked[:top]
@@ -131,6 +140,24 @@ def best(storage: optuna.storages.BaseStorage, name: str, top: int = 1) -> list[
     for row in chosen:
         row["answer"] = answer  # the chosen configuration: its confirmed and test scores
     return (chosen + [row for row in ranked if row["number"] != answer["trial"]])[:top]
+
+
+def recorded_sweep(engine: sqlalchemy.Engine, study_name: str) -> dict | None:
+    """The sweep file the study last ran with, as recorded in the study database (secrets masked);
+    None when the database has no such record (a study not made by ``hpo run``)."""
+    import json
+
+    from orchestrator.storage.db.models import Sweep
+
+    try:
+        with engine.connect() as connection:
+            snapshot = connection.execute(sqlalchemy.select(Sweep.config_json).where(Sweep.name == study_name)).scalar()
+    except sqlalchemy.exc.SQLAlchemyError:
+        return None
+    try:
+        return json.loads(snapshot) if snapshot else None
+    except ValueError:
+        return None
 
 
 EXPORT_FORMATS = ("csv", "json", "parquet")

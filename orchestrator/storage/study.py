@@ -211,5 +211,18 @@ def record_splits(study: optuna.Study, splits) -> None:
     answer = study.user_attrs.get(ANSWER_ATTR)
     if answer and answer.get("test") and recorded.get("digests", {}).get("test") != digests.get("test"):
         study.set_user_attr(ANSWER_ATTR, {**answer, "test": None})
-    if recorded.get("digests") != digests:
-        study.set_user_attr(SPLITS_ATTR, {"origin": splits.origin, "rows": splits.sizes(), "digests": digests})
+    record = {"origin": splits.origin, "rows": splits.sizes(), "digests": digests, **split_facts(splits)}
+    if recorded != record:
+        study.set_user_attr(SPLITS_ATTR, record)
+
+
+def split_facts(splits) -> dict:
+    """What every place that shows a score says beside it (``orchestrator.data_facts``): rows of validation
+    and test also in train, and the majority-class baseline on validation (classification)."""
+    from trials.metrics import majority_baseline
+
+    facts: dict = {"overlap": splits.overlap()}
+    if len(splits.label_names) > 1:  # text generation has one "label": no classes, no baseline
+        baseline = majority_baseline(splits.train.labels, splits.validation.labels, len(splits.label_names))
+        facts["baseline"] = {name: round(float(value), 6) for name, value in baseline.items()}
+    return facts
