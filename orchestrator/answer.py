@@ -19,6 +19,7 @@ import optuna
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import Confirmed, confirmed
 from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator.phases import phase
 from orchestrator.result import rank
 from trials.objective import Mode, mode_of
 
@@ -124,14 +125,16 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
     notes: list[str] = []
     if prepared.test is not None:
         if kept is not None:
-            notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
+            with phase(f"scoring the chosen configuration (trial {answer.trial}) on the test split, {len(prepared.test)} rows"):
+                notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
         elif same_choice and previous is not None and previous.test is not None:
             answer.test = previous.test
         else:
             notes.append("no test score yet: the chosen configuration's model was trained by an earlier invocation; run again to score it")
     answer.registered = previous.registered if same_choice and previous is not None else None
     if config.registered_model and kept is not None and answer.registered is None:
-        notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
+        with phase(f"registering the chosen model as {config.registered_model}"):
+            notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
     study.set_user_attr(ANSWER_ATTR, answer.to_dict())
     _log_answer(answer, tracker, parent_run_id)
     return answer, notes

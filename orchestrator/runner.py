@@ -28,6 +28,7 @@ from orchestrator.exit_codes import ExitStatus
 from orchestrator.interrupt import GracefulStop
 from orchestrator.mlflow_summary import summarise
 from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator.phases import phase
 from orchestrator.prepare import PreparedSweep, prepare
 from orchestrator.ray_session import start_ray
 from orchestrator.resources import check_some_node_fits
@@ -90,7 +91,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
     started = time.time()
     deadline = Deadline(options.timeout_s)  # counts from the start of the invocation
     if prepared is None:
-        prepared = validate(config)
+        with phase("preparing the model and data") as step:
+            prepared = validate(config)
+            step.detail = ", ".join(f"{rows} {split}" for split, rows in prepared.splits.sizes().items()) + " rows" if prepared.splits else ""
     else:
         check_targets(config)  # a prepared sweep's model and data were checked; where it writes may have changed
     if options.new_study:
@@ -154,7 +157,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.frozen_layers import with_frozen_cache
     from orchestrator.tuning import fit
 
-    study, tracker, notes = _open_study(config, options, prepared, storage, ledger)
+    with phase("opening the study and MLflow"):
+        study, tracker, notes = _open_study(config, options, prepared, storage, ledger)
     _, best_before, _ = summarize_study(study)
     n_trials, enough = _trials_to_run(config, options, study)
     if enough is not None:
