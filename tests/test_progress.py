@@ -126,3 +126,38 @@ def test_a_sweep_without_a_terminal_prints_every_phase_and_trial_as_it_happens(w
         (line,) = [line for line in lines if re.search(rf"COMPLETE +trial {trial.number} ", line)]
         shown = int(re.search(r" (\d+)s(,| ·|$)", line).group(1))  # type: ignore[union-attr]
         assert abs(shown - trial.duration.total_seconds()) <= 1.5, (line, trial.duration)
+
+
+class _Trial:
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id, self.config = trial_id, {}
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_trials_are_shown_in_a_terminal_and_without_one(monkeypatch, interactive):
+    """The same callbacks Ray Tune calls, on a real study and recorder-like bookkeeping; in a terminal the
+    bar carries starts and epochs, and finished trials and phases still print as lines."""
+    from types import SimpleNamespace
+
+    from orchestrator.outcome import Outcome
+
+    study = optuna.create_study(direction="maximize")
+    asked = {"a": study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})}
+    outcomes: dict = {}
+    recorder = SimpleNamespace(searcher=SimpleNamespace(open_trials=asked), outcomes=outcomes, role="search")
+    prepared = SimpleNamespace(config=SimpleNamespace(objective=SimpleNamespace(metric="val_f1_macro", mode="max"), budget=SimpleNamespace(max_concurrent=2)))
+    buffer = io.StringIO()
+    display = SweepProgress(Console(file=buffer, width=120, force_terminal=interactive), interactive=interactive)
+    with display:
+        display.attach(recorder, 2, prepared)
+        display.on_trial_start(0, [], _Trial("a"))
+        display.on_trial_result(0, [], _Trial("a"), {"val_f1_macro": 0.5, "epoch": 1})
+        outcomes["a"] = Outcome(optuna.trial.TrialState.COMPLETE, 0.5, "ran to its end")
+        display.on_trial_complete(0, [], _Trial("a"))
+        with phases.phase("scoring"):
+            pass
+        display.on_experiment_end([])
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buffer.getvalue())
+    assert "search: 2 trial(s), up to 2 at a time" in shown and "COMPLETE trial 0 val_f1_macro=0.5000 lr=" in shown
+    assert "1/2 done, about " in shown and "scoring: done in 0s" in shown and "search: 1 of 2 ended in " in shown
+    assert ("trial 0 epoch 1: val_f1_macro 0.5000" in shown) is not interactive  # a terminal shows epochs in the bar
