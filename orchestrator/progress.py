@@ -177,6 +177,8 @@ class SweepProgress(Callback):
         self._fit_started = time.monotonic()
         self._best, self._latest = None, ""
         self._running, self._durations = {}, []
+        if n_trials == 0:
+            return  # the search is done; only the confirmation runs it owes run now
         what = f"{n_trials} trial(s)" if self._label == "search" else f"{n_trials} run(s) of the top configurations with new training seeds"
         self._line(f"{self._label}: {what}, up to {self._concurrency} at a time")
         if self.interactive:
