@@ -25,6 +25,7 @@ from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, Confirmed, confirmed
 from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator.phases import phase
 from orchestrator.result import rank
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.checkpoint import BEST_MODEL_FILE
@@ -187,7 +188,8 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
             answer.test = previous.test
         elif kept is not None:
             failpoints.reached("before-test-score")
-            notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
+            with phase(f"scoring the chosen configuration (trial {answer.trial}) on the test split, {len(prepared.test)} rows"):
+                notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
             study.set_user_attr(ANSWER_ATTR, answer.to_dict())  # scored once: a kill from here on does not score it again
         else:
             notes.append(_model_gone(answer, study, confirmation_study, "no test score"))
@@ -198,7 +200,8 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
             failpoints.reached("before-registration")
             answer.registered = _registered_before(config, kept)
             if answer.registered is None:
-                notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
+                with phase(f"registering the chosen model as {config.registered_model}"):
+                    notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
                 failpoints.reached("after-registration")
     study.set_user_attr(ANSWER_ATTR, answer.to_dict())
     _log_answer(answer, tracker, parent_run_id)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from orchestrator.phases import phase
 from orchestrator.search_space import CategoricalParam, IntParam
 from trials import frozen_cache
 from trials.entrypoint import release_accelerator_memory
@@ -53,8 +54,9 @@ def with_frozen_cache(prepared: PreparedSweep) -> tuple[PreparedSweep, str | Non
     config = prepared.config
     if config.user_function:
         return prepared, None
-    with _quiet_transformers():
+    with _quiet_transformers(), phase("building the frozen-layer cache") as step:
         cache, note = _cache_for(prepared)
+        step.detail = cache.summary()
     release_accelerator_memory()  # the driver's copy of the model: trials share its GPU
     return replace(prepared, data=replace(prepared.task_data, frozen=cache)), note
 

@@ -286,7 +286,7 @@ def _read_dataset_dict(source: str) -> dict:
     return {SPLIT_VALUES[name]: frame for name, frame in frames.items()}
 
 
-def _split_frame(split, class_label: type):
+def _split_frame(split, class_label):
     """One split of a DatasetDict as a table, class ids as their names."""
     frame = split.to_pandas()
     for column, feature in split.features.items():

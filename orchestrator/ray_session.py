@@ -10,6 +10,7 @@ import threading
 import urllib.parse
 
 from orchestrator.errors import ConfigError
+from orchestrator.phases import phase
 from orchestrator.secrets import mask
 
 ADDRESS_FORMS = "auto (on a node of the cluster), HOST:6379 (the head's GCS address) or ray://HOST:10001 (Ray Client)"
@@ -53,7 +54,8 @@ def start_ray(address: str | None, debug: bool) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address not in ("local", "auto"):
         _use_ray_auth_token_if_any()
-    with _children_ignore_sigterm():
+    joining = "starting Ray on this machine" if address == "local" else f"joining the Ray cluster at {mask(address)}"
+    with phase(joining), _children_ignore_sigterm():
         ray.init(
             address=address,
             num_cpus=os.cpu_count() if address == "local" else None,

@@ -28,6 +28,7 @@ from orchestrator.exit_codes import ExitStatus
 from orchestrator.mlflow_summary import summarise
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.phase_marks import mark
+from orchestrator.phases import phase
 from orchestrator.ray_session import RayStart
 from orchestrator.resources import check_some_node_fits
 from orchestrator.result import SweepResult, summarize_study, sweep_result
@@ -103,7 +104,9 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
         if prepared is None:
             from orchestrator.prepare import prepare
 
-            prepared = prepare(config)
+            with phase("preparing the model and data") as step:
+                prepared = prepare(config)
+                step.detail = ", ".join(f"{rows} {split}" for split, rows in prepared.splits.sizes().items()) + " rows" if prepared.splits else ""
         mark("validation")
         if options.new_study:
             with schema_lock(config.storage.study_db):
@@ -168,7 +171,8 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     from orchestrator.interrupt import GracefulStop
     from orchestrator.tuning import fit
 
-    study, tracker, notes = _open_study(config, options, prepared, storage, ledger)
+    with phase("opening the study and MLflow"):
+        study, tracker, notes = _open_study(config, options, prepared, storage, ledger)
     _, best_before, _ = summarize_study(study)
     n_trials, enough = _trials_to_run(config, options, study)
     confirmations_owed = bool(config.confirm.top_k) and confirmations_pending(study, config)

@@ -170,6 +170,17 @@ def test_layer_lr_decay_and_gradual_unfreezing_walk_the_adapters(tiny_model):
     assert all(".layer.1." in names[id(p)] for p in groups[1]) and all(".layer.0." in names[id(p)] for p in groups[2])
 
 
+
+def test_adding_adapters_warns_about_nothing(tiny_model):
+    """peft reads a property transformers deprecates: every LoRA model built printed a FutureWarning."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        merged(with_method(load_classifier(str(tiny_model), ["a", "b", "c"]), Hyperparameters(method="lora")))
+    assert [str(warning.message) for warning in caught if issubclass(warning.category, (FutureWarning, DeprecationWarning))] == []
+
+
 SPACE_PROBLEMS = [
     ({**TINY_SPACE, "lora_rank": {"type": "int", "low": 2, "high": 8}}, "search_space.lora_rank", "apply only with method: lora"),
     ({**TINY_SPACE, "method": "full", "lora_dropout": 0.1}, "search_space.lora_dropout", "apply only with method: lora"),

@@ -195,3 +195,39 @@ def test_the_look_at_the_results_commands_show_sqlite_files_below_here_relative(
     assert from_here(f"sqlite:///{tmp_path}/sweeps/x.db?timeout=5") == "sqlite:///sweeps/x.db?timeout=5"
     for url in ("sqlite:////elsewhere/hpo.db", "sqlite://", "postgresql+psycopg://hpo:***@db/studies", "http://mlflow:5000", "databricks"):
         assert from_here(url) == url
+
+
+@pytest.mark.parametrize("folder, cwd", [
+    ("project", "."),  # below the working directory: a relative path
+    ("project", "elsewhere"),  # beside it: an absolute one
+    ("my project", "."),  # a space: quoted for the shell
+    ("project", "project/sub"),  # above it
+])
+@pytest.mark.parametrize("query", ["", "?timeout=30"])
+def test_the_look_at_the_results_commands_find_the_files_when_pasted_where_hpo_ran(tmp_path, monkeypatch, folder, cwd, query):
+    """Each printed command, split as a shell splits it, names the sweep's SQLite files as seen from the working directory."""
+    import io
+    import shlex
+
+    from rich.console import Console
+    from sqlalchemy.engine import make_url
+
+    from orchestrator.cli import output
+    from orchestrator.result import SweepResult
+
+    (tmp_path / folder).mkdir()
+    (tmp_path / cwd).mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path / cwd)
+    study_db, mlflow = f"sqlite:///{tmp_path / folder / 'hpo.db'}{query}", f"sqlite:///{tmp_path / folder / 'mlruns.db'}{query}"
+    result = SweepResult(study_name="s", metric="val_f1_macro", mode="max", trials_this_run={}, study_trials={}, best=None, top=[],
+                         baseline={}, duration_s=1.0, study_db=study_db, mlflow_uri=mlflow, mlflow_experiment_id="1", parent_run_id=None)
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "out", Console(file=buffer, width=300, color_system=None))
+    output.print_result(result)
+
+    commands = [shlex.split(line, comments=True) for line in buffer.getvalue().split("Look at the results")[1].splitlines()[1:] if line.strip()]
+    named = {word for words in commands for word in words if word.startswith("sqlite:")}
+    assert len(commands) == 4 and len(named) == 2
+    for url in named:
+        database = make_url(url).database
+        assert (Path.cwd() / database).resolve() in {tmp_path / folder / "hpo.db", tmp_path / folder / "mlruns.db"}, url

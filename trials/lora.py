@@ -9,6 +9,7 @@ select), and the classification head (with the pooler or final norm) trains in f
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeGuard
 
@@ -112,7 +113,11 @@ def add_adapters(model: nn.Module, hyperparameters: Hyperparameters) -> nn.Modul
         target_modules=target_modules(model, hyperparameters.lora_targets, hyperparameters.unfreeze_depth),
         fan_in_fan_out=found is not None and found[1].fan_in_fan_out,
     )
-    adapted = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft reads model.is_gradient_checkpointing, which transformers deprecates for is_activation_checkpointing:
+        # a FutureWarning from every LoRA model built (each trial, the test score, the registration) that only peft can fix.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        adapted = get_peft_model(model, config)
     for parameter in head_parameters(model):
         parameter.requires_grad = True
     return adapted

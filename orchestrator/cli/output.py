@@ -9,6 +9,7 @@ a table cell.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from rich.table import Table
@@ -68,8 +69,8 @@ def print_result(result) -> None:
         if baseline is not None:
             out.print(f"Best search {result.metric} (validation) {result.best.value:.4f} vs majority-class baseline {baseline:.4f}")
         _print_answer(result)
-    mlflow_uri, study_db = from_here(result.mlflow_uri), from_here(result.study_db)
-    out.print("\nLook at the results:")
+    mlflow_uri, study_db = shlex.quote(from_here(result.mlflow_uri)), shlex.quote(from_here(result.study_db))
+    out.print("\nLook at the results (run from this folder):")
     runs = f"#/experiments/{result.mlflow_experiment_id}/runs" + (f"/{result.parent_run_id}" if result.parent_run_id else "")
     out.print(f"  mlflow ui --backend-store-uri {mlflow_uri}   # then open http://127.0.0.1:5000/{runs}", highlight=False, soft_wrap=True)
     out.print(f"  optuna-dashboard {study_db}", highlight=False)
@@ -78,8 +79,9 @@ def print_result(result) -> None:
 
 
 def from_here(url: str) -> str:
-    """A SQLite URL as typed in the working directory: sqlite:///hpo.db for a file below it (the
-    sweep file made it absolute); any other URL as it is."""
+    """A SQLite URL that finds its file from the working directory, wherever the sweep file is (it
+    made the path absolute): sqlite:///hpo.db for a file below it, else the absolute path; any other
+    URL as it is. The commands print it quoted for the shell where it needs quotes (spaces, ``?``)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -119,15 +119,12 @@ def run(
             check_output_file(json_summary, "--json-summary")
         config = _on_ray_address(load_sweep(sweep), ray_address, context)
         points = _read_points(enqueue, config) if enqueue is not None else ()
-        progress = SweepProgress(err)
-        options = RunOptions(
-            n_trials=n_trials, total_trials=total_trials, timeout_s=timeout_s, wait_s=wait, debug=debug,
-            callbacks=(progress,), enqueue=points, new_study=new_study,
-        )
-        try:
+        with SweepProgress(err) as progress:  # phases and trials as they happen, on stderr
+            options = RunOptions(
+                n_trials=n_trials, total_trials=total_trials, timeout_s=timeout_s, wait_s=wait, debug=debug,
+                callbacks=(progress,), enqueue=points, new_study=new_study,
+            )
             result = run_sweep(config, options)
-        finally:
-            progress.close()
         if json_summary is not None:
             json_summary.write_text(mask(json.dumps(run_summary(result), indent=2)) + "\n")
         if as_json:
