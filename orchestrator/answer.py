@@ -28,8 +28,8 @@ from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.phases import phase
 from orchestrator.result import rank
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
-from trials.checkpoint import BEST_MODEL_FILE
 from trials.objective import Mode, mode_of
+from trials.trial_files import BEST_MODEL_FILE
 
 ANSWER_ATTR = "hpo_answer"
 

@@ -1,6 +1,6 @@
 """The study's best model, logged to MLflow as a ``transformers`` model and registered.
 
-Trials keep the trained parameters of their best epoch (``trials.checkpoint.BEST_MODEL_FILE``);
+Trials keep the trained parameters of their best epoch (``trials.trial_files.BEST_MODEL_FILE``);
 the recorder keeps that file only for the trial that beat the study's best. After the
 invocation, the model is rebuilt from the pre-trained weights plus those parameters, logged on
 the trial's MLflow run, and registered as a new version of the invocation's parent run (whose

@@ -31,9 +31,9 @@ from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
-from trials.checkpoint import BEST_MODEL_FILE
 from trials.objective import Mode, is_better
 from trials.result_keys import BOOKKEEPING, EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
+from trials.trial_files import BEST_MODEL_FILE
 
 # Keys of a result that are not metrics: Ray Tune's bookkeeping, the trial's position and flags
 # (trials.result_keys) and micro_batch_size (recorded as a tag).

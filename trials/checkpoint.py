@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-STATE_FILE = "trial_state.pt"
-BEST_MODEL_FILE = "best_model.pt"  # the trained parameters at the trial's best epoch so far
+from trials.trial_files import BEST_MODEL_FILE, STATE_FILE
 
 
 @dataclass
