@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator.quiet_transformers import quiet_transformers
 
 if TYPE_CHECKING:
     from trials.task_specs import TaskName
@@ -110,7 +111,8 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     inference = inference or Inference()
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k in HYPERPARAMETER_NAMES})
     settings = TrialSettings(model_path, label_names, pad_token_id, max_epochs=1, objective="", mode="max", task=task)
-    model = task_for(settings).load_model(hyperparameters)
+    with quiet_transformers():
+        model = task_for(settings).load_model(hyperparameters)
     checkpoint.apply_weights(model, checkpoint.best_model_weights(kept.weights_file.parent))
     model = merged(model).eval()  # LoRA adapters folded into the weights: it loads like a full fine-tune
     serving = TASK_SPECS[task].pipeline

@@ -36,6 +36,7 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     import torch
     from transformers.utils import logging as transformers_logging
 
+    from orchestrator.quiet_transformers import quiet_transformers
     from trials import checkpoint
     from trials.finetune import Hyperparameters, predict
     from trials.metrics import classification_metrics, per_class_f1
@@ -44,7 +45,8 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     transformers_logging.disable_progress_bar()  # "Loading weights" would cut into the run's closing lines
     task = task_for(settings)
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k != SEED_PARAM})
-    model = task.load_model(hyperparameters)
+    with quiet_transformers():
+        model = task.load_model(hyperparameters)
     checkpoint.apply_weights(model, checkpoint.best_model_weights(kept.weights_file.parent))
     confusion: list = []  # text generation has no classes to confuse
     if hasattr(task, "evaluate"):  # text generation: loss, perplexity and generation scores

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from orchestrator.phases import phase
+from orchestrator.quiet_transformers import quiet_transformers
 from orchestrator.search_space import CategoricalParam, IntParam
 from trials import frozen_cache
 from trials.entrypoint import release_accelerator_memory
@@ -54,27 +54,11 @@ def with_frozen_cache(prepared: PreparedSweep) -> tuple[PreparedSweep, str | Non
     config = prepared.config
     if config.user_function:
         return prepared, None
-    with _quiet_transformers(), phase("building the frozen-layer cache") as step:
+    with quiet_transformers(), phase("building the frozen-layer cache") as step:
         cache, note = _cache_for(prepared)
         step.detail = cache.summary()
     release_accelerator_memory()  # the driver's copy of the model: trials share its GPU
     return replace(prepared, data=replace(prepared.task_data, frozen=cache)), note
-
-
-@contextmanager
-def _quiet_transformers():
-    """No weight-loading bar or load report between the run's lines (the model's head is new, as in every trial)."""
-    from transformers.utils import logging as transformers_logging
-
-    verbosity, bar = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-        if bar:
-            transformers_logging.enable_progress_bar()
 
 
 def _cache_for(prepared) -> tuple[FrozenCache, str | None]:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import urllib.parse
 
 from orchestrator.errors import ConfigError
@@ -43,19 +44,30 @@ def check_ray_address(address: str | None, field: str) -> None:
         raise ConfigError(field, mask(address), f"not a Ray address; give {ADDRESS_FORMS}")
 
 
-def start_ray(address: str | None, debug: bool) -> bool:
+def ray_target(address: str | None) -> str:
+    """Where :func:`start_ray` goes: ``address``, else RAY_ADDRESS, else "local". Unset, ray.init
+    would join the last cluster `ray start` left on this machine: "start Ray here" means here."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def joining(address: str | None) -> str:
+    """The phase of starting or joining Ray at ``address``, as progress names it."""
+    target = ray_target(address)
+    return "starting Ray on this machine" if target == "local" else f"joining the Ray cluster at {mask(target)}"
+
+
+def start_ray(address: str | None, debug: bool, announce: bool = True) -> bool:
     """Start Ray here (``address`` None) or join a cluster; return True when this call started or
-    joined it (and so must shut it down), False when Ray was already initialised."""
+    joined it (and so must shut it down), False when Ray was already initialised. ``announce``:
+    the start is a progress phase of its own."""
     import ray
 
     if ray.is_initialized():
         return False
-    # Unset, ray.init would join the last cluster `ray start` left on this machine: "start Ray here" means here.
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    address = ray_target(address)
     if address not in ("local", "auto"):
         _use_ray_auth_token_if_any()
-    joining = "starting Ray on this machine" if address == "local" else f"joining the Ray cluster at {mask(address)}"
-    with phase(joining), _children_ignore_sigterm():
+    with phase(joining(address)) if announce else contextlib.nullcontext(), _children_ignore_sigterm():
         ray.init(
             address=address,
             num_cpus=os.cpu_count() if address == "local" else None,
@@ -76,10 +88,16 @@ class RayStart:
     meanwhile (the two are independent). :meth:`wait` returns what ``start_ray`` returned;
     :meth:`shutdown` shuts down what it started (also for an invocation that stops before its trials).
 
+    The start is announced by :meth:`wait`, once the preparation is done: input found bad meanwhile
+    is answered by its error line alone.
+
     The thread lives until :meth:`shutdown`: Ray's GCS and raylet are its children with a parent-death
     signal, which Linux sends when the *thread* that started them ends, not the process."""
 
     def __init__(self, address: str | None, debug: bool) -> None:
+        self._what = joining(address)
+        self._began = time.monotonic()
+        self._seconds = 0.0
         self._started: bool | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
@@ -89,16 +107,19 @@ class RayStart:
 
     def _start(self, address: str | None, debug: bool) -> None:
         try:
-            self._started = start_ray(address, debug)
+            self._started = start_ray(address, debug, announce=False)
         except BaseException as error:  # noqa: BLE001 - raised again by wait(), in the invocation's thread
             self._error = error
+        self._seconds = time.monotonic() - self._began
         self._ready.set()
         self._stopped.wait()
 
     def wait(self) -> bool:
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
+        with phase(self._what) as waiting:
+            self._ready.wait()
+            if self._error is not None:
+                raise self._error
+            waiting.detail = f"{self._seconds:.0f}s in all, begun while the model and data were prepared"
         return bool(self._started)
 
     def shutdown(self) -> None:

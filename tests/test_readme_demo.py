@@ -30,10 +30,11 @@ def fixture() -> dict:
 
 
 def _facts(fixture: dict) -> tuple[set[str], set[str]]:
-    """The trial numbers and the 4-decimal scores the demo printed or recorded."""
+    """The trial numbers and the 4-decimal scores the demo printed or recorded (every search trial's too)."""
     result, answer = fixture["result"], fixture["result"]["answer"]
     trials = {str(result["best"]["number"]), str(answer["trial"]), *fixture["confirmations"]}
-    scores = {f"{result['best']['value']:.4f}", f"{answer['search_value']:.4f}", f"{answer['confirmed']['mean']:.4f}"}
+    scores_of_trials = {f"{trial['value']:.4f}" for trial in fixture["trials"] if trial["value"] is not None}
+    scores = {f"{result['best']['value']:.4f}", f"{answer['search_value']:.4f}", f"{answer['confirmed']['mean']:.4f}", *scores_of_trials}
     scores |= {f"{sum(values) / len(values):.4f}" for values in fixture["confirmations"].values()}
     scores |= {f"{value:.4f}" for values in fixture["confirmations"].values() for value in values}
     metric = "test_" + answer["metric"].removeprefix("val_")
