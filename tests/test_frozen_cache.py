@@ -59,6 +59,19 @@ def test_cached_and_uncached_trials_score_the_same_at_dropout_0(text, depth, met
     assert {"val_noisy_f1_macro", "val_f1_class.positive"} <= set(fast[-1])
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_trial_builds_the_boundary_it_needs_when_none_is_built(text, tmp_path, method):
+    """The first trial that needs a boundary builds it with the model it trains (adapters on the top layers for lora)."""
+    settings, data, _ = text
+    empty = replace(data, frozen=frozen_cache.FrozenCache(boundaries=(1, 2), layers=2, folder=str(tmp_path / "cache")))
+    hyperparameters = Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0, class_balance="oversample",
+                                      method=method, lora_dropout=0.0)
+    plain, fast = _run(settings, hyperparameters, data), _run(settings, hyperparameters, empty)
+    assert fast[-1]["frozen_cache"] == "on: the bottom 1 of 2 layers from the cache" and empty.frozen.built() == [1]
+    for before, after in zip(plain, fast, strict=True):
+        assert _scores(after) == pytest.approx(_scores(before), **SAME)
+
+
 def test_sub_epoch_evaluations_score_the_quick_subset_from_the_cache(text):
     settings, data, cached = text
     settings = replace(settings, evals_per_epoch=2, quick_val_size=20)

@@ -134,7 +134,7 @@ def _stack_holder(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
     transformer encoder whose base model runs ``embeddings`` and then each layer of the stack on
     a (rows, tokens, width) tensor; else :class:`UnsplittableModelError` saying why not."""
     name = type(model).__name__
-    base = getattr(model, "base_model", model)
+    base = getattr(_unwrapped(model), "base_model", model)
     embeddings = getattr(base, "embeddings", None)
     if not isinstance(embeddings, nn.Module):
         raise UnsplittableModelError(f"{name} has no embeddings module ahead of its layer stack (convolutional stages?); "
@@ -145,6 +145,13 @@ def _stack_holder(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
         raise UnsplittableModelError(str(error)) from None
     holder, attribute = next((holder, attribute) for holder in base.modules() for attribute, child in holder.named_children() if child is stack)
     return embeddings, holder, attribute
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model inside a wrapper that adds adapters (a ``peft.PeftModel``): its
+    embeddings and layer stack are the model's own, adapters on the top layers included."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
 
 
 def check_splittable(model: nn.Module) -> None:
@@ -180,8 +187,7 @@ def layers_from(model: nn.Module, boundary: int) -> Iterator[None]:
     ``boundary`` layers) in place of its inputs and runs only the layers above it, its own
     attention mask and head included. Parameter names are unchanged outside. A model with LoRA
     adapters (a ``peft.PeftModel``) runs its wrapped model this way."""
-    unwrap = getattr(model, "get_base_model", None)
-    model = unwrap() if callable(unwrap) else model
+    model = _unwrapped(model)
     embeddings, holder, attribute = _stack_holder(model)
     stack = getattr(holder, attribute)
     base = getattr(model, "base_model", model)
