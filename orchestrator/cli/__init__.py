@@ -18,6 +18,7 @@ one-line errors), :mod:`~orchestrator.cli.usage` (usage errors), :mod:`~orchestr
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 import threading
@@ -52,9 +53,25 @@ def exit_now(code: object) -> None:
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
+    _close_databases()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (hpo trials | head): nothing more to say there
             pass
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _close_databases() -> None:
+    """Close the connections every database engine still pools, as the interpreter's teardown would:
+    SQLite folds its write-ahead log into the database file when its last connection closes, so a
+    finished run leaves one whole file (copyable alone), and the next reader, the last to close,
+    has nothing to fold in (a read-only command writes nothing)."""
+    sqlalchemy = sys.modules.get("sqlalchemy")
+    if sqlalchemy is None:
+        return
+    for engine in [found for found in gc.get_objects() if isinstance(found, sqlalchemy.engine.Engine)]:
+        try:
+            engine.dispose()
+        except Exception:  # noqa: BLE001 - the command's work is done; a database that cannot close is the next run's to find
+            pass
