@@ -70,7 +70,8 @@ def _close_databases() -> None:
     sqlalchemy = sys.modules.get("sqlalchemy")
     if sqlalchemy is None:
         return
-    for engine in [found for found in gc.get_objects() if isinstance(found, sqlalchemy.engine.Engine)]:
+    # type(), not isinstance(): isinstance reads __class__, which some module objects answer with a deprecation warning
+    for engine in [found for found in gc.get_objects() if issubclass(type(found), sqlalchemy.engine.Engine)]:
         try:
             engine.dispose()
         except Exception:  # noqa: BLE001 - the command's work is done; a database that cannot close is the next run's to find
