@@ -32,6 +32,7 @@ from trials.objective import Mode, mode_of
 from trials.trial_files import BEST_MODEL_FILE
 
 ANSWER_ATTR = "hpo_answer"
+SOURCE_RUN_TAG = f"{TAG_PREFIX}source_run_id"  # on a registered version: the run whose weights it holds
 
 SEARCH_SCORE = "search score (validation, one seed)"
 CONFIRMED_SCORE = "confirmed (validation, mean ± std over new seeds)"
@@ -230,10 +231,12 @@ def _registered_before(config, kept: KeptModel) -> str | None:
 
     name = config.registered_model.replace("'", "\\'")
     try:
-        versions = MlflowClient(config.storage.mlflow).search_model_versions(f"name='{name}' and run_id='{kept.run_id}'")
+        versions = MlflowClient(config.storage.mlflow).search_model_versions(f"name='{name}'")
     except Exception:  # noqa: BLE001 - no such model yet: nothing registered before
         return None
-    return f"{config.registered_model}/{min(int(v.version) for v in versions)}" if versions else None
+    # A version's run is the parent run of the invocation that registered it; the run its weights came from is a tag.
+    made = [int(version.version) for version in versions if version.tags.get(SOURCE_RUN_TAG) == kept.run_id]
+    return f"{config.registered_model}/{min(made)}" if made else None
 
 
 def _free(kept: KeptModel) -> None:
@@ -271,7 +274,7 @@ def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent
     source = f"its best confirmation run (run {kept.run_id})" if answer.confirmed is not None else f"trial {kept.trial_number}"
     tags = {f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}search_trial": str(answer.trial),
             f"{TAG_PREFIX}optuna_trial_number": str(answer.trial),  # the study's (search) trial, as on every run
-            f"{TAG_PREFIX}source_run_id": kept.run_id, f"{TAG_PREFIX}parent_run_id": parent_run_id,
+            SOURCE_RUN_TAG: kept.run_id, f"{TAG_PREFIX}parent_run_id": parent_run_id,
             f"{TAG_PREFIX}search_score": f"{answer.search_value:.6g}"}
     if answer.confirmed is not None:
         tags[f"{TAG_PREFIX}confirmation_trial"] = str(kept.trial_number)  # in the study NAME.confirm
