@@ -109,6 +109,7 @@ def test_the_demo_keeps_its_files_in_the_repository_root():
 def test_a_hub_id_shadowed_by_a_folder_in_the_working_directory_is_refused(tmp_path, monkeypatch, tiny_model):
     shutil.copytree(tiny_model, tmp_path / "elsewhere" / "my-model")
     monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "project").mkdir()  # where the sweep writes exists: it is checked first
     config = parse_sweep(_sweep(model="my-model"), tmp_path / "project")
     with pytest.raises(ConfigError, match=r"^model: 'my-model' is invalid: a hub id, but the working directory has a folder of that name"):
         validate(config)
