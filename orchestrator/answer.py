@@ -26,7 +26,7 @@ from orchestrator.best_model import KeptModel
 from orchestrator.confirm import CONFIRMS, Confirmed, confirmed
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.phases import phase
-from orchestrator.result import rank
+from orchestrator.ranking import rank
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.objective import Mode, mode_of
 from trials.trial_files import BEST_MODEL_FILE

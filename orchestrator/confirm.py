@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator.result import maximized, rank
+from orchestrator.ranking import maximized, rank
 from orchestrator.trial_attrs import STATE_REASON
 from trials.hyperparameters import SEED_KEY
 

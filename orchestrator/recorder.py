@@ -274,7 +274,7 @@ class TrialRecorder(Callback):
         group = optuna_trial.user_attrs.get(CONFIRMS)
         previous = self.kept_models.get(group)
         if not self._better(outcome.value, previous.value if previous is not None else self.best if group is None else None):
-            # a tie goes to the lower trial number, as in result.rank, whichever trial finished first
+            # a tie goes to the lower trial number, as in ranking.rank, whichever trial finished first
             tied_earlier = previous is not None and outcome.value == previous.value and optuna_trial.number < previous.trial_number
             if not tied_earlier:
                 return False

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.naming import SHORT_NAMES
-from orchestrator.result import maximized, rank
+from orchestrator.ranking import maximized, rank
 from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
 from orchestrator.errors import ConfigError
-from orchestrator.result import maximized, primary_value, rank
+from orchestrator.ranking import maximized, primary_value, rank
 from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
 from trials.objective import mode_of
