@@ -56,6 +56,12 @@ def annotation_options(annotation: Any) -> list[Any]:
     return [annotation]
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""What a sweep's name (its study's) must match."""
+REGISTERED_MODEL_PATTERN = r"^[^/:%]+$"
+"""What a registered model's name must match."""
+
+
 class Objective(Section):
     metric: str = "val_f1_macro"  # checked against what the trials report in SweepConfig
     mode: Mode = "max"
