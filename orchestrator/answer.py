@@ -23,15 +23,13 @@ import optuna
 
 from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
-from orchestrator.confirm import CONFIRMS, Confirmed, confirmed
+from orchestrator.confirm import Confirmed, confirmed
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.phases import phase
 from orchestrator.ranking import rank
-from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from orchestrator.trial_attrs import ANSWER_ATTR, CONFIRMS, MLFLOW_RUN_ID, STATE_REASON
 from trials.objective import Mode, mode_of
 from trials.trial_files import BEST_MODEL_FILE
-
-ANSWER_ATTR = "hpo_answer"
 
 SEARCH_SCORE = "search score (validation, one seed)"
 CONFIRMED_SCORE = "confirmed (validation, mean ± std over new seeds)"

@@ -22,8 +22,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from orchestrator import phases
-from orchestrator.confirm import CONFIRMS, SEED_PARAM
+from orchestrator.confirm import SEED_PARAM
 from orchestrator.naming import short_params
+from orchestrator.trial_attrs import CONFIRMS
 from trials.objective import is_better
 from trials.result_keys import EPOCH, INTERIM
 

@@ -21,7 +21,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, HOSTNAME
 
 from orchestrator import failpoints
 from orchestrator.best_model import KeptModel
-from orchestrator.confirm import CONFIRMS, SEED_PARAM
+from orchestrator.confirm import SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
 from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
@@ -30,7 +30,7 @@ from orchestrator.searcher import StudySearcher
 from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
-from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from orchestrator.trial_attrs import CONFIRMS, MLFLOW_RUN_ID, RAY_TRIAL_ID, STATE_REASON
 from trials.objective import Mode, is_better
 from trials.result_keys import BOOKKEEPING, EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
 from trials.trial_files import BEST_MODEL_FILE
@@ -171,7 +171,7 @@ class TrialRecorder(Callback):
                 self.notes.append(note)
         record.history = []
         record.path = trial.path
-        optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
+        optuna_trial.set_user_attr(RAY_TRIAL_ID, trial.trial_id)
         optuna_trial.set_user_attr(MLFLOW_RUN_ID, run_id)
         self.ledger.trial_started(
             optuna_trial._trial_id, number, trial.trial_id, run_id,  # Optuna exposes the trial id only privately

@@ -45,6 +45,7 @@ from orchestrator.storage.study import (
     record_splits,
 )
 from orchestrator.targets import check_targets
+from orchestrator.trial_attrs import MLFLOW_EXPERIMENT_ID
 
 if TYPE_CHECKING:  # imported where used: hpo validate of a sweep whose database is wrong answers before torch loads
     from orchestrator.budget import Deadline
@@ -255,8 +256,8 @@ def _open_study(config, options: RunOptions, prepared: PreparedSweep, storage, l
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names([objective.metric for objective in config.objective_list])  # plots and reports show them
-    if study.user_attrs.get("mlflow_experiment_id") != tracker.experiment_id:
-        study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)  # reports link to the runs
+    if study.user_attrs.get(MLFLOW_EXPERIMENT_ID) != tracker.experiment_id:
+        study.set_user_attr(MLFLOW_EXPERIMENT_ID, tracker.experiment_id)  # reports link to the runs
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
     notes += list(prepared.splits.notes) if prepared.splits is not None else []
