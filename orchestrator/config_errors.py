@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from orchestrator import default_stores
 from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
 from orchestrator.search_space import numeric_text, yaml_reads_as_text
 from orchestrator.sweep_sections import NAME_PATTERN, REGISTERED_MODEL_PATTERN, annotation_options
@@ -61,7 +62,7 @@ _EXAMPLES = {
     "sampler": "{name: tpe, seed: 0}",
     "scheduler": "{name: asha, grace_period: 1}",
     "resources": "{cpu: 1, gpu: 0}",
-    "storage": "{study_db: sqlite:///hpo.db, mlflow: sqlite:///mlruns.db}",
+    "storage": f"{{study_db: {default_stores.STUDY_DB}, mlflow: {default_stores.MLFLOW}}}",
     "cluster": "{address: auto}",
     "seed_trials": "[{learning_rate: 3.0e-5, batch_size: 32}]",
     "registered_model": "tweets-classifier",

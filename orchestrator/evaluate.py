@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator import default_stores
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import mask
 
-DEFAULT_MLFLOW = "sqlite:///mlruns.db"
 TEXT_CLASSIFICATION = "text-classification"
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 METRIC_LABELS = {"accuracy": "accuracy", "precision_macro": "precision (macro)", "recall_macro": "recall (macro)", "f1_macro": "F1 (macro)"}
@@ -70,7 +70,7 @@ class Evaluation:
         return {"measured": self.title, **asdict(self)}
 
 
-def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEFAULT_MLFLOW, model_uri: str | None = None,
+def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = default_stores.MLFLOW, model_uri: str | None = None,
                   text_column: str | None = None, label_column: str | None = None, batch_size: int = 32,
                   max_length: int | None = None, device: str = "cpu") -> Evaluation:
     """Score the study's registered model (or ``model_uri``) on the labelled file ``data``."""

@@ -11,6 +11,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from orchestrator import default_stores
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import MISREAD_USERINFO_FIX, mask, misread_userinfo, remember_url
 from orchestrator.trial_attrs import ANSWER_ATTR, CONFIRMS, RETRY_OF, SEED_ATTR, SPLITS_ATTR
@@ -41,11 +42,11 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db "
+        raise ConfigError(field, mask(url), f"not a database URL; use {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db "
                                             "(with a port, a number: host:5432)") from None
     if parsed.get_backend_name() not in backends:
         raise ConfigError(field, mask(url), f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
-                                            "e.g. sqlite:///hpo.db or postgresql+psycopg://user@host/db")
+                                            f"e.g. {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
