@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator import mlflow_tags
 from orchestrator.quiet_transformers import quiet_transformers
+from trials.task_specs import TEXT_CLASSIFICATION
 
 if TYPE_CHECKING:
     from trials.task_specs import TaskName
@@ -89,7 +90,7 @@ class Inference:
 
 
 def register_best_model(kept: KeptModel, model_path: str, label_names: list[str], tracking_uri: str, registered_name: str,
-                        tags: dict[str, str], task: TaskName = "text-classification", pad_token_id: int = 0,
+                        tags: dict[str, str], task: TaskName = TEXT_CLASSIFICATION, pad_token_id: int = 0,
                         inference: Inference | None = None, parent_run_id: str | None = None, description: str = "") -> str:
     """Log the kept model on its trial's run and register it under ``registered_name`` as a version
     of ``parent_run_id`` (default: the trial's run); return the new version."""

@@ -20,6 +20,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from orchestrator import mlflow_tags
 from orchestrator.secrets import mask
+from trials.task_specs import TEXT_CLASSIFICATION, TEXT_GENERATION
 
 if TYPE_CHECKING:
     from orchestrator.config import SweepConfig
@@ -226,9 +227,9 @@ def sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) ->
             "trial.cache_frozen": data.frozen.summary() if data.frozen is not None else config.trial.cache_frozen,
         }
         inputs.update({f"data.overlap.{name}_in_train": count for name, count in prepared.task_splits.overlap().items()})
-        if config.task in ("text-classification", "text-generation"):
+        if config.task in (TEXT_CLASSIFICATION, TEXT_GENERATION):
             inputs["data.max_length"] = config.task_data.max_length
-        if config.task == "text-generation":
+        if config.task == TEXT_GENERATION:
             inputs["data.max_new_tokens"] = config.task_data.max_new_tokens
     params = {
         **inputs,
