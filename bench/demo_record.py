@@ -74,7 +74,8 @@ def study_trials(folder: Path, study_name: str) -> tuple[list[dict], dict[str, l
     """Every search trial (number, state, value, params) and each confirmed trial's confirmation values."""
     import optuna
 
-    from orchestrator.confirm import CONFIRMS, confirmation_study_name
+    from orchestrator.confirm import confirmation_study_name
+    from orchestrator.trial_attrs import CONFIRMS
 
     storage = f"sqlite:///{folder / 'hpo.db'}"
     search = optuna.load_study(study_name=study_name, storage=storage)

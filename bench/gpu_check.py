@@ -250,7 +250,7 @@ def check_checkpointing(check: Check) -> None:
 
 
 def check_oom_retry(check: Check) -> None:
-    from orchestrator.mlflow_tags import TAG_PREFIX
+    from orchestrator import mlflow_tags
 
     if check.dry_run:
         check.skip("oom retry")
@@ -258,7 +258,7 @@ def check_oom_retry(check: Check) -> None:
     started = time.perf_counter()
     config = check.sweep("oom-retry", fixed={"batch_size": OOM_BATCH}, trial={"max_epochs": 1})
     _, trials, runs = run(config, measured_trial(check.workdir / "peak-oom.txt", memory_cap_gib=OOM_CAP_GIB))
-    micro = runs[-1].tags.get(f"{TAG_PREFIX}micro_batch_size") if runs else None
+    micro = runs[-1].tags.get(mlflow_tags.MICRO_BATCH_SIZE) if runs else None
     ok = trials[-1].state.name == "COMPLETE" and micro is not None and int(micro) < OOM_BATCH
     check.add("oom retry", "ok" if ok else "FAIL",
               f"{trials[-1].state.name}; batch {OOM_BATCH} in passes of {micro or 'the whole batch (no out-of-memory: raise OOM_BATCH)'} "

@@ -21,18 +21,14 @@ from pathlib import Path
 
 import optuna
 
-from orchestrator import failpoints
+from orchestrator import failpoints, mlflow_tags
 from orchestrator.best_model import KeptModel
-from orchestrator.confirm import CONFIRMS, Confirmed, confirmed
-from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator.confirm import Confirmed, confirmed
 from orchestrator.phases import phase
-from orchestrator.result import rank
-from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from orchestrator.ranking import rank
+from orchestrator.trial_attrs import ANSWER_ATTR, CONFIRMS, MLFLOW_RUN_ID, STATE_REASON
 from trials.objective import Mode, mode_of
 from trials.trial_files import BEST_MODEL_FILE
-
-ANSWER_ATTR = "hpo_answer"
-SOURCE_RUN_TAG = f"{TAG_PREFIX}source_run_id"  # on a registered version: the run whose weights it holds
 
 SEARCH_SCORE = "search score (validation, one seed)"
 CONFIRMED_SCORE = "confirmed (validation, mean ± std over new seeds)"
@@ -235,7 +231,7 @@ def _registered_before(config, kept: KeptModel) -> str | None:
     except Exception:  # noqa: BLE001 - no such model yet: nothing registered before
         return None
     # A version's run is the parent run of the invocation that registered it; the run its weights came from is a tag.
-    made = [int(version.version) for version in versions if version.tags.get(SOURCE_RUN_TAG) == kept.run_id]
+    made = [int(version.version) for version in versions if version.tags.get(mlflow_tags.SOURCE_RUN_ID) == kept.run_id]
     return f"{config.registered_model}/{min(made)}" if made else None
 
 
@@ -272,15 +268,15 @@ def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent
     from orchestrator.best_model import Inference, register_best_model
 
     source = f"its best confirmation run (run {kept.run_id})" if answer.confirmed is not None else f"trial {kept.trial_number}"
-    tags = {f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}search_trial": str(answer.trial),
-            f"{TAG_PREFIX}optuna_trial_number": str(answer.trial),  # the study's (search) trial, as on every run
-            SOURCE_RUN_TAG: kept.run_id, f"{TAG_PREFIX}parent_run_id": parent_run_id,
-            f"{TAG_PREFIX}search_score": f"{answer.search_value:.6g}"}
+    tags = {mlflow_tags.STUDY: config.name, mlflow_tags.SEARCH_TRIAL: str(answer.trial),
+            mlflow_tags.OPTUNA_TRIAL_NUMBER: str(answer.trial),  # the study's (search) trial, as on every run
+            mlflow_tags.SOURCE_RUN_ID: kept.run_id, mlflow_tags.PARENT_RUN_ID: parent_run_id,
+            mlflow_tags.SEARCH_SCORE: f"{answer.search_value:.6g}"}
     if answer.confirmed is not None:
-        tags[f"{TAG_PREFIX}confirmation_trial"] = str(kept.trial_number)  # in the study NAME.confirm
-        tags[f"{TAG_PREFIX}confirmed_mean"] = f"{answer.confirmed['mean']:.6g}"
+        tags[mlflow_tags.CONFIRMATION_TRIAL] = str(kept.trial_number)  # in the study NAME.confirm
+        tags[mlflow_tags.CONFIRMED_MEAN] = f"{answer.confirmed['mean']:.6g}"
     for name, value in ((answer.test or {}).get("metrics") or {}).items():
-        tags[f"{TAG_PREFIX}{name}"] = f"{value:.6g}"
+        tags[f"{mlflow_tags.TAG_PREFIX}{name}"] = f"{value:.6g}"
     description = "; ".join([f"study {config.name}, search trial {answer.trial}, weights from {source}",
                              *(f"{what}: {score}" for what, score in score_lines(answer))])
     inference = Inference(max_length=config.task_data.max_length, max_new_tokens=config.task_data.max_new_tokens)
@@ -291,8 +287,8 @@ def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent
     except Exception as error:  # noqa: BLE001
         return [f"best model not registered: {type(error).__name__}: {error}"]
     answer.registered = f"{config.registered_model}/{version}"
-    tracker.set_tags(parent_run_id, {f"{TAG_PREFIX}registered_model": answer.registered,
-                                     f"{TAG_PREFIX}registered_model_uri": f"models:/{answer.registered}"})
+    tracker.set_tags(parent_run_id, {mlflow_tags.REGISTERED_MODEL: answer.registered,
+                                     mlflow_tags.REGISTERED_MODEL_URI: f"models:/{answer.registered}"})
     return [f"registered the chosen configuration's model as {config.registered_model} version {version} ({source})"]
 
 
@@ -303,7 +299,7 @@ def _log_answer(answer: Answer, tracker, parent_run_id: str) -> None:
     if answer.confirmed is not None:
         metrics.update({f"confirmed_mean_{metric}": answer.confirmed["mean"], f"confirmed_std_{metric}": answer.confirmed["std"]})
     tracker.log_metrics(parent_run_id, metrics, step=0)
-    tags = {f"{TAG_PREFIX}chosen_trial": answer.trial, f"{TAG_PREFIX}answer": "; ".join(f"{what}: {score}" for what, score in score_lines(answer))}
+    tags = {mlflow_tags.CHOSEN_TRIAL: answer.trial, mlflow_tags.ANSWER: "; ".join(f"{what}: {score}" for what, score in score_lines(answer))}
     if answer.registered:
-        tags[f"{TAG_PREFIX}registered_model"] = answer.registered
+        tags[mlflow_tags.REGISTERED_MODEL] = answer.registered
     tracker.set_tags(parent_run_id, tags)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator import mlflow_tags
 from orchestrator.quiet_transformers import quiet_transformers
+from trials.task_specs import TEXT_CLASSIFICATION
 
 if TYPE_CHECKING:
     from trials.task_specs import TaskName
@@ -89,7 +90,7 @@ class Inference:
 
 
 def register_best_model(kept: KeptModel, model_path: str, label_names: list[str], tracking_uri: str, registered_name: str,
-                        tags: dict[str, str], task: TaskName = "text-classification", pad_token_id: int = 0,
+                        tags: dict[str, str], task: TaskName = TEXT_CLASSIFICATION, pad_token_id: int = 0,
                         inference: Inference | None = None, parent_run_id: str | None = None, description: str = "") -> str:
     """Log the kept model on its trial's run and register it under ``registered_name`` as a version
     of ``parent_run_id`` (default: the trial's run); return the new version."""
@@ -130,7 +131,7 @@ def register_best_model(kept: KeptModel, model_path: str, label_names: list[str]
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    all_tags = {**tags, f"{TAG_PREFIX}value": f"{kept.value:.6g}", f"{TAG_PREFIX}inference": inference.usage(serving)}
+    all_tags = {**tags, mlflow_tags.VALUE: f"{kept.value:.6g}", mlflow_tags.INFERENCE: inference.usage(serving)}
     with contextlib.redirect_stdout(sys.stderr), contextlib.redirect_stderr(io.StringIO()):
         version = client.create_model_version(registered_name, f"models:/{info.model_id}", run_id=parent_run_id or kept.run_id,
                                               tags=all_tags, description=description or None, model_id=info.model_id, await_creation_for=60)

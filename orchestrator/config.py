@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from orchestrator.config_errors import config_error_from
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.hyperparameter_checks import check_hyperparameters, check_points
 from orchestrator.paths import ModelReference, base_dir_of
@@ -29,6 +30,8 @@ from orchestrator.search_space import (
     yaml_reads_as_text,
 )
 from orchestrator.sweep_sections import (
+    NAME_PATTERN,
+    REGISTERED_MODEL_PATTERN,
     Budget,
     ClusterConfig,
     ConfirmConfig,
@@ -48,10 +51,6 @@ from trials.task_specs import MINIMIZED_METRICS, TASK_SPECS, TEXT_CLASSIFICATION
 DEFAULT_TASK = TEXT_CLASSIFICATION
 # Keys our trials add to every report; a metric of a training function of your own cannot use them.
 _RESERVED_METRICS = tuple(sorted(BOOKKEEPING))
-
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-REGISTERED_MODEL_PATTERN = r"^[^/:%]+$"
 
 
 class SweepConfig(Section):
@@ -249,16 +248,12 @@ class SweepConfig(Section):
 
 def parse_sweep(raw: Any, base_dir: Path) -> SweepConfig:
     """Validate a parsed sweep mapping; raise :class:`ConfigError` on the first problem."""
-    from orchestrator.config_errors import (
-        config_error_from,  # not at the top: it imports this module, whose models it walks
-    )
-
     if not isinstance(raw, dict):
         raise ConfigError("<sweep file>", raw, "the file must be a YAML mapping of sections (name, model, data, ...)")
     try:
         return SweepConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as error:
-        raise config_error_from(error) from None
+        raise config_error_from(error, SweepConfig) from None
 
 
 def read_yaml_file(path: Path, field: str, what: str) -> Any:

@@ -3,8 +3,8 @@
 :func:`config_error_from` turns the first of pydantic's errors into a :class:`ConfigError` in
 our words: a misspelt key gets the key it was meant to be, an invalid value plain advice
 instead of pydantic's wording and, where one helps, an example of a valid value (from a table
-of examples or the field's default); the count of further problems follows. It walks
-:class:`~orchestrator.config.SweepConfig`'s fields to find the section holding the key.
+of examples or the field's default); the count of further problems follows. It walks the fields
+of the model validated (:class:`~orchestrator.config.SweepConfig`) to find the section holding the key.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.config import NAME_PATTERN, REGISTERED_MODEL_PATTERN, SweepConfig
+from orchestrator import default_stores
 from orchestrator.errors import MISSING, UNKNOWN_KEY, ConfigError
 from orchestrator.search_space import numeric_text, yaml_reads_as_text
-from orchestrator.sweep_sections import annotation_options
+from orchestrator.sweep_sections import NAME_PATTERN, REGISTERED_MODEL_PATTERN, annotation_options
 
 _NOISE = {"params", "float", "int", "categorical", "function-after", "function-before", "function-wrap"}
 
@@ -62,7 +62,7 @@ _EXAMPLES = {
     "sampler": "{name: tpe, seed: 0}",
     "scheduler": "{name: asha, grace_period: 1}",
     "resources": "{cpu: 1, gpu: 0}",
-    "storage": "{study_db: sqlite:///hpo.db, mlflow: sqlite:///mlruns.db}",
+    "storage": f"{{study_db: {default_stores.STUDY_DB}, mlflow: {default_stores.MLFLOW}}}",
     "cluster": "{address: auto}",
     "seed_trials": "[{learning_rate: 3.0e-5, batch_size: 32}]",
     "registered_model": "tweets-classifier",
@@ -76,8 +76,9 @@ _EXAMPLES = {
 _WITH_EXAMPLE = {*_ADVICE, "missing", "string_pattern_mismatch"}
 
 
-def config_error_from(error: ValidationError) -> ConfigError:
-    """Turn pydantic's first error into a one-line :class:`ConfigError` with plain advice and an example.
+def config_error_from(error: ValidationError, root: type[BaseModel]) -> ConfigError:
+    """Turn pydantic's first error in validating ``root`` into a one-line :class:`ConfigError` with
+    plain advice and an example.
 
     A misspelt key comes first: pydantic also reports the key it was meant to be as missing."""
     errors = error.errors()
@@ -88,7 +89,7 @@ def config_error_from(error: ValidationError) -> ConfigError:
     key = location[-1] if location else field
     explained = 1
     if kind == "extra_forbidden":
-        valid = [name for model in _models(_holder(loc)) for name in model.model_fields]
+        valid = [name for model in _models(_holder(root, loc)) for name in model.model_fields]
         close = get_close_matches(key, valid, n=1)
         if close:
             fix = f"did you mean {close[0]!r}?"
@@ -107,7 +108,7 @@ def config_error_from(error: ValidationError) -> ConfigError:
         fix = _ADVICE[kind].format(**first.get("ctx", {}))
     else:
         fix = first["msg"].removeprefix("Value error, ")
-    example = _example(loc, location, value) if kind in _WITH_EXAMPLE else None
+    example = _example(root, loc, location, value) if kind in _WITH_EXAMPLE else None
     if example is not None:
         fix += f", e.g. {key}: {example}"
     more = len(errors) - explained
@@ -116,11 +117,11 @@ def config_error_from(error: ValidationError) -> ConfigError:
     return ConfigError(field, value, fix)
 
 
-def _example(loc: tuple, location: list[str], value: Any) -> str | None:
+def _example(root: type[BaseModel], loc: tuple, location: list[str], value: Any) -> str | None:
     """A value to show for the key at ``loc``: ``{name: asha}`` for a section given as its name,
     else the _EXAMPLES entry, else the key's default; None without one."""
     key = location[-1] if location else None
-    fields = [model.model_fields[key] for model in _models(_holder(loc)) if key in model.model_fields]
+    fields = [model.model_fields[key] for model in _models(_holder(root, loc)) if key in model.model_fields]
     sections = [model for field in fields for model in _models(field.annotation)]
     if sections and isinstance(value, str) and "name" in sections[0].model_fields:  # scheduler: asha
         return f"{{name: {value}}}"
@@ -133,9 +134,9 @@ def _example(loc: tuple, location: list[str], value: Any) -> str | None:
     return None
 
 
-def _holder(loc: tuple) -> Any:
-    """The annotation of the section that holds the last key of ``loc`` (pydantic's error location)."""
-    annotation: Any = SweepConfig
+def _holder(root: type[BaseModel], loc: tuple) -> Any:
+    """The annotation of the section of ``root`` that holds the last key of ``loc`` (pydantic's error location)."""
+    annotation: Any = root
     for part in loc[:-1]:
         annotation = _inside(annotation, part)
     return annotation

@@ -16,16 +16,12 @@ from dataclasses import asdict, dataclass
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator.result import maximized, rank
-from orchestrator.trial_attrs import STATE_REASON
+from orchestrator.ranking import maximized, rank
+from orchestrator.trial_attrs import CONFIRMS, SEED_ATTR, STATE_REASON
 from trials.hyperparameters import SEED_KEY
 
 CONFIRM_SUFFIX = ".confirm"
 SEED_PARAM = SEED_KEY  # the key a trial's config carries when it must train with another seed than trial.seed
-CONFIRMS = "confirms"
-"""User attribute of a confirmation run: the number of the search trial it repeats."""
-SEED_ATTR = "confirmation_seed"
-"""User attribute of a confirmation run: its training seed (a queued trial has no params yet, only user attributes)."""
 
 
 def confirmation_study_name(study_name: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from orchestrator import mlflow_tags
 from orchestrator.confirm import (
     SEED_PARAM,
     confirmation_seeds,
@@ -32,7 +33,7 @@ class Confirmation:
         self.searcher = StudySearcher(self.study, config.search_space, config.objective.metric, config.objective.mode, deadline, seed_param=SEED_PARAM)
         self.keep_models = prepared.test is not None or config.registered_model is not None
         self.recorder = TrialRecorder(self.searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, self.ledger,
-                                      config.resources, keep_best_model=self.keep_models, role="confirm",
+                                      config.resources, keep_best_model=self.keep_models, role=mlflow_tags.CONFIRM_ROLE,
                                       dataset_inputs=dataset_inputs)
 
     def run(self, options, stop, results_dir: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""What a sweep's scores are measured against, recorded once in the study (``storage.study.SPLITS_ATTR``,
+"""What a sweep's scores are measured against, recorded once in the study (``trial_attrs.SPLITS_ATTR``,
 written by ``record_splits``) and shown wherever the scores are: ``hpo best`` (and ``--json``),
 ``hpo report`` and the MLflow parent run.
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import optuna
 
+from orchestrator.trial_attrs import SPLITS_ATTR
+
 
 def data_facts(study: optuna.Study) -> dict:
     """The study's recorded rows per split, overlap and baseline; empty for a study recorded before them."""
-    from orchestrator.storage.study import SPLITS_ATTR
-
     recorded = study.user_attrs.get(SPLITS_ATTR) or {}
     return {key: recorded[key] for key in ("rows", "overlap", "baseline") if key in recorded}
 

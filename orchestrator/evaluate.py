@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator import default_stores
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import mask
+from trials.task_specs import TASK_SPECS, TEXT_CLASSIFICATION
 
-DEFAULT_MLFLOW = "sqlite:///mlruns.db"
-TEXT_CLASSIFICATION = "text-classification"
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro")
 METRIC_LABELS = {"accuracy": "accuracy", "precision_macro": "precision (macro)", "recall_macro": "recall (macro)", "f1_macro": "F1 (macro)"}
 ONLY_TEXT = "hpo evaluate scores text-classification models only for now"
@@ -70,7 +70,7 @@ class Evaluation:
         return {"measured": self.title, **asdict(self)}
 
 
-def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = DEFAULT_MLFLOW, model_uri: str | None = None,
+def evaluate_file(db: str, study_name: str, data: Path, *, mlflow_uri: str = default_stores.MLFLOW, model_uri: str | None = None,
                   text_column: str | None = None, label_column: str | None = None, batch_size: int = 32,
                   max_length: int | None = None, device: str = "cpu") -> Evaluation:
     """Score the study's registered model (or ``model_uri``) on the labelled file ``data``."""
@@ -240,7 +240,7 @@ def load_classifier(model_uri: str, mlflow_uri: str, device: str, folder: Path, 
     finally:
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # mlflow annotates str | Path; None unsets it, as it was
     task = getattr(classifier, "task", None)
-    if task != TEXT_CLASSIFICATION or not hasattr(classifier, "model"):
+    if task != TASK_SPECS[TEXT_CLASSIFICATION].pipeline or not hasattr(classifier, "model"):
         raise ConfigError("--model-uri", model_uri, f"a {task or type(classifier).__name__} model; {ONLY_TEXT}")
     target = torch.device(device)
     if classifier.device != target:

@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from orchestrator import phases
-from orchestrator.confirm import CONFIRMS, SEED_PARAM
+from orchestrator import mlflow_tags, phases
+from orchestrator.confirm import SEED_PARAM
 from orchestrator.naming import short_params
+from orchestrator.trial_attrs import CONFIRMS
 from trials.objective import is_better
 from trials.result_keys import EPOCH, INTERIM
 
@@ -169,7 +170,7 @@ class SweepProgress(Callback):
         """Called before each Ray Tune run: the search's trials, then the confirmation runs."""
         self.close()
         self._recorder = recorder
-        self._label = "confirmation" if getattr(recorder, "role", "search") == "confirm" else "search"
+        self._label = "confirmation" if getattr(recorder, "role", mlflow_tags.SEARCH_ROLE) == mlflow_tags.CONFIRM_ROLE else "search"
         self._metric = prepared.config.objective.metric
         self._mode = prepared.config.objective.mode
         self._total = n_trials

@@ -19,18 +19,17 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, HOSTNAME
 
-from orchestrator import failpoints
+from orchestrator import failpoints, mlflow_tags
 from orchestrator.best_model import KeptModel
-from orchestrator.confirm import CONFIRMS, SEED_PARAM
+from orchestrator.confirm import SEED_PARAM
 from orchestrator.dataset_inputs import log_dataset_inputs
-from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.naming import confirmation_run_name, run_name
 from orchestrator.outcome import Outcome, classify
 from orchestrator.searcher import StudySearcher
 from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
 from orchestrator.tracking import MlflowTracker
-from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from orchestrator.trial_attrs import CONFIRMS, MLFLOW_RUN_ID, RAY_TRIAL_ID, STATE_REASON
 from trials.objective import Mode, is_better
 from trials.result_keys import BOOKKEEPING, EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP
 from trials.trial_files import BEST_MODEL_FILE
@@ -100,7 +99,7 @@ class TrialRecord:
 
 class TrialRecorder(Callback):
     def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: Mode, ledger: Ledger, resources,
-                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = "search",
+                 other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = mlflow_tags.SEARCH_ROLE,
                  dataset_inputs: tuple = ()) -> None:
         self.searcher = searcher
         self.best = best_before  # the study's best primary value so far, shown live on the parent run
@@ -116,7 +115,7 @@ class TrialRecorder(Callback):
         # The best model of each group of trials: the search's (key None: only a trial that beat the
         # study's best) and each confirmed configuration's (key: the search trial it confirms).
         self.kept_models: dict[int | None, KeptModel] = {}
-        self.role = role  # "search" or "confirm": the hpo.role tag of the trials' MLflow runs
+        self.role = role  # SEARCH_ROLE or CONFIRM_ROLE: the hpo.role tag of the trials' MLflow runs
         self.dataset_inputs = tuple(dataset_inputs)  # train and validation (orchestrator.dataset_inputs), on each trial's run
         self.notes: list[str] = []  # for the user: what could not be logged
 
@@ -156,12 +155,12 @@ class TrialRecorder(Callback):
             name=run_name(number, optuna_trial.params) if confirms is None else confirmation_run_name(number, confirms, trial.config.get(SEED_PARAM)),
             params=trial.config,
             tags={
-                f"{TAG_PREFIX}study": self.study.study_name,
-                f"{TAG_PREFIX}role": self.role,
-                f"{TAG_PREFIX}optuna_trial_number": number,
-                f"{TAG_PREFIX}ray_trial_id": trial.trial_id,
-                f"{TAG_PREFIX}state": "RUNNING",
-                **({f"{TAG_PREFIX}confirms": confirms, f"{TAG_PREFIX}training_seed": trial.config.get(SEED_PARAM)} if confirms is not None else {}),
+                mlflow_tags.STUDY: self.study.study_name,
+                mlflow_tags.ROLE: self.role,
+                mlflow_tags.OPTUNA_TRIAL_NUMBER: number,
+                mlflow_tags.RAY_TRIAL_ID: trial.trial_id,
+                mlflow_tags.STATE: "RUNNING",
+                **({mlflow_tags.CONFIRMS: confirms, mlflow_tags.TRAINING_SEED: trial.config.get(SEED_PARAM)} if confirms is not None else {}),
             },
             parent_run_id=self.parent_run_id,
         )
@@ -171,7 +170,7 @@ class TrialRecorder(Callback):
                 self.notes.append(note)
         record.history = []
         record.path = trial.path
-        optuna_trial.set_user_attr("ray_trial_id", trial.trial_id)
+        optuna_trial.set_user_attr(RAY_TRIAL_ID, trial.trial_id)
         optuna_trial.set_user_attr(MLFLOW_RUN_ID, run_id)
         self.ledger.trial_started(
             optuna_trial._trial_id, number, trial.trial_id, run_id,  # Optuna exposes the trial id only privately
@@ -196,12 +195,12 @@ class TrialRecorder(Callback):
         node = result.get(HOSTNAME)  # where the trial's worker runs: a container's hostname in the compose stack
         if isinstance(node, str) and node and node != record.node:
             record.node = node  # a trial restarted on another node moves
-            self.tracker.set_tags(record.started_run_id, {f"{TAG_PREFIX}node": node})
+            self.tracker.set_tags(record.started_run_id, {mlflow_tags.NODE: node})
             self.ledger.trial_updated(optuna_trial.number, node=node)
         cache_use = result.get(FROZEN_CACHE)
         if cache_use is not None and cache_use != record.frozen_cache:
             record.frozen_cache = cache_use
-            self.tracker.set_tags(record.started_run_id, {f"{TAG_PREFIX}frozen_cache": cache_use})
+            self.tracker.set_tags(record.started_run_id, {mlflow_tags.FROZEN_CACHE: cache_use})
         micro = result.get("micro_batch_size")
         if micro is not None and micro != (record.micro_batch if record.micro_batch is not None else trial.config.get("batch_size")):
             record.micro_batch = int(micro)  # out-of-memory retries shrank it
@@ -224,7 +223,7 @@ class TrialRecorder(Callback):
         self.ledger.trial_updated(optuna_trial.number, restarts=len(reasons))
         run_id = record.run_id  # None when its worker failed to start: the trial never began
         if run_id is not None:
-            self.tracker.set_tags(run_id, {f"{TAG_PREFIX}restarts": len(reasons), f"{TAG_PREFIX}last_restart_reason": reasons[-1]})
+            self.tracker.set_tags(run_id, {mlflow_tags.RESTARTS: len(reasons), mlflow_tags.LAST_RESTART_REASON: reasons[-1]})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._finish(trial.trial_id, error=None)
@@ -256,15 +255,15 @@ class TrialRecorder(Callback):
                 run_id,
                 outcome.mlflow_status,
                 tags={
-                    f"{TAG_PREFIX}state": outcome.state.name, f"{TAG_PREFIX}state_reason": outcome.reason,
-                    **({f"{TAG_PREFIX}micro_batch_size": record.micro_batch} if record.micro_batch is not None else {}),
+                    mlflow_tags.STATE: outcome.state.name, mlflow_tags.STATE_REASON: outcome.reason,
+                    **({mlflow_tags.MICRO_BATCH_SIZE: record.micro_batch} if record.micro_batch is not None else {}),
                 },
                 metrics=dict(zip((f"best_{m}" for m in (self.metric, *self.other_objectives)), outcome.values, strict=True)) if outcome.values else None,
                 step=len(record.history),
             )
-        if self.role == "search":  # the parent run's live story is the search's
+        if self.role == mlflow_tags.SEARCH_ROLE:  # the parent run's live story is the search's
             self._log_progress(outcome)
-        failpoints.reached("between-trials" if self.role == "search" else "between-confirmation-runs")
+        failpoints.reached("between-trials" if self.role == mlflow_tags.SEARCH_ROLE else "between-confirmation-runs")
 
     def _keep_if_new_best(self, trial_id: str, optuna_trial: optuna.Trial, outcome: Outcome) -> bool:
         """Keep the best-epoch parameters of a trial that is the best of its group (a search trial:
@@ -274,7 +273,7 @@ class TrialRecorder(Callback):
         group = optuna_trial.user_attrs.get(CONFIRMS)
         previous = self.kept_models.get(group)
         if not self._better(outcome.value, previous.value if previous is not None else self.best if group is None else None):
-            # a tie goes to the lower trial number, as in result.rank, whichever trial finished first
+            # a tie goes to the lower trial number, as in ranking.rank, whichever trial finished first
             tied_earlier = previous is not None and outcome.value == previous.value and optuna_trial.number < previous.trial_number
             if not tied_earlier:
                 return False

@@ -11,9 +11,10 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.exit_codes import ExitStatus
+from orchestrator.ranking import primary_value, rank
 from orchestrator.secrets import mask
 from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
-from trials.objective import Mode, mode_of
+from trials.objective import Mode
 
 if TYPE_CHECKING:
     from orchestrator.answer import Answer
@@ -40,11 +41,6 @@ class TrialSummary:
             trial.user_attrs.get(MLFLOW_RUN_ID), trial.user_attrs.get(STATE_REASON),
             list(trial.values) if trial.values else None,
         )
-
-
-def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
-    """The first objective's value (``trial.value`` raises in a multi-objective study)."""
-    return trial.values[0] if trial.values else None
 
 
 @dataclass(frozen=True)
@@ -84,20 +80,6 @@ def summarize_study(study: optuna.Study, top_k: int = 5) -> tuple[dict[str, int]
     ranked = rank(study, [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.values])
     top = [TrialSummary.of(trial) for trial in (ranked if len(study.directions) > 1 else ranked[:top_k])]
     return dict(counts), (top[0] if top else None), top
-
-
-def rank(study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials best first by the primary objective; with several objectives, only the Pareto front.
-    The one ranking of "best trials": the result, the answer, ``hpo best`` and ``hpo studies`` use it."""
-    if len(study.directions) > 1:
-        on_front = {trial.number for trial in study.best_trials}
-        complete = [trial for trial in complete if trial.number in on_front]
-    return sorted(complete, key=lambda trial: trial.values[0], reverse=maximized(study))  # complete trials have values
-
-
-def maximized(study: optuna.Study) -> bool:
-    """True when the study's primary objective is maximised: its higher values are better."""
-    return mode_of(study.directions[0]) == "max"
 
 
 def sweep_result(

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator import failpoints
+from orchestrator import failpoints, mlflow_tags
 from orchestrator.config import SweepConfig
 from orchestrator.errors import StudyLockedError, SweepFailedError
 from orchestrator.exit_codes import ExitStatus
 from orchestrator.mlflow_summary import summarise
-from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.phase_marks import mark
 from orchestrator.phases import phase
 from orchestrator.ray_session import RayStart
@@ -45,6 +44,7 @@ from orchestrator.storage.study import (
     record_splits,
 )
 from orchestrator.targets import check_targets
+from orchestrator.trial_attrs import MLFLOW_EXPERIMENT_ID
 
 if TYPE_CHECKING:  # imported where used: hpo validate of a sweep whose database is wrong answers before torch loads
     from orchestrator.budget import Deadline
@@ -255,8 +255,8 @@ def _open_study(config, options: RunOptions, prepared: PreparedSweep, storage, l
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             study.set_metric_names([objective.metric for objective in config.objective_list])  # plots and reports show them
-    if study.user_attrs.get("mlflow_experiment_id") != tracker.experiment_id:
-        study.set_user_attr("mlflow_experiment_id", tracker.experiment_id)  # reports link to the runs
+    if study.user_attrs.get(MLFLOW_EXPERIMENT_ID) != tracker.experiment_id:
+        study.set_user_attr(MLFLOW_EXPERIMENT_ID, tracker.experiment_id)  # reports link to the runs
     reconciled = reconcile(study, storage, ledger, tracker)
     notes = [f"closed {len(reconciled)} trial(s) left RUNNING by an earlier invocation and queued their parameters again"] if reconciled else []
     notes += list(prepared.splits.notes) if prepared.splits is not None else []
@@ -344,9 +344,9 @@ def _finish(config, prepared: PreparedSweep, study, tracker, ledger, recorder, c
         parent_run_id,
         exit_status.mlflow_status,
         tags={
-            f"{TAG_PREFIX}exit_status": exit_status,
-            f"{TAG_PREFIX}new_best": result.new_best,
-            **{f"{TAG_PREFIX}trials.{state.lower()}": n for state, n in this_run.items()},
+            mlflow_tags.EXIT_STATUS: exit_status,
+            mlflow_tags.NEW_BEST: result.new_best,
+            **{f"{mlflow_tags.TRIALS_PREFIX}{state.lower()}": n for state, n in this_run.items()},
         },
         metrics=(dict(zip((f"best_{o.metric}" for o in config.objective_list), result.best.values, strict=True))
                  if result.best is not None and result.best.values is not None else None),

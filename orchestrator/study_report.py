@@ -22,9 +22,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.naming import SHORT_NAMES
-from orchestrator.result import maximized, rank
+from orchestrator.ranking import maximized, rank
 from orchestrator.secrets import mask
-from orchestrator.trial_attrs import MLFLOW_RUN_ID
+from orchestrator.trial_attrs import MLFLOW_EXPERIMENT_ID, MLFLOW_RUN_ID
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -313,7 +313,7 @@ def _run_cell(study: optuna.Study, trial: FrozenTrial, mlflow_ui: str | None) ->
         return ""
     if not mlflow_ui or not mlflow_ui.startswith(("http://", "https://")):
         return html.escape(str(run_id))
-    experiment = trial.user_attrs.get("mlflow_experiment_id") or study.user_attrs.get("mlflow_experiment_id")
+    experiment = trial.user_attrs.get(MLFLOW_EXPERIMENT_ID) or study.user_attrs.get(MLFLOW_EXPERIMENT_ID)
     # Without the experiment id, the MLflow UI's /runs/ID route finds the run's experiment itself.
     # mask(): a password in the base URL must not travel with a mailed page.
     path = f"experiments/{quote(str(experiment))}/runs/{quote(str(run_id))}" if experiment else f"runs/{quote(str(run_id))}"

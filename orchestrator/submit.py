@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import jobs
+from orchestrator import default_stores, jobs
 from orchestrator.bundled import is_bundled
 from orchestrator.config import SweepConfig, load_sweep, read_yaml_file
 from orchestrator.errors import MISSING, ConfigError
@@ -27,8 +27,8 @@ from orchestrator.secrets import mask, url_secrets
 # trials and record them (Ray's own default, 3 s, would cut that short).
 STOP_GRACE_S = 120
 # Never uploaded with the sweep's folder: databases, run outputs, caches.
-EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "*.db", "*.db-journal", "*.db-wal", "*.db-shm", "hpo_runs", "mlruns", "mlartifacts"]
-_DEFAULT_STORAGE = {"study_db": "sqlite:///hpo.db", "mlflow": "sqlite:///mlruns.db", "results_dir": "hpo_runs"}
+EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "*.db", "*.db-journal", "*.db-wal", "*.db-shm", default_stores.RESULTS_DIR, "mlruns", "mlartifacts"]
+_DEFAULT_STORAGE = {"study_db": default_stores.STUDY_DB, "mlflow": default_stores.MLFLOW, "results_dir": default_stores.RESULTS_DIR}
 _WHERE = "the job's working directory is a temporary copy of the sweep file's folder on the cluster"
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from orchestrator import default_stores
 from orchestrator.errors import ConfigError
 from orchestrator.paths import DatabaseURL, LocalPath, base_dir_of
 from orchestrator.registries import SAMPLERS, SCHEDULERS, SamplerName, SchedulerName, check_known
@@ -54,6 +55,12 @@ def annotation_options(annotation: Any) -> list[Any]:
     if get_origin(annotation) in (Union, UnionType):
         return [option for member in get_args(annotation) for option in annotation_options(member)]
     return [annotation]
+
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""What a sweep's name (its study's) must match."""
+REGISTERED_MODEL_PATTERN = r"^[^/:%]+$"
+"""What a registered model's name must match."""
 
 
 class Objective(Section):
@@ -198,9 +205,9 @@ class Resources(Section):
 class StorageConfig(Section):
     model_config = ConfigDict(validate_default=True)  # the default files, too, lie beside the sweep file
 
-    study_db: DatabaseURL = "sqlite:///hpo.db"
-    mlflow: DatabaseURL = "sqlite:///mlruns.db"
-    results_dir: LocalPath = "hpo_runs"
+    study_db: DatabaseURL = default_stores.STUDY_DB
+    mlflow: DatabaseURL = default_stores.MLFLOW
+    results_dir: LocalPath = default_stores.RESULTS_DIR
 
     @field_validator("study_db", "mlflow", "results_dir", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from orchestrator import default_stores
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.ray_session import check_ray_address
@@ -25,7 +26,7 @@ from orchestrator.sweep_sections import Resources
 # (mlflow.store.db.db_types.DATABASE_ENGINES) and a tracking server.
 MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 MLFLOW_SERVERS = ("http", "https")
-_MLFLOW_EXAMPLES = "sqlite:///mlruns.db, postgresql+psycopg://user@host/mlflow or http://mlflow-server:5000"
+_MLFLOW_EXAMPLES = f"{default_stores.MLFLOW}, postgresql+psycopg://user@host/mlflow or http://mlflow-server:5000"
 
 
 def check_targets(config: SweepConfig) -> None:
@@ -87,7 +88,7 @@ def check_folder(path: str | os.PathLike[str], field: str) -> None:
         return
     if not existing.is_dir():
         where = "it is a file" if existing == folder else f"{existing} is a file"
-        raise ConfigError(field, str(path), f"{where}, not a folder; give a folder (created if missing), e.g. hpo_runs")
+        raise ConfigError(field, str(path), f"{where}, not a folder; give a folder (created if missing), e.g. {default_stores.RESULTS_DIR}")
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "the folder" if existing == folder else f"{existing}"
         raise ConfigError(field, str(path), f"{where} is not writable; give a folder you can write to")

@@ -18,8 +18,9 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from orchestrator.mlflow_tags import TAG_PREFIX
+from orchestrator import mlflow_tags
 from orchestrator.secrets import mask
+from trials.task_specs import TEXT_CLASSIFICATION, TEXT_GENERATION
 
 if TYPE_CHECKING:
     from orchestrator.config import SweepConfig
@@ -103,10 +104,10 @@ class MlflowTracker:
         from orchestrator.result import summarize_study
 
         counts, best, _ = summarize_study(study)
-        invocations = self.client.search_runs([self.experiment_id], "tags.`hpo.role` = 'sweep'", max_results=5000)
+        invocations = self.client.search_runs([self.experiment_id], f"tags.`{mlflow_tags.ROLE}` = '{mlflow_tags.SWEEP_ROLE}'", max_results=5000)
         states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(Counter(counts).items()))
         lines = [
-            f"**Study `{study.study_name}`**: each `hpo run` is one parent run (tag `hpo.role = sweep`); its trials are nested under it.",
+            f"**Study `{study.study_name}`**: each `hpo run` is one parent run (tag `{mlflow_tags.ROLE} = {mlflow_tags.SWEEP_ROLE}`); its trials are nested under it.",
             "",
             "| | |",
             "|---|---|",
@@ -118,7 +119,7 @@ class MlflowTracker:
             lines.append(f"| best {metric} | {best.value:.4f}: trial {best.number} {link} |")
         lines.append(f"| updated | {time.strftime('%Y-%m-%d %H:%M:%S %Z')} |")
         self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", "\n".join(lines))
-        self.client.set_experiment_tag(self.experiment_id, f"{TAG_PREFIX}study", study.study_name)
+        self.client.set_experiment_tag(self.experiment_id, mlflow_tags.STUDY, study.study_name)
 
 
 ARTIFACTS_FOLDER = "mlartifacts"
@@ -180,11 +181,11 @@ def start_sweep_run(tracker: MlflowTracker, config: SweepConfig, prepared: Prepa
         name=f"{config.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         params=sweep_params(config, prepared, n_trials),
         tags={
-            f"{TAG_PREFIX}study": config.name, f"{TAG_PREFIX}role": "sweep", f"{TAG_PREFIX}invocation_id": invocation_id,
-            f"{TAG_PREFIX}host": socket.gethostname(), f"{TAG_PREFIX}user": getpass.getuser(),
-            f"{TAG_PREFIX}sampler": config.sampler.name, f"{TAG_PREFIX}scheduler": config.scheduler.name,
-            f"{TAG_PREFIX}objective": ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
-            **({f"{TAG_PREFIX}code_version": version} if (version := code_version()) else {}),
+            mlflow_tags.STUDY: config.name, mlflow_tags.ROLE: mlflow_tags.SWEEP_ROLE, mlflow_tags.INVOCATION_ID: invocation_id,
+            mlflow_tags.HOST: socket.gethostname(), mlflow_tags.USER: getpass.getuser(),
+            mlflow_tags.SAMPLER: config.sampler.name, mlflow_tags.SCHEDULER: config.scheduler.name,
+            mlflow_tags.OBJECTIVE: ", ".join(f"{o.mode} {o.metric}" for o in config.objective_list),
+            **({mlflow_tags.CODE_VERSION: version} if (version := code_version()) else {}),
         },
     )
 
@@ -202,7 +203,7 @@ def log_sweep_definition(tracker: MlflowTracker, parent_run_id: str, config: Swe
 def end_parent_run(tracking_uri: str, parent_run_id: str, status: ExitStatus) -> None:
     """Mark a parent run ended with the invocation's exit status (when it ends by raising)."""
     client = MlflowClient(tracking_uri)
-    client.set_tag(parent_run_id, f"{TAG_PREFIX}exit_status", status)
+    client.set_tag(parent_run_id, mlflow_tags.EXIT_STATUS, status)
     client.set_terminated(parent_run_id, status=status.mlflow_status)
 
 
@@ -226,9 +227,9 @@ def sweep_params(config: SweepConfig, prepared: PreparedSweep, n_trials: int) ->
             "trial.cache_frozen": data.frozen.summary() if data.frozen is not None else config.trial.cache_frozen,
         }
         inputs.update({f"data.overlap.{name}_in_train": count for name, count in prepared.task_splits.overlap().items()})
-        if config.task in ("text-classification", "text-generation"):
+        if config.task in (TEXT_CLASSIFICATION, TEXT_GENERATION):
             inputs["data.max_length"] = config.task_data.max_length
-        if config.task == "text-generation":
+        if config.task == TEXT_GENERATION:
             inputs["data.max_new_tokens"] = config.task_data.max_new_tokens
     params = {
         **inputs,

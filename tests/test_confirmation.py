@@ -21,8 +21,9 @@ from ray import cloudpickle
 
 from orchestrator.answer import stored_answer
 from orchestrator.api import load_sweep
-from orchestrator.confirm import CONFIRMS, SEED_PARAM, confirmation_study_name
+from orchestrator.confirm import SEED_PARAM, confirmation_study_name
 from orchestrator.runner import RunOptions, run_sweep
+from orchestrator.trial_attrs import CONFIRMS
 
 pytestmark = pytest.mark.slow
 

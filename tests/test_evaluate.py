@@ -17,8 +17,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator.answer import ANSWER_ATTR
 from orchestrator.cli import app
+from orchestrator.trial_attrs import ANSWER_ATTR
 from tests.conftest import TINY_SPACE, make_rows, registered_model
 
 runner = CliRunner()

@@ -180,8 +180,9 @@ def _kill_groups(groups: list[int]) -> None:
 
 def _settled_answer(config):
     """The answer as the study, the registry and MLflow hold it after a sweep has ended."""
-    from orchestrator.answer import SOURCE_RUN_TAG, stored_answer
+    from orchestrator.answer import stored_answer
     from orchestrator.confirm import confirmation_study_name
+    from orchestrator.mlflow_tags import SOURCE_RUN_ID
 
     trials, runs = _assert_nothing_running(config)
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]  # exactly the trials asked for
@@ -194,7 +195,7 @@ def _settled_answer(config):
     client = MlflowClient(config.storage.mlflow)
     versions = client.search_model_versions(f"name='{config.registered_model}'")
     assert [f"{config.registered_model}/{v.version}" for v in versions] == [answer.registered]  # registered once
-    assert versions[0].tags[SOURCE_RUN_TAG] == answer.test["run_id"]  # the model that was scored
+    assert versions[0].tags[SOURCE_RUN_ID] == answer.test["run_id"]  # the model that was scored
     # some invocation's parent run holds every score of the answer, its registered model and the study's summary
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("hpo.chosen_trial") == str(answer.trial)]
     assert any(r.data.metrics.get("test_f1_macro") == pytest.approx(answer.test["metrics"]["test_f1_macro"])

@@ -177,8 +177,7 @@ def test_the_report_shows_the_baseline_and_overlap_and_counts_the_confirmation_r
 
     from optuna.trial import FrozenTrial
 
-    from orchestrator.answer import ANSWER_ATTR
-    from orchestrator.storage.study import SPLITS_ATTR
+    from orchestrator.trial_attrs import ANSWER_ATTR, SPLITS_ATTR
 
     url = f"sqlite:///{tmp_path / 'answered.db'}"
 

@@ -36,7 +36,7 @@ from trials.objective import Mode
 from trials.precision import Precision, PrecisionName, enable_gradient_checkpointing, precision_for
 from trials.result_keys import EPOCH, FINAL, FROZEN_CACHE, INTERIM, STEP, WARMING_UP
 from trials.stopping import EarlyStopping
-from trials.task_specs import TaskName
+from trials.task_specs import TEXT_CLASSIFICATION, TaskName
 from trials.tasks import Batching, Task, task_for
 from trials.text_generation import GenerationSplit
 
@@ -70,7 +70,7 @@ class TrialSettings:
     num_threads: int | None = None
     use_gpu: bool = False
     checkpoint: bool = False  # hand the training state to ``report`` after every epoch but the last
-    task: TaskName = "text-classification"  # a name in trials.tasks.TASKS
+    task: TaskName = TEXT_CLASSIFICATION  # a name in trials.tasks.TASKS
     keep_best_model: bool = False  # also hand over the best epoch's trained parameters, the last report included
     evals_per_epoch: int = 1  # evaluate and report this many times per epoch, evenly spaced, the last at its end
     quick_val_size: int | None = None  # evaluations within an epoch score a fixed stratified subset of this many rows

@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from orchestrator import default_stores
 from orchestrator.cli.usage import OneLineUsageErrors
 from orchestrator.exit_codes import EXIT_CODE_MEANINGS
 from orchestrator.secrets import remember_url
@@ -33,7 +34,7 @@ RayAddressOpt = typer.Option(
 )
 
 DbOpt = typer.Option(
-    "sqlite:///hpo.db", "--db", envvar="HPO_STUDY_DB", callback=remember_url,
+    default_stores.STUDY_DB, "--db", envvar="HPO_STUDY_DB", callback=remember_url,
     help="Study database URL (a sweep's storage.study_db). Env: HPO_STUDY_DB.",
 )
 StudyArg = typer.Argument(..., help="Study name (the sweep file's name).")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from orchestrator import default_stores
 from orchestrator.cli.app import (
     DbOpt,
     DebugOpt,
@@ -190,7 +191,7 @@ def evaluate(
     study: str = StudyArg,
     data: Path = typer.Option(..., "--data", help="Labelled file to score on (CSV, TSV, JSON Lines or Parquet), e.g. a new month's data."),
     db: str = DbOpt,
-    mlflow_uri: str = typer.Option("sqlite:///mlruns.db", "--mlflow", envvar="HPO_MLFLOW", callback=remember_url, help="MLflow tracking URI holding the registry (the sweep's storage.mlflow). Env: HPO_MLFLOW."),
+    mlflow_uri: str = typer.Option(default_stores.MLFLOW, "--mlflow", envvar="HPO_MLFLOW", callback=remember_url, help="MLflow tracking URI holding the registry (the sweep's storage.mlflow). Env: HPO_MLFLOW."),
     model_uri: str | None = typer.Option(None, "--model-uri", help="Score this MLflow model instead (models:/NAME/VERSION, runs:/RUN_ID/model, a path); default: the study's registered model."),
     text_column: str | None = typer.Option(None, "--text-column", help="Text column (default: the sweep's data.text_column, else text)."),
     label_column: str | None = typer.Option(None, "--label-column", help="Label column (default: the sweep's data.label_column, else label)."),

@@ -11,11 +11,11 @@ import sqlalchemy
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from orchestrator.answer import ANSWER_ATTR, SEARCH_SCORE
+from orchestrator.answer import SEARCH_SCORE
 from orchestrator.errors import ConfigError
-from orchestrator.result import maximized, primary_value, rank
+from orchestrator.ranking import maximized, primary_value, rank
 from orchestrator.secrets import mask
-from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON
+from orchestrator.trial_attrs import ANSWER_ATTR, MLFLOW_RUN_ID, STATE_REASON
 from trials.objective import mode_of
 
 SORT_KEYS = ("number", "value", "duration")

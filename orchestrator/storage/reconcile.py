@@ -15,8 +15,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from orchestrator import mlflow_tags
 from orchestrator.exit_codes import ExitStatus
-from orchestrator.mlflow_tags import TAG_PREFIX
 from orchestrator.outcome import MLFLOW_STATUS
 from orchestrator.storage.ledger import Ledger
 from orchestrator.storage.study import requeue
@@ -39,13 +39,13 @@ def reconcile(study: optuna.Study, storage: optuna.storages.BaseStorage, ledger:
         _set_complete_time(storage, trial_id, ended)
         requeue(study, trial)
         if run_id:
-            tracker.finish(run_id, MLFLOW_STATUS[TrialState.FAIL], tags={f"{TAG_PREFIX}state": "FAIL", f"{TAG_PREFIX}state_reason": INTERRUPTED},
+            tracker.finish(run_id, MLFLOW_STATUS[TrialState.FAIL], tags={mlflow_tags.STATE: "FAIL", mlflow_tags.STATE_REASON: INTERRUPTED},
                            ended_ms=int(ended.timestamp() * 1000))
         ledger.trial_finished(trial.number, "FAIL", INTERRUPTED, ended_at=ended)
         closed.append(trial.number)
     for invocation in ledger.unfinished_invocations():
         if invocation["mlflow_parent_run_id"]:
-            tracker.finish(invocation["mlflow_parent_run_id"], ExitStatus.INTERRUPTED.mlflow_status, tags={f"{TAG_PREFIX}exit_status": ExitStatus.INTERRUPTED})
+            tracker.finish(invocation["mlflow_parent_run_id"], ExitStatus.INTERRUPTED.mlflow_status, tags={mlflow_tags.EXIT_STATUS: ExitStatus.INTERRUPTED})
         ledger.close_invocation(invocation["id"], ExitStatus.INTERRUPTED, "the process stopped without recording an end")
     return closed
 

@@ -11,9 +11,10 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from orchestrator.confirm import CONFIRMS, SEED_ATTR
+from orchestrator import default_stores
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import MISREAD_USERINFO_FIX, mask, misread_userinfo, remember_url
+from orchestrator.trial_attrs import ANSWER_ATTR, CONFIRMS, RETRY_OF, SEED_ATTR, SPLITS_ATTR
 from trials.objective import optuna_direction
 
 if TYPE_CHECKING:  # the inspection commands open study databases without loading the sweep file's models
@@ -41,11 +42,11 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ConfigError(field, mask(url), "not a database URL; use sqlite:///hpo.db or postgresql+psycopg://user@host/db "
+        raise ConfigError(field, mask(url), f"not a database URL; use {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db "
                                             "(with a port, a number: host:5432)") from None
     if parsed.get_backend_name() not in backends:
         raise ConfigError(field, mask(url), f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
-                                            "e.g. sqlite:///hpo.db or postgresql+psycopg://user@host/db")
+                                            f"e.g. {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
@@ -177,14 +178,10 @@ CARRIED_USER_ATTRS = (CONFIRMS, SEED_ATTR)
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
-    """Queue an unfinished trial's parameters so the next trial runs them again (``retry_of`` links the two)."""
+    """Queue an unfinished trial's parameters so the next trial runs them again (:data:`~orchestrator.trial_attrs.RETRY_OF` links the two)."""
     if trial.params:
         carried = {key: trial.user_attrs[key] for key in CARRIED_USER_ATTRS if key in trial.user_attrs}
-        study.enqueue_trial(trial.params, user_attrs={**carried, "retry_of": trial.number}, skip_if_exists=False)
-
-
-SPLITS_ATTR = "hpo_data_splits"
-"""Study user attribute: how the data was split, rows per split and each split's digest."""
+        study.enqueue_trial(trial.params, user_attrs={**carried, RETRY_OF: trial.number}, skip_if_exists=False)
 
 
 def check_splits_unchanged(study: optuna.Study, splits) -> None:
@@ -202,8 +199,6 @@ def check_splits_unchanged(study: optuna.Study, splits) -> None:
 
 def record_splits(study: optuna.Study, splits) -> None:
     """Remember the splits in the study; a test score measured on other test rows is dropped from the stored answer."""
-    from orchestrator.answer import ANSWER_ATTR
-
     if splits is None:
         return
     digests = splits.digests()
