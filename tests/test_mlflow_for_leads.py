@@ -49,7 +49,7 @@ def served_sweep(tmp_path_factory, tiny_model, tiny_csv):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300  # its first start creates the tracking tables: minutes on a busy 2-core machine
         while True:
             try:
                 _get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1")
