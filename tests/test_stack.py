@@ -103,6 +103,12 @@ def test_named_volumes_are_declared_and_shared_where_trials_write():
         assert "results:/results" in SERVICES[name]["volumes"]
 
 
+def test_the_head_starts_once_the_stores_answer():
+    """A sweep submitted right after `up -d` runs on the head and opens the study and MLflow at once."""
+    assert SERVICES["ray-head"]["depends_on"] == {"postgres": {"condition": "service_healthy"}, "mlflow": {"condition": "service_healthy"}}
+    assert "depends_on" not in CPU["services"]["ray-head"]  # the CPU stack keeps it
+
+
 def test_gpu_workers_reserve_gpus_and_the_head_runs_no_trials():
     devices = SERVICES["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
