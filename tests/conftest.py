@@ -161,7 +161,8 @@ def ray_session():
     """One local Ray for every test that runs a sweep in-process (starting Ray costs seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # "local": a Ray of its own, never a cluster `ray start` left on this machine (another test or test run may have one)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
