@@ -26,9 +26,9 @@ HPO = str(Path(sys.executable).parent / "hpo")
 
 
 def _slow_sweep(write_sweep, name, epochs=30):
-    # ~30 epochs of the tiny model: several seconds per trial, long enough to be killed mid-trial
-    # and for a second invocation to find the first still running
-    return write_sweep(name=name, trial={"max_epochs": epochs}, budget={"n_trials": 2, "max_concurrent": 1})
+    # ~30 epochs of the whole tiny model: several seconds per trial, long enough to be killed mid-trial
+    # and for a second invocation to find the first still running (from the frozen-layer cache an epoch takes a blink)
+    return write_sweep(name=name, trial={"max_epochs": epochs, "cache_frozen": "off"}, budget={"n_trials": 2, "max_concurrent": 1})
 
 
 def _start(path) -> subprocess.Popen:
@@ -109,7 +109,7 @@ def test_sigterm_stops_gracefully_with_exit_130(write_sweep):
 
 
 def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
-    path = _slow_sweep(write_sweep, "busy")
+    path = _slow_sweep(write_sweep, "busy", epochs=300)  # the first is still training when the second has answered
     config = load_sweep(path)
     first = _start(path)
     try:
