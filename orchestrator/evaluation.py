@@ -34,7 +34,6 @@ class TestScore:
 def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> TestScore:
     """Rebuild the kept model (pre-trained weights + its trained parameters) and score it on ``test_split``."""
     import torch
-    from transformers.utils import logging as transformers_logging
 
     from orchestrator.quiet_transformers import quiet_transformers
     from trials import checkpoint
@@ -42,7 +41,6 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     from trials.metrics import classification_metrics, per_class_f1
     from trials.tasks import task_for
 
-    transformers_logging.disable_progress_bar()  # "Loading weights" would cut into the run's closing lines
     task = task_for(settings)
     hyperparameters = Hyperparameters.from_mapping({k: v for k, v in kept.params.items() if k != SEED_PARAM})
     with quiet_transformers():
