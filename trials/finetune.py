@@ -15,12 +15,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as transformers_logging
 
 from trials import checkpoint, frozen_cache
@@ -128,7 +128,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
     total_steps = steps_per_epoch * settings.max_epochs  # the schedule spans max_epochs: a trial stopped early is a prefix of the full one
     warmup_steps = int(hyperparameters.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_warmup_then_linear_decay, warmup_steps=warmup_steps, total_steps=total_steps))
     loss_fn = nn.CrossEntropyLoss(
         weight=_class_weights(data.train.labels, len(settings.label_names), device) if hyperparameters.class_balance == "weighted_loss" else None,
         label_smoothing=hyperparameters.label_smoothing,
@@ -205,6 +205,15 @@ def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | N
     states = cache.states(boundary, model, task, {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}, device, batch_size)
     cached = TrialData(states.train, states.val, states.val_noisy)
     return FromBoundary(model, boundary), frozen_cache.CachedInputs(task, task.hidden_input), cached
+
+
+def _warmup_then_linear_decay(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate's factor at ``step``: up from 0 over the warm-up, then down to 0 at the end.
+    transformers' ``get_linear_schedule_with_warmup``, the same arithmetic: importing it loads
+    ``transformers.trainer_utils`` and with it peft, seconds of every trial worker's start."""
+    if step < warmup_steps:
+        return float(step) / float(max(1, warmup_steps))
+    return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
 
 
 def _adamw(groups: list[list[nn.Parameter]], hyperparameters: Hyperparameters) -> torch.optim.Optimizer:
