@@ -215,10 +215,27 @@ TINY_SPACE = {
 }
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An MLflow store with its tables created and nothing in them: MLflow's migrations of a new
+    store take seconds, which every in-process sweep would pay again."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlruns.db"
+    client = MlflowClient(f"sqlite:///{path}")
+    client.search_experiments()
+    client._tracking_client.store.engine.dispose()
+    return path
+
+
 @pytest.fixture
-def write_sweep(tmp_path, tiny_model, tiny_csv):
+def write_sweep(request, tmp_path, tiny_model, tiny_csv):
     """Write a sweep file for the tiny model and data into ``tmp_path``; keyword arguments override
-    sections (``None`` removes one)."""
+    sections (``None`` removes one). A test that runs its sweeps in-process (it uses ``ray_session``)
+    starts from an empty, already created MLflow store; the others (subprocesses, tests of what
+    is written before a run starts) find none, as users do."""
+    if "ray_session" in request.fixturenames and not (tmp_path / "mlruns.db").exists():
+        shutil.copyfile(request.getfixturevalue("empty_mlflow_store"), tmp_path / "mlruns.db")
 
     def write(name: str = "tiny", **overrides) -> Path:
         sweep = {
