@@ -24,12 +24,12 @@ from optuna.trial import create_trial  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from orchestrator.config import load_sweep  # noqa: E402
-from orchestrator.search_space import PRESET_DIR, SearchSpace, read_yaml_mapping  # noqa: E402
-from orchestrator.searcher import StudySearcher  # noqa: E402
+from orchestrator.search.search_space import PRESET_DIR, SearchSpace, read_yaml_mapping  # noqa: E402
+from orchestrator.search.searcher import StudySearcher  # noqa: E402
 from orchestrator.storage import db  # noqa: E402
 from orchestrator.storage.ledger import Ledger  # noqa: E402
 from orchestrator.storage.study import open_storage  # noqa: E402
+from orchestrator.sweep.config import load_sweep  # noqa: E402
 
 
 def fill(study: optuna.Study, distributions: dict, count: int, rng: np.random.Generator) -> None:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from orchestrator.api import load_sweep, run_sweep
-from orchestrator.frozen_layers import frozen_boundaries, with_frozen_cache
-from orchestrator.prepare import prepare
-from orchestrator.tuning import trial_settings
+from orchestrator.data.frozen_layers import frozen_boundaries, with_frozen_cache
+from orchestrator.data.prepare import prepare
+from orchestrator.run.tuning import trial_settings
 from tests.conftest import encoded_tiny_data, mlflow_runs
 from tests.test_image_classification import digits_folder, tiny_resnet, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint, frozen_cache
@@ -270,15 +270,15 @@ def test_a_resnet_sweep_runs_without_the_cache_and_says_which_model(write_sweep,
 
 
 def test_a_model_that_does_not_reproduce_its_outputs_from_a_boundary_runs_without_the_cache(write_sweep, monkeypatch):
-    import orchestrator.frozen_layers
+    import orchestrator.data.frozen_layers
 
-    class Shifted(orchestrator.frozen_layers.FromBoundary):
+    class Shifted(orchestrator.data.frozen_layers.FromBoundary):
         def forward(self, **inputs):
             outputs = super().forward(**inputs)
             outputs.logits = outputs.logits + 1.0
             return outputs
 
-    monkeypatch.setattr(orchestrator.frozen_layers, "FromBoundary", Shifted)
+    monkeypatch.setattr(orchestrator.data.frozen_layers, "FromBoundary", Shifted)
     prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep())))
     assert note.startswith("frozen-layer cache off: BertForSequenceClassification run from its layer 1 does not reproduce its outputs (largest difference 1")
     assert prepared.data.frozen.boundaries == ()

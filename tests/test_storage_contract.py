@@ -16,13 +16,14 @@ import sqlalchemy as sa
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.storage import db, queries
+from orchestrator.reports import queries
+from orchestrator.run.reconcile import INTERRUPTED, reconcile
+from orchestrator.storage import db
 from orchestrator.storage.ledger import Ledger
-from orchestrator.storage.reconcile import INTERRUPTED, reconcile
 from orchestrator.storage.study import open_storage, open_study, requeue
-from orchestrator.tracking import MlflowTracker
+from orchestrator.sweep.config import SweepConfig
+from orchestrator.tracking.tracker import MlflowTracker
 
 SPACE = {"lr": FloatDistribution(1e-5, 1e-2, log=True)}
 

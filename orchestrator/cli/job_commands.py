@@ -52,7 +52,7 @@ def submit(
     """
     from orchestrator.cli.jobs import emit_command, submit_command
     from orchestrator.errors import ConfigError
-    from orchestrator.submit import RunArgs
+    from orchestrator.jobs.submit import RunArgs
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)

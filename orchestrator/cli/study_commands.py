@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from orchestrator import default_stores
 from orchestrator.cli.app import (
     DbOpt,
     DebugOpt,
@@ -20,8 +19,9 @@ from orchestrator.cli.app import (
 )
 from orchestrator.cli.console import err, one_line_errors, out, print_json
 from orchestrator.cli.output import cell
-from orchestrator.naming import SHORT_NAMES
+from orchestrator.reports.naming import SHORT_NAMES
 from orchestrator.secrets import mask, remember_url
+from orchestrator.sweep import default_stores
 
 
 def _json_or(rows, as_json: bool) -> bool:
@@ -33,7 +33,7 @@ def _json_or(rows, as_json: bool) -> bool:
 @app.command()
 def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """List the studies in a study database: trials by state, best value, last run."""
-    from orchestrator.storage import queries
+    from orchestrator.reports import queries
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -60,7 +60,7 @@ def trials(
     debug: bool = DebugOpt,
 ) -> None:
     """List a study's trials: state, value, parameters, duration, MLflow run id."""
-    from orchestrator.storage import queries
+    from orchestrator.reports import queries
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -91,7 +91,7 @@ def best(
     """Print the best trials' parameters as YAML, ready to paste into a training config."""
     import yaml
 
-    from orchestrator.storage import queries
+    from orchestrator.reports import queries
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -103,8 +103,8 @@ def best(
             return
         if len(rows[0]["values"]) > 1:
             print(f"# {study}: the Pareto front, {len(rows)} trial(s), best first by the primary objective")
-        from orchestrator.answer import Answer, score_lines
-        from orchestrator.data_facts import fact_lines
+        from orchestrator.answer.settle import Answer, score_lines
+        from orchestrator.reports.data_facts import fact_lines
 
         for position, row in enumerate(rows):
             shown = ", ".join(f"{value:.6g}" for value in row["values"])
@@ -133,8 +133,8 @@ def export(
     debug: bool = DebugOpt,
 ) -> None:
     """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
-    from orchestrator.storage import queries
-    from orchestrator.targets import check_output_file
+    from orchestrator.reports import queries
+    from orchestrator.run.targets import check_output_file
 
     with one_line_errors(debug, False):
         quiet_libraries(debug)
@@ -158,9 +158,9 @@ def report(
     It shows the objective, trials by state, time spent, the best trials (or the Pareto front) with their MLflow runs, and Optuna's plots: history, parameter importances, parallel coordinates, slices and per-epoch values. plotly.js is embedded, so the page needs no network.
     """
     from orchestrator.errors import ConfigError
-    from orchestrator.storage import queries
-    from orchestrator.study_report import plot_names, render_report
-    from orchestrator.targets import check_output_file
+    from orchestrator.reports import queries
+    from orchestrator.reports.study_report import plot_names, render_report
+    from orchestrator.run.targets import check_output_file
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -205,7 +205,7 @@ def evaluate(
 
     Prints accuracy, macro precision, recall and F1, per-class F1 and rows, titled with what was measured. Text classification only for now.
     """
-    from orchestrator.evaluate import evaluate_file, print_evaluation
+    from orchestrator.reports.evaluate import evaluate_file, print_evaluation
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
