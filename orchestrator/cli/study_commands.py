@@ -165,7 +165,7 @@ def report(
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
-            raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
+            raise ConfigError("--mlflow-ui", mlflow_ui, "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
         check_output_file(out_path, "--out")
         loaded = queries.load_study(queries.open_for_reading(db), study)
         page = render_report(loaded, mlflow_ui)

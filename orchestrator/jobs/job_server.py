@@ -59,7 +59,7 @@ def job_server_address(option: str | None, option_field: str, cluster_address: s
     if is_job_server_address(cluster_address):
         check_job_server_address(cluster_address, "cluster.address")
         return cluster_address.rstrip("/")
-    raise ConfigError("--address", "<missing>" if not cluster_address else mask(cluster_address), ADDRESS_FIX)
+    raise ConfigError("--address", cluster_address or "<missing>", ADDRESS_FIX)
 
 
 def check_job_server_address(address: str, field: str) -> None:
@@ -69,7 +69,7 @@ def check_job_server_address(address: str, field: str) -> None:
     except ValueError:
         port_ok = False
     if parts is None or not port_ok or not parts.hostname or any(c.isspace() for c in address) or parts.path not in ("", "/"):
-        raise ConfigError(field, mask(address), f"not a job server address; {ADDRESS_FIX}")
+        raise ConfigError(field, address, f"not a job server address; {ADDRESS_FIX}")
 
 
 def connect(address: str, debug: bool = False):
@@ -86,7 +86,7 @@ def connect(address: str, debug: bool = False):
         return JobSubmissionClient(address)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, AuthenticationError, RuntimeError...
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError("--address", mask(address), f"no Ray job server answers there ({mask(first_line)[:160]}); "
+        raise ConfigError("--address", address, f"no Ray job server answers there ({mask(first_line)[:160]}); "
                           "start the head with ray[default] installed (ray start --head --dashboard-host 0.0.0.0) "
                           "and check the address, its port (8265) and the Ray auth token (~/.ray/auth_token)") from None
 

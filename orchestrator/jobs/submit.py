@@ -19,7 +19,7 @@ from pathlib import Path
 
 from orchestrator.errors import MISSING, ConfigError
 from orchestrator.jobs import job_server as jobs
-from orchestrator.secrets import mask, url_secrets
+from orchestrator.secrets import url_secrets
 from orchestrator.sweep import default_stores
 from orchestrator.sweep.bundled import is_bundled
 from orchestrator.sweep.config import SweepConfig, load_sweep, read_yaml_file
@@ -137,7 +137,7 @@ def check_job_storage(storage: dict) -> None:
     for key in ("study_db", "mlflow"):
         written = storage.get(key)
         if written is not None and not all(jobs.ENV_REFERENCE.fullmatch(secret) for secret in url_secrets(str(written))):
-            raise ConfigError(f"storage.{key}", mask(str(written)),
+            raise ConfigError(f"storage.{key}", str(written),
                               "the sweep file travels with the job, and a password written in it with it; write ${PGPASSWORD} "
                               "there and set PGPASSWORD in the head node's environment (see the README, Submit and walk away)")
         url = os.path.expandvars(str(written)) if written is not None else _DEFAULT_STORAGE[key]
@@ -148,7 +148,7 @@ def check_job_storage(storage: dict) -> None:
         database = parsed.database or ""
         if parsed.get_backend_name() == "sqlite" and not (database.startswith("file:") or os.path.isabs(database)):
             raise ConfigError(
-                f"storage.{key}", MISSING if written is None else mask(str(written)),
+                f"storage.{key}", MISSING if written is None else str(written),
                 f"{_WHERE}, so a relative SQLite file would be lost with it; give an absolute path on the head node, "
                 f"e.g. sqlite:////srv/hpo/{Path(database or key).name}, or a database server",
             )

@@ -210,7 +210,7 @@ def _check_tracking(mlflow_uri: str, sweep: dict) -> None:
     except Exception:  # noqa: BLE001 - not a database URL: MLflow says what it makes of it
         return
     if database is not None and not database.is_file():
-        raise ConfigError("--mlflow", mask(mlflow_uri), "no MLflow database there; pass the sweep's storage.mlflow" + _sweep_mlflow_hint(sweep, mlflow_uri))
+        raise ConfigError("--mlflow", mlflow_uri, "no MLflow database there; pass the sweep's storage.mlflow" + _sweep_mlflow_hint(sweep, mlflow_uri))
 
 
 def load_classifier(model_uri: str, mlflow_uri: str, device: str, folder: Path, sweep: dict | None = None):

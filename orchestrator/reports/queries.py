@@ -13,7 +13,6 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.answer.settle import SEARCH_SCORE
 from orchestrator.errors import ConfigError
-from orchestrator.secrets import mask
 from orchestrator.storage.ranking import maximized, primary_value, rank
 from orchestrator.storage.trial_attrs import ANSWER_ATTR, MLFLOW_RUN_ID, STATE_REASON
 from trials.objective import mode_of
@@ -28,10 +27,10 @@ def open_for_reading(url: str) -> optuna.storages.RDBStorage:
     check_reachable(url, field="--db")
     database_file = sqlite_file(url)
     if database_file is not None and not database_file.is_file():
-        raise ConfigError("--db", mask(url), "no study database there; pass the URL your sweep's storage.study_db uses")
+        raise ConfigError("--db", url, "no study database there; pass the URL your sweep's storage.study_db uses")
     parsed = make_url(url)
     if not _optuna_schema_ready(url):
-        raise ConfigError("--db", mask(url), "no studies there yet (the database has no complete Optuna schema); run a sweep first")
+        raise ConfigError("--db", url, "no studies there yet (the database has no complete Optuna schema); run a sweep first")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if parsed.get_backend_name() == "sqlite" else {}
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True)  # the schema is there; a reader never writes
 

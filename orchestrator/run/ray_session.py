@@ -26,9 +26,9 @@ def check_ray_address(address: str | None, field: str) -> None:
     if not separator:
         scheme, rest = "", address
     if scheme in ("http", "https"):
-        raise ConfigError(field, mask(address), f"that is a web address (the dashboard's or the job API's): hpo submit sends a sweep there; to run it from here give {ADDRESS_FORMS}")
+        raise ConfigError(field, address, f"that is a web address (the dashboard's or the job API's): hpo submit sends a sweep there; to run it from here give {ADDRESS_FORMS}")
     if scheme not in ("", "ray"):
-        raise ConfigError(field, mask(address), f"unsupported scheme {scheme!r}; give {ADDRESS_FORMS}")
+        raise ConfigError(field, address, f"unsupported scheme {scheme!r}; give {ADDRESS_FORMS}")
     try:
         parts = urllib.parse.urlsplit("//" + rest)
         port = parts.port
@@ -41,7 +41,7 @@ def check_ray_address(address: str | None, field: str) -> None:
         and (port is None or 0 < port < 65536)
     )
     if not well_formed:
-        raise ConfigError(field, mask(address), f"not a Ray address; give {ADDRESS_FORMS}")
+        raise ConfigError(field, address, f"not a Ray address; give {ADDRESS_FORMS}")
 
 
 def ray_target(address: str | None) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from orchestrator.errors import ConfigError
 from orchestrator.run.ray_session import check_ray_address
 from orchestrator.run.resources import GIB
-from orchestrator.secrets import MISREAD_USERINFO_FIX, mask, misread_userinfo
+from orchestrator.secrets import MISREAD_USERINFO_FIX, misread_userinfo
 from orchestrator.storage.study import check_reachable
 from orchestrator.sweep import default_stores
 from orchestrator.sweep.config import SweepConfig
@@ -48,9 +48,9 @@ def check_mlflow(uri: str, field: str = "storage.mlflow") -> None:
     elif scheme.split("+")[0] in MLFLOW_DATABASES:
         check_reachable(uri, field, backends=MLFLOW_DATABASES)
     elif scheme in ("", "file") or len(scheme) == 1:  # a path, file:///path, or C:\path
-        raise ConfigError(field, mask(uri), f"MLflow's file store is not supported (MLflow 3 refuses it); use a database or a server: {_MLFLOW_EXAMPLES}")
+        raise ConfigError(field, uri, f"MLflow's file store is not supported (MLflow 3 refuses it); use a database or a server: {_MLFLOW_EXAMPLES}")
     else:
-        raise ConfigError(field, mask(uri), f"unsupported scheme {scheme!r}; MLflow tracking here is {', '.join(MLFLOW_DATABASES + MLFLOW_SERVERS)}, e.g. {_MLFLOW_EXAMPLES}")
+        raise ConfigError(field, uri, f"unsupported scheme {scheme!r}; MLflow tracking here is {', '.join(MLFLOW_DATABASES + MLFLOW_SERVERS)}, e.g. {_MLFLOW_EXAMPLES}")
 
 
 def _check_mlflow_server(uri: str, field: str) -> None:
@@ -59,15 +59,15 @@ def _check_mlflow_server(uri: str, field: str) -> None:
     import urllib.request
 
     if misread_userinfo(uri):
-        raise ConfigError(field, mask(uri), MISREAD_USERINFO_FIX)
+        raise ConfigError(field, uri, MISREAD_USERINFO_FIX)
     try:
         parts = urllib.parse.urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:  # its message may quote a piece of the password
-        raise ConfigError(field, mask(uri), "not a valid URL; give http://HOST:PORT, e.g. http://mlflow-server:5000, and "
+        raise ConfigError(field, uri, "not a valid URL; give http://HOST:PORT, e.g. http://mlflow-server:5000, and "
                                             "percent-encode '/', '@', ':', '#' and '?' in a user name or password (e.g. %2F for '/')") from None
     if not parts.hostname:
-        raise ConfigError(field, mask(uri), "the URL names no host; give http://HOST:PORT, e.g. http://mlflow-server:5000")
+        raise ConfigError(field, uri, "the URL names no host; give http://HOST:PORT, e.g. http://mlflow-server:5000")
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
     health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     try:
@@ -77,7 +77,7 @@ def _check_mlflow_server(uri: str, field: str) -> None:
         return  # it answered (perhaps 401 without credentials): reachable
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise ConfigError(field, mask(uri), f"MLflow server not reachable ({reason}); start it or fix the URL") from None
+        raise ConfigError(field, uri, f"MLflow server not reachable ({reason}); start it or fix the URL") from None
 
 
 def check_folder(path: str | os.PathLike[str], field: str) -> None:

@@ -38,21 +38,21 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
     """Raise :class:`ConfigError` unless ``url`` is a database of one of ``backends`` we can connect to. Writes nothing."""
     remember_url(url)
     if misread_userinfo(url):  # before parsing: the parser's own errors quote pieces of the password
-        raise ConfigError(field, mask(url), MISREAD_USERINFO_FIX)
+        raise ConfigError(field, url, MISREAD_USERINFO_FIX)
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ConfigError(field, mask(url), f"not a database URL; use {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db "
+        raise ConfigError(field, url, f"not a database URL; use {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db "
                                             "(with a port, a number: host:5432)") from None
     if parsed.get_backend_name() not in backends:
-        raise ConfigError(field, mask(url), f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
+        raise ConfigError(field, url, f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
                                             f"e.g. {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
-            raise ConfigError(field, mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
+            raise ConfigError(field, url, f"folder {sqlite_path.parent} does not exist; create it or change the path")
         if sqlite_path.is_dir():
-            raise ConfigError(field, mask(url), f"{sqlite_path} is a folder; name a database file in it, e.g. sqlite:///{sqlite_path / 'hpo.db'}")
+            raise ConfigError(field, url, f"{sqlite_path} is a folder; name a database file in it, e.g. sqlite:///{sqlite_path / 'hpo.db'}")
         return
     if parsed.get_backend_name() == "sqlite":
         return
@@ -63,10 +63,10 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
         engine.dispose()
     except ModuleNotFoundError as error:
         install = "'psycopg[binary]' and use postgresql+psycopg://" if parsed.get_backend_name() == "postgresql" else "it"
-        raise ConfigError(field, mask(url), f"driver {error.name!r} is not installed; pip install {install}") from None
+        raise ConfigError(field, url, f"driver {error.name!r} is not installed; pip install {install}") from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = mask(" ".join(str(getattr(error, "orig", error)).split()))[:160]
-        raise ConfigError(field, mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None
+        raise ConfigError(field, url, f"cannot connect ({reason}); start the server or fix the URL") from None
 
 
 def enable_wal(url: str) -> None:
