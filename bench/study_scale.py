@@ -55,7 +55,7 @@ def time_cycles(searcher: StudySearcher, ledger: Ledger, cycles: int) -> dict[st
         searcher.suggest(trial_id)
         trial = searcher.open_trials.pop(trial_id)
         suggested = time.perf_counter()
-        ledger.trial_started(trial._trial_id, trial.number, trial_id, None, 1, 0, None)
+        ledger.trial_started(trial._trial_id, trial.number, trial_id, None, cpu=1, gpu=0, checkpoint_path=None)
         ledger_start = time.perf_counter()
         trial.report(0.5, 1)
         searcher.study.tell(trial, 0.5)

@@ -267,7 +267,7 @@ def test_a_trial_closed_after_its_invocation_died_ends_when_it_was_last_heard_of
     began = study.ask()
     run_id = tracker.start_run("began", params={}, tags={})
     began.set_user_attr(MLFLOW_RUN_ID, run_id)
-    dead.trial_started(began._trial_id, began.number, "ray-trial", run_id, 1, 0, None)
+    dead.trial_started(began._trial_id, began.number, "ray-trial", run_id, cpu=1, gpu=0, checkpoint_path=None)
     tracker.log_metrics(run_id, {"val_f1_macro": 0.5}, step=1)
     last_result = time.time()
     time.sleep(2)  # the invocation is dead; the next one comes later

@@ -206,8 +206,8 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
     db.upgrade(engine)
     study = optuna.create_study(study_name=config.name, storage=config.storage.study_db, direction="maximize")
     searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode)
-    recorder = TrialRecorder(searcher, MlflowTracker(config.storage.mlflow, config.name), "no-parent-run", config.objective.metric,
-                             config.objective.mode, Ledger(engine, config.name), Resources())
+    recorder = TrialRecorder(searcher, MlflowTracker(config.storage.mlflow, config.name), "no-parent-run", metric=config.objective.metric,
+                             mode=config.objective.mode, ledger=Ledger(engine, config.name), resources=Resources())
     searcher.suggest("t1")
     trial = SimpleNamespace(trial_id="t1", pickled_error_file=None, error_file=None)
 

@@ -50,7 +50,7 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     if hasattr(task, "evaluate"):  # text generation: loss, perplexity and generation scores
         metrics = task.evaluate(model, test_split, settings.eval_batch_size, torch.device("cpu"))
     else:
-        loss, predictions = predict(model, task, test_split, settings.eval_batch_size, torch.device("cpu"))
+        loss, predictions = predict(model, task, test_split, batch_size=settings.eval_batch_size, device=torch.device("cpu"))
         labels = test_split.labels
         metrics = {"val_loss": loss, **classification_metrics(labels, predictions, len(settings.label_names)),
                    **per_class_f1(labels, predictions, settings.label_names)}

@@ -159,7 +159,7 @@ def answer_owed(config, prepared, study: optuna.Study, engine) -> str | None:
     return None
 
 
-def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation, tracker, parent_run_id: str, ledger) -> tuple[Answer | None, list[str]]:
+def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation, *, tracker, parent_run_id: str, ledger) -> tuple[Answer | None, list[str]]:
     """Choose, score on the test split, register, and record the answer in the study and on the MLflow
     parent run; each step only once for the study, whichever invocation trained the chosen model.
     Failures become notes: the trials are saved."""
@@ -187,7 +187,7 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
         elif kept is not None:
             failpoints.reached("before-test-score")
             with phase(f"scoring the chosen configuration (trial {answer.trial}) on the test split, {len(prepared.test)} rows"):
-                notes += _score(config, prepared, answer, kept, tracker, parent_run_id)
+                notes += _score(config, prepared, answer, kept, tracker, parent_run_id=parent_run_id)
             study.set_user_attr(ANSWER_ATTR, answer.to_dict())  # scored once: a kill from here on does not score it again
         else:
             notes.append(_model_gone(answer, study, confirmation_study, "no test score"))
@@ -199,7 +199,7 @@ def settle_answer(config, prepared, study: optuna.Study, recorder, confirmation,
             answer.registered = _registered_before(config, kept)
             if answer.registered is None:
                 with phase(f"registering the chosen model as {config.registered_model}"):
-                    notes += _register(config, prepared, answer, kept, tracker, parent_run_id)
+                    notes += _register(config, prepared, answer, kept, tracker, parent_run_id=parent_run_id)
                 failpoints.reached("after-registration")
     study.set_user_attr(ANSWER_ATTR, answer.to_dict())
     _log_answer(answer, tracker, parent_run_id)
@@ -243,7 +243,7 @@ def _free(kept: KeptModel) -> None:
     shutil.rmtree(kept.weights_file.parent, ignore_errors=True)
 
 
-def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_run_id: str) -> list[str]:
+def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, *, parent_run_id: str) -> list[str]:
     import tempfile
     from pathlib import Path
 
@@ -265,7 +265,7 @@ def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_ru
         return [f"test score not computed: {type(error).__name__}: {error}"]
 
 
-def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent_run_id: str) -> list[str]:
+def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, *, parent_run_id: str) -> list[str]:
     from orchestrator.tracking.best_model import Inference, register_best_model
 
     source = f"its best confirmation run (run {kept.run_id})" if answer.confirmed is not None else f"trial {kept.trial_number}"
@@ -282,7 +282,7 @@ def _register(config, prepared, answer: Answer, kept: KeptModel, tracker, parent
                              *(f"{what}: {score}" for what, score in score_lines(answer))])
     inference = Inference(max_length=config.task_data.max_length, max_new_tokens=config.task_data.max_new_tokens)
     try:
-        version = register_best_model(kept, prepared.model_path, prepared.label_names, config.storage.mlflow, config.registered_model, tags=tags,
+        version = register_best_model(kept, prepared.model_path, label_names=prepared.label_names, tracking_uri=config.storage.mlflow, registered_name=config.registered_model, tags=tags,
                                       task=config.task, pad_token_id=prepared.pad_token_id, inference=inference,
                                       parent_run_id=parent_run_id, description=description)
     except Exception as error:  # noqa: BLE001

@@ -24,7 +24,7 @@ def address_or_none(value: str | None, from_environment: bool) -> tuple[str | No
     return value, field
 
 
-def submit_command(sweep: Path, address: str | None, field: str, args, python: str, as_json: bool, debug: bool = False) -> None:
+def submit_command(sweep: Path, address: str | None, field: str, *, args, python: str, as_json: bool, debug: bool = False) -> None:
     from orchestrator.jobs.submit import job_server_of, plan_job, submit
 
     server = job_server_of(sweep, address, field)
@@ -54,7 +54,7 @@ def emit_command(sweep: Path, args, python: str, image: str | None, secret: str 
     sys.stdout.write(to_yaml(documents))
 
 
-def status_command(target: str | None, address: str | None, field: str, db: str | None, as_json: bool, debug: bool = False) -> None:
+def status_command(target: str | None, address: str | None, field: str, *, db: str | None, as_json: bool, debug: bool = False) -> None:
     from orchestrator.jobs.job_status import status_document
 
     server = jobs.job_server_address(address, field)
@@ -105,7 +105,7 @@ def logs_command(job_id: str, address: str | None, field: str, follow: bool, deb
         sys.stdout.write(mask(client.get_job_logs(job_id)))
 
 
-def stop_command(job_id: str, address: str | None, field: str, wait_s: float, as_json: bool, debug: bool = False) -> None:
+def stop_command(job_id: str, address: str | None, field: str, *, wait_s: float, as_json: bool, debug: bool = False) -> None:
     from orchestrator.jobs.submit import STOP_GRACE_S
 
     server = jobs.job_server_address(address, field)

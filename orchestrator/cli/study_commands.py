@@ -31,7 +31,7 @@ def _json_or(rows, as_json: bool) -> bool:
 
 
 @app.command()
-def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
+def studies(*, db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """List the studies in a study database: trials by state, best value, last run."""
     from orchestrator.reports import queries
 
@@ -53,6 +53,7 @@ def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) ->
 @app.command()
 def trials(
     study: str = StudyArg,
+    *,
     db: str = DbOpt,
     state: list[str] | None = typer.Option(None, "--state", help="Only trials in this state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING); repeatable."),
     sort: str = typer.Option("number", "--sort", help="number | value (best first) | duration (longest first)."),
@@ -83,6 +84,7 @@ def trials(
 @app.command()
 def best(
     study: str = StudyArg,
+    *,
     db: str = DbOpt,
     top: int = typer.Option(1, "--top", min=1, help="How many of the best trials."),
     as_json: bool = JsonOpt,
@@ -127,6 +129,7 @@ def best(
 @app.command()
 def export(
     study: str = StudyArg,
+    *,
     db: str = DbOpt,
     fmt: str = typer.Option("csv", "--format", help="csv | json | parquet"),
     out_path: Path | None = typer.Option(None, "--out", help="File to write (default: STUDY.FORMAT)."),
@@ -147,6 +150,7 @@ def export(
 @app.command()
 def report(
     study: str = StudyArg,
+    *,
     out_path: Path = typer.Option(..., "--out", help="HTML file to write, e.g. report.html (its folder must exist)."),
     db: str = DbOpt,
     mlflow_ui: str | None = typer.Option(None, "--mlflow-ui", callback=remember_url, help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
@@ -189,6 +193,7 @@ def report(
 @app.command()
 def evaluate(
     study: str = StudyArg,
+    *,
     data: Path = typer.Option(..., "--data", help="Labelled file to score on (CSV, TSV, JSON Lines or Parquet), e.g. a new month's data."),
     db: str = DbOpt,
     mlflow_uri: str = typer.Option(default_stores.MLFLOW, "--mlflow", envvar="HPO_MLFLOW", callback=remember_url, help="MLflow tracking URI holding the registry (the sweep's storage.mlflow). Env: HPO_MLFLOW."),

@@ -35,7 +35,7 @@ def _on_ray_address(config, ray_address: str | None, context: typer.Context):
 
 @app.command()
 def validate(
-    context: typer.Context, sweep: Path = SweepArg, ray_address: str | None = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
+    context: typer.Context, sweep: Path = SweepArg, *, ray_address: str | None = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Check a sweep file and all it names (model, data, databases, MLflow, results folder, Ray address); run and write nothing.
 
@@ -84,6 +84,7 @@ def validate(
 def run(
     context: typer.Context,
     sweep: Path = SweepArg,
+    *,
     n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
     total_trials: int | None = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
     timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock budget, e.g. 45m or 6h: no new trials after it; running ones stop at their next epoch (PRUNED, reason budget)."),

@@ -18,7 +18,7 @@ from orchestrator.tracking import mlflow_tags
 
 
 class Confirmation:
-    def __init__(self, config, prepared, study, ledger, tracker, parent_run_id: str, deadline, dataset_inputs: tuple = ()) -> None:
+    def __init__(self, config, prepared, study, *, ledger, tracker, parent_run_id: str, deadline, dataset_inputs: tuple = ()) -> None:
         from orchestrator.run.reconcile import reconcile
         from orchestrator.run.recorder import TrialRecorder
         from orchestrator.search.searcher import StudySearcher
@@ -30,10 +30,10 @@ class Confirmation:
         self.ledger.start_invocation(config)
         self.ledger.set_parent_run(parent_run_id)
         self.reconciled = reconcile(self.study, study._storage, self.ledger, tracker)  # runs a killed invocation left open
-        self.searcher = StudySearcher(self.study, config.search_space, config.objective.metric, config.objective.mode, deadline, seed_param=SEED_PARAM)
+        self.searcher = StudySearcher(self.study, config.search_space, config.objective.metric, config.objective.mode, deadline=deadline, seed_param=SEED_PARAM)
         self.keep_models = prepared.test is not None or config.registered_model is not None
-        self.recorder = TrialRecorder(self.searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, self.ledger,
-                                      config.resources, keep_best_model=self.keep_models, role=mlflow_tags.CONFIRM_ROLE,
+        self.recorder = TrialRecorder(self.searcher, tracker, parent_run_id, metric=config.objective.metric, mode=config.objective.mode, ledger=self.ledger,
+                                      resources=config.resources, keep_best_model=self.keep_models, role=mlflow_tags.CONFIRM_ROLE,
                                       dataset_inputs=dataset_inputs)
 
     def run(self, options, stop, results_dir: Path) -> list[str]:
@@ -47,8 +47,8 @@ class Confirmation:
         for callback in options.callbacks:
             if hasattr(callback, "attach"):
                 callback.attach(self.recorder, waiting, self.prepared)
-        fit(self.prepared, self.searcher, self.recorder, waiting, [stop, self.deadline], options.callbacks, options.trial_function,
-            self.keep_models, results_dir, label="confirm")
+        fit(self.prepared, self.searcher, self.recorder, waiting, stoppers=[stop, self.deadline], callbacks=options.callbacks, trial_function=options.trial_function,
+            keep_best_model=self.keep_models, results_dir=results_dir, label="confirm")
         counts = Counter(outcome.state.name for outcome in self.recorder.outcomes.values())
         return [f"confirmation: {waiting} run(s) of the top {self.config.confirm.top_k} configurations with seeds {seeds}: "
                 + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))]

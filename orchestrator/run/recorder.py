@@ -99,7 +99,7 @@ class TrialRecord:
 
 
 class TrialRecorder(Callback):
-    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, metric: str, mode: Mode, ledger: Ledger, resources,
+    def __init__(self, searcher: StudySearcher, tracker: MlflowTracker, parent_run_id: str, *, metric: str, mode: Mode, ledger: Ledger, resources,
                  other_objectives: tuple[str, ...] = (), best_before: float | None = None, keep_best_model: bool = False, role: str = mlflow_tags.SEARCH_ROLE,
                  dataset_inputs: tuple = ()) -> None:
         self.searcher = searcher
@@ -175,7 +175,7 @@ class TrialRecorder(Callback):
         optuna_trial.set_user_attr(MLFLOW_RUN_ID, run_id)
         self.ledger.trial_started(
             optuna_trial._trial_id, number, trial.trial_id, run_id,  # Optuna exposes the trial id only privately
-            self.resources.cpu, self.resources.gpu, trial.path,
+            cpu=self.resources.cpu, gpu=self.resources.gpu, checkpoint_path=trial.path,
         )
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:

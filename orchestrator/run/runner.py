@@ -134,7 +134,7 @@ def run_sweep(config: SweepConfig, options: RunOptions = RunOptions(), prepared:
                 storage = open_storage(config.storage.study_db)  # creates Optuna's tables in a new database
             lease.acquire(wait_s=options.wait_s)
             try:
-                return _run_holding_lease(config, options, prepared, storage, ledger, started, deadline)
+                return _run_holding_lease(config, options, prepared, storage, ledger, started=started, deadline=deadline)
             except BaseException as error:
                 _record_failure(config, ledger, error)
                 raise
@@ -163,7 +163,7 @@ def _record_failure(config, ledger, error: BaseException) -> None:
         pass
 
 
-def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, started: float, deadline: Deadline) -> SweepResult:
+def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, storage, ledger, *, started: float, deadline: Deadline) -> SweepResult:
     """The run loop, step by step as README "How it works" draws it."""
     from orchestrator.answer.confirm import confirmations_pending
     from orchestrator.answer.settle import answer_owed, stored_answer
@@ -192,10 +192,10 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     if n_trials > 0 or confirmations_owed:
         prepared, cache_note = with_frozen_cache(prepared)  # built once the invocation has trials to run
         notes += [cache_note] if cache_note else []
-    parent_run_id, trial_inputs = _start_parent_run(config, prepared, tracker, ledger, n_trials, notes)
+    parent_run_id, trial_inputs = _start_parent_run(config, prepared, tracker, ledger, n_trials, notes=notes)
     # Trials hand over their best epoch's parameters when their model may be registered or scored on the test split.
     keep_search_model = config.registered_model is not None or (prepared.test is not None and not config.confirm.top_k)
-    recorder = _recorder(config, study, tracker, ledger, parent_run_id, deadline, best_before, keep_search_model, trial_inputs)
+    recorder = _recorder(config, study, tracker, ledger, parent_run_id, deadline=deadline, best_before=best_before, keep_best_model=keep_search_model, trial_inputs=trial_inputs)
     for callback in options.callbacks:
         if hasattr(callback, "attach"):
             callback.attach(recorder, n_trials, prepared)
@@ -207,13 +207,13 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
     try:
         with stop.installed():
             if n_trials > 0:
-                fit(prepared, recorder.searcher, recorder, n_trials, [stop, deadline], options.callbacks, options.trial_function,
-                    keep_search_model, Path(config.storage.results_dir).resolve())
+                fit(prepared, recorder.searcher, recorder, n_trials, stoppers=[stop, deadline], callbacks=options.callbacks, trial_function=options.trial_function,
+                    keep_best_model=keep_search_model, results_dir=Path(config.storage.results_dir).resolve())
             if config.confirm.top_k and not stop.signal_name and deadline.passed:
                 notes.append("confirmation not run: the --timeout budget is spent; the next run of this sweep does it")
             elif config.confirm.top_k and not stop.signal_name:
                 failpoints.reached("before-confirmation")
-                confirmation = Confirmation(config, prepared, study, ledger, tracker, parent_run_id, deadline, trial_inputs)
+                confirmation = Confirmation(config, prepared, study, ledger=ledger, tracker=tracker, parent_run_id=parent_run_id, deadline=deadline, dataset_inputs=trial_inputs)
                 notes += confirmation.run(options, stop, Path(config.storage.results_dir).resolve())
         if stop.signal_name:
             exit_status, reason = ExitStatus.INTERRUPTED, f"stopped by {stop.signal_name}"
@@ -226,7 +226,7 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         raise
     finally:
         result, exit_status, reason = _finish(
-            config, prepared, study, tracker, ledger, recorder, confirmation, parent_run_id, deadline,
+            config, prepared, study, tracker, ledger, recorder=recorder, confirmation=confirmation, parent_run_id=parent_run_id, deadline=deadline,
             exit_status=exit_status, reason=reason, notes=notes, best_before=best_before, started=started,
         )
 
@@ -281,7 +281,7 @@ def _trials_to_run(config, options: RunOptions, study) -> tuple[int, str | None]
     return 0, f"the study already has {finished} finished trials (--total-trials {options.total_trials})"
 
 
-def _start_parent_run(config, prepared: PreparedSweep, tracker, ledger, n_trials: int, notes: list[str]) -> tuple[str, tuple]:
+def _start_parent_run(config, prepared: PreparedSweep, tracker, ledger, n_trials: int, *, notes: list[str]) -> tuple[str, tuple]:
     """The parent run (MLflow) step: the invocation's run, the sweep's definition and its data splits.
     Returns the parent run's id and the dataset inputs each trial's run logs; adds to ``notes``."""
     from orchestrator.tracking.dataset_inputs import TRIAL_SPLITS, dataset_inputs, log_dataset_inputs
@@ -295,21 +295,21 @@ def _start_parent_run(config, prepared: PreparedSweep, tracker, ledger, n_trials
     return parent_run_id, tuple(inputs[name] for name in TRIAL_SPLITS if name in inputs)
 
 
-def _recorder(config, study, tracker, ledger, parent_run_id: str, deadline: Deadline, best_before, keep_best_model: bool, trial_inputs: tuple):
+def _recorder(config, study, tracker, ledger, parent_run_id: str, *, deadline: Deadline, best_before, keep_best_model: bool, trial_inputs: tuple):
     """The searcher that asks the study for each trial, and the recorder that writes each result back."""
     from orchestrator.run.recorder import TrialRecorder
     from orchestrator.search.searcher import StudySearcher
 
-    searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode, deadline)
+    searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode, deadline=deadline)
     return TrialRecorder(
-        searcher, tracker, parent_run_id, config.objective.metric, config.objective.mode, ledger, config.resources,
+        searcher, tracker, parent_run_id, metric=config.objective.metric, mode=config.objective.mode, ledger=ledger, resources=config.resources,
         other_objectives=tuple(objective.metric for objective in config.objective_list[1:]),
         best_before=best_before.value if best_before else None,
         keep_best_model=keep_best_model, dataset_inputs=trial_inputs,
     )
 
 
-def _finish(config, prepared: PreparedSweep, study, tracker, ledger, recorder, confirmation, parent_run_id: str, deadline: Deadline, *,
+def _finish(config, prepared: PreparedSweep, study, tracker, ledger, *, recorder, confirmation, parent_run_id: str, deadline: Deadline,
             exit_status: ExitStatus, reason: str | None, notes: list[str], best_before, started: float) -> tuple[SweepResult, ExitStatus, str | None]:
     """The result step, also after an interruption or an error: close what is still open, settle the
     answer, summarise on MLflow, and end the parent run and the ledger's invocation with one status."""
@@ -324,7 +324,7 @@ def _finish(config, prepared: PreparedSweep, study, tracker, ledger, recorder, c
     this_run = dict(Counter(outcome.state.name for outcome in recorder.outcomes.values()))
     answer = None
     if exit_status != ExitStatus.FAILED:
-        answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker, parent_run_id, ledger)
+        answer, answer_notes = settle_answer(config, prepared, study, recorder, confirmation, tracker=tracker, parent_run_id=parent_run_id, ledger=ledger)
         failpoints.reached("before-summary")
         notes += answer_notes + summarise(config, study, tracker, parent_run_id)
         if answer is not None:

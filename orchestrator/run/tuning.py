@@ -76,7 +76,7 @@ def trainable(prepared, trial_function: Callable | None, keep_best_model: bool):
     return tune.with_resources(run, ray_request(prepared.config.resources))
 
 
-def fit(prepared, searcher, recorder, n_trials: int, stoppers: list, callbacks: tuple, trial_function: Callable | None,
+def fit(prepared, searcher, recorder, n_trials: int, *, stoppers: list, callbacks: tuple, trial_function: Callable | None,
         keep_best_model: bool, results_dir: Path, label: str = "search") -> None:
     """Run ``n_trials`` trials of ``searcher`` through Ray Tune, recorded by ``recorder``."""
     from ray import tune

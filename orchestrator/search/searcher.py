@@ -14,7 +14,7 @@ from orchestrator.search.search_space import SearchSpace
 
 
 class StudySearcher(Searcher):
-    def __init__(self, study: optuna.Study, space: SearchSpace, metric: str, mode: str, deadline=None, seed_param: str | None = None) -> None:
+    def __init__(self, study: optuna.Study, space: SearchSpace, metric: str, mode: str, *, deadline=None, seed_param: str | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.study = study
         self.deadline = deadline

@@ -89,7 +89,7 @@ class Inference:
         return "images of any size: the saved image processor resizes them as the sweep did"
 
 
-def register_best_model(kept: KeptModel, model_path: str, label_names: list[str], tracking_uri: str, registered_name: str,
+def register_best_model(kept: KeptModel, model_path: str, *, label_names: list[str], tracking_uri: str, registered_name: str,
                         tags: dict[str, str], task: TaskName = TEXT_CLASSIFICATION, pad_token_id: int = 0,
                         inference: Inference | None = None, parent_run_id: str | None = None, description: str = "") -> str:
     """Log the kept model on its trial's run and register it under ``registered_name`` as a version

@@ -78,7 +78,7 @@ class MlflowTracker:
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, mask(str(value))) for key, value in tags.items()])
 
-    def finish(self, run_id: str, status: str, tags: Mapping[str, object], metrics: Mapping[str, float] | None = None, step: int = 0,
+    def finish(self, run_id: str, status: str, *, tags: Mapping[str, object], metrics: Mapping[str, float] | None = None, step: int = 0,
                ended_ms: int | None = None) -> None:
         """Log the final tags and metrics in one request, then close the run with ``status`` (ended ``ended_ms``, default now)."""
         now = int(time.time() * 1000)
