@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from orchestrator.trial_attrs import MLFLOW_RUN_ID, STATE_REASON  # noqa: E402
+from orchestrator.storage.trial_attrs import MLFLOW_RUN_ID, STATE_REASON  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "bench-cli"

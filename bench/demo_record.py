@@ -74,8 +74,8 @@ def study_trials(folder: Path, study_name: str) -> tuple[list[dict], dict[str, l
     """Every search trial (number, state, value, params) and each confirmed trial's confirmation values."""
     import optuna
 
-    from orchestrator.confirm import confirmation_study_name
-    from orchestrator.trial_attrs import CONFIRMS
+    from orchestrator.answer.confirm import confirmation_study_name
+    from orchestrator.storage.trial_attrs import CONFIRMS
 
     storage = f"sqlite:///{folder / 'hpo.db'}"
     search = optuna.load_study(study_name=study_name, storage=storage)
@@ -109,10 +109,10 @@ def printed(fixture: dict) -> str:
     """What `hpo run sweeps/demo.yaml` prints on stdout for the recorded result, run from the repository root."""
     from rich.console import Console
 
-    from orchestrator.answer import Answer
+    from orchestrator.answer.settle import Answer
     from orchestrator.cli import output
     from orchestrator.exit_codes import ExitStatus
-    from orchestrator.result import SweepResult, TrialSummary
+    from orchestrator.run.result import SweepResult, TrialSummary
 
     document = dict(fixture["result"])
     document.pop("ok", None)

@@ -38,11 +38,11 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
-from orchestrator.config import parse_sweep  # noqa: E402
-from orchestrator.frozen_layers import with_frozen_cache  # noqa: E402
-from orchestrator.prepare import prepare  # noqa: E402
-from orchestrator.runner import RunOptions, run_sweep  # noqa: E402
-from orchestrator.tuning import trial_settings  # noqa: E402
+from orchestrator.data.frozen_layers import with_frozen_cache  # noqa: E402
+from orchestrator.data.prepare import prepare  # noqa: E402
+from orchestrator.run.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.run.tuning import trial_settings  # noqa: E402
+from orchestrator.sweep.config import parse_sweep  # noqa: E402
 from trials.finetune import Hyperparameters, fine_tune  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -78,7 +78,7 @@ class Check:
     rows: list[Row] = field(default_factory=list)
 
     def sweep(self, name: str, *, trials: int = 1, concurrent: int = 1, gpu: float = 1.0, trial: dict | None = None, fixed: dict | None = None):
-        from orchestrator.config import parse_sweep
+        from orchestrator.sweep.config import parse_sweep
 
         space = {"learning_rate": {"type": "float", "low": 1e-4, "high": 2e-4, "log": True},
                  "batch_size": 16, **(fixed or {})}
@@ -109,8 +109,8 @@ def run(config, trial_function=None):
     import optuna
     from mlflow import MlflowClient
 
-    from orchestrator.runner import RunOptions, run_sweep
-    from orchestrator.trial_attrs import MLFLOW_RUN_ID
+    from orchestrator.run.runner import RunOptions, run_sweep
+    from orchestrator.storage.trial_attrs import MLFLOW_RUN_ID
 
     result = run_sweep(config, RunOptions(trial_function=trial_function))
     trials = optuna.load_study(study_name=config.name, storage=config.storage.study_db).get_trials(deepcopy=False)
@@ -250,7 +250,7 @@ def check_checkpointing(check: Check) -> None:
 
 
 def check_oom_retry(check: Check) -> None:
-    from orchestrator import mlflow_tags
+    from orchestrator.tracking import mlflow_tags
 
     if check.dry_run:
         check.skip("oom retry")
@@ -315,7 +315,7 @@ def main() -> None:
     import ray
     from transformers.utils import logging as transformers_logging
 
-    from orchestrator.prepare import prepare
+    from orchestrator.data.prepare import prepare
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     transformers_logging.set_verbosity_error()

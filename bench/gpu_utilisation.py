@@ -34,9 +34,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.overhead import parameter_sets  # noqa: E402
-from orchestrator.config import parse_sweep  # noqa: E402
-from orchestrator.prepare import prepare  # noqa: E402
-from orchestrator.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.data.prepare import prepare  # noqa: E402
+from orchestrator.run.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.sweep.config import parse_sweep  # noqa: E402
 
 CORES = os.cpu_count() or 1
 

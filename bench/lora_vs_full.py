@@ -50,7 +50,7 @@ SPACES = {"full": "text_classification", "lora": "lora", "both": BOTH}
 
 
 def sweep_config(args, arm: str):
-    from orchestrator.config import parse_sweep
+    from orchestrator.sweep.config import parse_sweep
 
     raw = {
         "name": f"lora-vs-full-{arm}",
@@ -80,9 +80,9 @@ def run_arm(args, arm: str, prepared) -> dict:
     import optuna
     import peft  # noqa: F401 (its import costs about 140 MB resident: every arm pays it, so the peaks compare training)
 
-    from orchestrator.registries import SAMPLERS, SamplerInputs
+    from orchestrator.run.tuning import trial_settings
+    from orchestrator.search.registries import SAMPLERS, SamplerInputs
     from orchestrator.storage.study import startup_trials
-    from orchestrator.tuning import trial_settings
     from trials.finetune import Hyperparameters, fine_tune
 
     config = sweep_config(args, arm)
@@ -145,7 +145,7 @@ def main() -> None:
     if args.smoke:
         args.trials, args.train_size, args.val_size, args.epochs, args.max_length = 1, 32, 16, 1, 16
 
-    from orchestrator.prepare import prepare
+    from orchestrator.data.prepare import prepare
 
     prepared = prepare(sweep_config(args, "full"))
     rows = []

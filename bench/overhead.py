@@ -29,9 +29,9 @@ from rich.table import Table  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from bench.padded_loop import padded_fine_tune  # noqa: E402
-from orchestrator.config import parse_sweep  # noqa: E402
-from orchestrator.prepare import prepare  # noqa: E402
-from orchestrator.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.data.prepare import prepare  # noqa: E402
+from orchestrator.run.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.sweep.config import parse_sweep  # noqa: E402
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune  # noqa: E402
 
 ALL_ARMS = ("bare-padded", "bare-ours", "hpo-seq", "hpo-demo", "noop-optuna", "noop-hpo")

@@ -40,7 +40,7 @@ WORKLOAD = {"train_size": 256, "val_size": 200, "max_length": 48, "max_epochs": 
 
 
 def sweep_config(args):
-    from orchestrator.config import parse_sweep
+    from orchestrator.sweep.config import parse_sweep
 
     workload = {**WORKLOAD, **{key: getattr(args, key) for key in WORKLOAD if getattr(args, key, None) is not None}}
     raw = {
@@ -77,8 +77,8 @@ _PREPARED = None
 def _record_one(args, config_id: int, params: dict, seed: int) -> list[dict]:
     """Fine-tune one configuration with one training seed; one row per evaluation."""
     global _PREPARED
-    from orchestrator.prepare import prepare
-    from orchestrator.tuning import trial_settings
+    from orchestrator.data.prepare import prepare
+    from orchestrator.run.tuning import trial_settings
     from trials.finetune import Hyperparameters, fine_tune
 
     if _PREPARED is None:  # once per worker process: tokenising is the same for every curve

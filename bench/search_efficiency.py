@@ -32,9 +32,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.search_replay import ARMS, BASELINE  # noqa: E402
-from orchestrator.config import parse_sweep  # noqa: E402
-from orchestrator.prepare import prepare  # noqa: E402
-from orchestrator.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.data.prepare import prepare  # noqa: E402
+from orchestrator.run.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.sweep.config import parse_sweep  # noqa: E402
 
 DEFAULT_ARMS = [BASELINE, "tpe+asha@4"]
 QUICK_VAL_SIZE = 100  # evaluations within an epoch score this many validation rows, as the replay's table did

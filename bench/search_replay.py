@@ -13,7 +13,7 @@ the space scaled to [0, 1], log scale where the preset searches on a log scale; 
 model), with the curve of one of its training seeds drawn at random; the scheduler from the
 product's registry (the same classes, settings and warmup rule) sees every report in the order
 Ray Tune's controller hands them over and decides when the trial stops; every report is an
-Optuna intermediate value, and ``orchestrator.outcome.classify`` decides each trial's state and
+Optuna intermediate value, and ``orchestrator.run.outcome.classify`` decides each trial's state and
 value, which the study is told. Trials run one at a time (``max_concurrent: 1``).
 
 Compute is counted in trial-epochs: the epochs of training a run spent (a trial stopped at a
@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from orchestrator.outcome import classify  # noqa: E402
-from orchestrator.registries import SAMPLERS, SCHEDULERS, SamplerInputs  # noqa: E402
-from orchestrator.search_space import CategoricalParam, FloatParam, SearchSpace  # noqa: E402
+from orchestrator.run.outcome import classify  # noqa: E402
+from orchestrator.search.registries import SAMPLERS, SCHEDULERS, SamplerInputs  # noqa: E402
+from orchestrator.search.search_space import CategoricalParam, FloatParam, SearchSpace  # noqa: E402
 from orchestrator.storage.study import startup_trials  # noqa: E402
-from orchestrator.sweep_sections import SchedulerConfig  # noqa: E402
+from orchestrator.sweep.sweep_sections import SchedulerConfig  # noqa: E402
 from trials.result_keys import EPOCH, FINAL, INTERIM, STEP, WARMING_UP  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -191,7 +191,7 @@ class Run:
 def replay(table: CurveTable, arm: Arm, seed: int, budget: float, target: float) -> Run:
     if arm.scheduler == TOP_QUARTER:
         return _replay_top_quarter(table, arm, seed, budget, target)
-    from orchestrator.searcher import StudySearcher
+    from orchestrator.search.searcher import StudySearcher
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     np.random.seed(seed)  # Ray's Hyperband draws each trial's bracket from NumPy's global generator

@@ -53,10 +53,10 @@ import optuna  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from orchestrator.config import parse_sweep  # noqa: E402
-from orchestrator.confirm import confirmation_study_name, confirmed  # noqa: E402
-from orchestrator.prepare import prepare  # noqa: E402
-from orchestrator.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.answer.confirm import confirmation_study_name, confirmed  # noqa: E402
+from orchestrator.data.prepare import prepare  # noqa: E402
+from orchestrator.run.runner import RunOptions, run_sweep  # noqa: E402
+from orchestrator.sweep.config import parse_sweep  # noqa: E402
 
 CORES = os.cpu_count() or 1
 HONEST_WITHIN = 0.02  # |confirmed mean − test| on average, the target

@@ -24,12 +24,12 @@ from optuna.trial import create_trial  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from orchestrator.config import load_sweep  # noqa: E402
-from orchestrator.search_space import PRESET_DIR, SearchSpace, read_yaml_mapping  # noqa: E402
-from orchestrator.searcher import StudySearcher  # noqa: E402
+from orchestrator.search.search_space import PRESET_DIR, SearchSpace, read_yaml_mapping  # noqa: E402
+from orchestrator.search.searcher import StudySearcher  # noqa: E402
 from orchestrator.storage import db  # noqa: E402
 from orchestrator.storage.ledger import Ledger  # noqa: E402
 from orchestrator.storage.study import open_storage  # noqa: E402
+from orchestrator.sweep.config import load_sweep  # noqa: E402
 
 
 def fill(study: optuna.Study, distributions: dict, count: int, rng: np.random.Generator) -> None:
@@ -55,7 +55,7 @@ def time_cycles(searcher: StudySearcher, ledger: Ledger, cycles: int) -> dict[st
         searcher.suggest(trial_id)
         trial = searcher.open_trials.pop(trial_id)
         suggested = time.perf_counter()
-        ledger.trial_started(trial._trial_id, trial.number, trial_id, None, 1, 0, None)
+        ledger.trial_started(trial._trial_id, trial.number, trial_id, None, cpu=1, gpu=0, checkpoint_path=None)
         ledger_start = time.perf_counter()
         trial.report(0.5, 1)
         searcher.study.tell(trial, 0.5)

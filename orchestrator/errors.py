@@ -24,16 +24,18 @@ class HpoError(Exception):
 class ConfigError(HpoError):
     """The sweep file (or a value it points at) is invalid. Raised before any compute starts.
 
-    The message names the field path, the value received and the fix, on one line.
+    The message names the field path, the value received and the fix, on one line. The value is
+    masked here (:func:`orchestrator.secrets.mask`), in the message and in :attr:`value`: a caller
+    passes it as given.
     """
 
     exit_code = ExitCode.INVALID_INPUT
 
     def __init__(self, field: str, value: object, fix: str) -> None:
         self.field = field
-        self.value = value
+        self.value = _masked(value)
         self.fix = " ".join(fix.split())  # one line, whatever a library's message held (pandas' end in newlines)
-        shown = "is missing" if value is MISSING else "unknown key" if value is UNKNOWN_KEY else f"{_short(value)} is invalid"
+        shown = "is missing" if value is MISSING else "unknown key" if value is UNKNOWN_KEY else f"{_short(self.value)} is invalid"
         super().__init__(f"{field}: {shown}: {self.fix}")
 
 
@@ -56,6 +58,12 @@ class SweepFailedError(HpoError):
     """The sweep ran but could not finish (every trial failed, or the backend broke)."""
 
     exit_code = ExitCode.FAILED
+
+
+def _masked(value: object) -> object:
+    from orchestrator.secrets import mask
+
+    return mask(value) if isinstance(value, str) else value
 
 
 def _short(value: object, limit: int = 80) -> str:

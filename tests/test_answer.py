@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.answer import SEARCH_SCORE, TEST_SCORE, Answer, score_lines
+from orchestrator.answer.settle import SEARCH_SCORE, TEST_SCORE, Answer, score_lines
 
 
 def _answer(metric: str, mode: str, search: float, test: float) -> Answer:

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from orchestrator.api import RunOptions, load_sweep, run_sweep
-from orchestrator.budget import parse_duration
 from orchestrator.cli import app
+from orchestrator.run.budget import parse_duration
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from orchestrator.trial_attrs import ANSWER_ATTR
+from orchestrator.storage.trial_attrs import ANSWER_ATTR
 
 HEAVY = ("torch", "transformers", "ray", "mlflow")
 WATCHED = (*HEAVY, "optuna")  # the help pages answer before even Optuna loads

@@ -34,7 +34,7 @@ import ray
 from ray.cluster_utils import Cluster
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import RunOptions
+from orchestrator.run.runner import RunOptions
 from trials.entrypoint import run_trial
 
 log = Path(sys.argv[2])

@@ -11,10 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.config import load_sweep, parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.ray_session import check_ray_address
-from orchestrator.runner import validate
+from orchestrator.run.ray_session import check_ray_address
+from orchestrator.run.runner import validate
+from orchestrator.sweep.config import load_sweep, parse_sweep
 from trials.hyperparameters import CHOICES, DOMAINS, HYPERPARAMETER_NAMES, Hyperparameters
 
 runner = CliRunner()
@@ -397,8 +397,8 @@ def test_demo_sweep_file_is_valid():
 
 
 def test_local_gpus_are_counted_as_ray_would(monkeypatch):
-    from orchestrator import targets
-    from orchestrator.sweep_sections import Resources
+    from orchestrator.run import targets
+    from orchestrator.sweep.sweep_sections import Resources
 
     monkeypatch.setattr(targets, "local_gpu_count", lambda: 1)
     targets.check_fits_this_machine(Resources(cpu=1, gpu=1))
@@ -412,7 +412,7 @@ def test_literal_types_name_what_the_registries_hold():
     """The sweep file's Literal types and the registries behind them list the same names."""
     from typing import get_args
 
-    from orchestrator.registries import SAMPLERS, SCHEDULERS, SamplerName, SchedulerName
+    from orchestrator.search.registries import SAMPLERS, SCHEDULERS, SamplerName, SchedulerName
     from trials.precision import PRECISIONS, PrecisionName
     from trials.task_specs import TASK_SPECS, TaskName
 
@@ -424,7 +424,7 @@ def test_literal_types_name_what_the_registries_hold():
 
 def _sections(model, path=()):
     """(dotted path, section model) of every section of the sweep file, nested ones too."""
-    from orchestrator.sweep_sections import Section, annotation_options
+    from orchestrator.sweep.sweep_sections import Section, annotation_options
 
     for name, field in model.model_fields.items():
         for option in annotation_options(field.annotation):
@@ -437,8 +437,8 @@ def _yaml_boolean_words():
     """(section path, key, word) for every allowed word of a sweep-file key that YAML 1.1 reads as a boolean."""
     from typing import Literal, get_args, get_origin
 
-    from orchestrator.config import SweepConfig
-    from orchestrator.sweep_sections import annotation_options
+    from orchestrator.sweep.config import SweepConfig
+    from orchestrator.sweep.sweep_sections import annotation_options
 
     found = set()
     for path, section in [("", SweepConfig), *_sections(SweepConfig)]:

@@ -19,11 +19,11 @@ from conftest import described_inputs, make_rows, mlflow_runs
 from optuna.trial import TrialState
 from ray import cloudpickle
 
-from orchestrator.answer import stored_answer
+from orchestrator.answer.confirm import SEED_PARAM, confirmation_study_name
+from orchestrator.answer.settle import stored_answer
 from orchestrator.api import load_sweep
-from orchestrator.confirm import SEED_PARAM, confirmation_study_name
-from orchestrator.runner import RunOptions, run_sweep
-from orchestrator.trial_attrs import CONFIRMS
+from orchestrator.run.runner import RunOptions, run_sweep
+from orchestrator.storage.trial_attrs import CONFIRMS
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import yaml
 from conftest import described_inputs, make_rows
 
 from orchestrator.api import load_sweep
-from orchestrator.config import parse_sweep
-from orchestrator.dataset_inputs import dataset_inputs, log_dataset_inputs
-from orchestrator.prepare import prepare
+from orchestrator.data.prepare import prepare
+from orchestrator.sweep.config import parse_sweep
+from orchestrator.tracking.dataset_inputs import dataset_inputs, log_dataset_inputs
 
 
 def test_each_split_is_described_by_its_source_digest_rows_and_columns(write_sweep, tiny_csv):

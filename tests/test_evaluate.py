@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.trial_attrs import ANSWER_ATTR
+from orchestrator.storage.trial_attrs import ANSWER_ATTR
 from tests.conftest import TINY_SPACE, make_rows, registered_model
 
 runner = CliRunner()
@@ -98,7 +98,7 @@ def test_bad_input_with_json_prints_one_error_document(hand_made):
 def test_scores_use_the_labels_seen_and_the_model_s_label_order():
     import numpy as np
 
-    from orchestrator.evaluate import score
+    from orchestrator.reports.evaluate import score
 
     labels = ["negative", "neutral", "positive"]
     metrics, per_class, confusion, notes = score(np.array([0, 0, 2, 2]), np.array([0, 2, 2, 2]), labels)

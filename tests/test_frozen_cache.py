@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from orchestrator.api import load_sweep, run_sweep
-from orchestrator.frozen_layers import frozen_boundaries, with_frozen_cache
-from orchestrator.prepare import prepare
-from orchestrator.tuning import trial_settings
+from orchestrator.data.frozen_layers import frozen_boundaries, with_frozen_cache
+from orchestrator.data.prepare import prepare
+from orchestrator.run.tuning import trial_settings
 from tests.conftest import encoded_tiny_data, mlflow_runs
 from tests.test_image_classification import digits_folder, tiny_resnet, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint, frozen_cache
@@ -33,7 +33,7 @@ def text(tiny_model, tiny_csv, tmp_path_factory):
     settings = TrialSettings(str(tiny_model), names, pad, max_epochs=2, objective="val_f1_macro", mode="max", num_threads=1)
     model = load_classifier(str(tiny_model), names)
     splits = {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}
-    cache = frozen_cache.build(model, task_for(settings), splits, [1, 2], torch.device("cpu"), tmp_path_factory.mktemp("frozen"))
+    cache = frozen_cache.build(model, task_for(settings), splits, [1, 2], torch.device("cpu"), folder=tmp_path_factory.mktemp("frozen"))
     return settings, data, replace(data, frozen=cache)
 
 
@@ -168,8 +168,8 @@ def test_no_boundary_is_built_before_a_trial_needs_it_and_each_once(write_sweep,
     assert Path(cache.folder).parent == Path(config.storage.results_dir).resolve() / "frozen-cache"
 
     builds = []
-    monkeypatch.setattr(frozen_cache, "_states_of", lambda model, task, split, boundaries, *rest: builds.append(list(boundaries))
-                        or real_states_of(model, task, split, boundaries, *rest))
+    monkeypatch.setattr(frozen_cache, "_states_of", lambda model, task, split, boundaries, **rest: builds.append(list(boundaries))
+                        or real_states_of(model, task, split, boundaries, **rest))
     settings = replace(trial_settings(prepared, keep_best_model=False), num_threads=1)
     first = _run(settings, Hyperparameters(learning_rate=5e-3, batch_size=16, unfreeze_depth=1, dropout=0.0), prepared.data)
     assert first[-1]["frozen_cache"] == "on: the bottom 1 of 2 layers from the cache" and cache.built() == [1]
@@ -201,7 +201,7 @@ def test_trials_needing_one_boundary_at_once_build_it_once(text, tmp_path, monke
 
     monkeypatch.setattr(frozen_cache, "_build_into", slow_build)
     got: list = []
-    threads = [threading.Thread(target=lambda: got.append(cache.states(1, model, task_for(settings), splits, torch.device("cpu"))))
+    threads = [threading.Thread(target=lambda: got.append(cache.states(1, model, task_for(settings), splits, device=torch.device("cpu"))))
                for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -245,7 +245,7 @@ def test_vit_runs_from_the_cache_like_the_whole_model(digits_folder, tiny_vit, t
     settings = TrialSettings(str(tiny_vit), images.label_names, 0, max_epochs=1, objective="val_f1_macro", mode="max",
                              num_threads=1, task="image-classification")
     model = load_classifier(str(tiny_vit), images.label_names, auto_class=__import__("transformers").AutoModelForImageClassification)
-    cache = frozen_cache.build(model, task_for(settings), {"train": data.train, "val": data.val}, [1, 2], torch.device("cpu"), tmp_path)
+    cache = frozen_cache.build(model, task_for(settings), {"train": data.train, "val": data.val}, [1, 2], torch.device("cpu"), folder=tmp_path)
     assert set(np.unique(frozen_cache._load(tmp_path / "boundary-1").val.lengths)) == {17}  # 16 patches and the class token
     hyperparameters = Hyperparameters(learning_rate=3e-3, batch_size=16, unfreeze_depth=1, dropout=0.0)
     plain, fast = _run(settings, hyperparameters, data), _run(settings, hyperparameters, replace(data, frozen=cache))
@@ -270,15 +270,15 @@ def test_a_resnet_sweep_runs_without_the_cache_and_says_which_model(write_sweep,
 
 
 def test_a_model_that_does_not_reproduce_its_outputs_from_a_boundary_runs_without_the_cache(write_sweep, monkeypatch):
-    import orchestrator.frozen_layers
+    import orchestrator.data.frozen_layers
 
-    class Shifted(orchestrator.frozen_layers.FromBoundary):
+    class Shifted(orchestrator.data.frozen_layers.FromBoundary):
         def forward(self, **inputs):
             outputs = super().forward(**inputs)
             outputs.logits = outputs.logits + 1.0
             return outputs
 
-    monkeypatch.setattr(orchestrator.frozen_layers, "FromBoundary", Shifted)
+    monkeypatch.setattr(orchestrator.data.frozen_layers, "FromBoundary", Shifted)
     prepared, note = with_frozen_cache(prepare(load_sweep(write_sweep())))
     assert note.startswith("frozen-layer cache off: BertForSequenceClassification run from its layer 1 does not reproduce its outputs (largest difference 1")
     assert prepared.data.frozen.boundaries == ()

@@ -10,7 +10,7 @@ import yaml
 from optuna.trial import TrialState
 
 from orchestrator.api import run_sweep
-from orchestrator.config import parse_sweep
+from orchestrator.sweep.config import parse_sweep
 from tests.conftest import mlflow_runs
 from trials.hf import sweep_metrics
 

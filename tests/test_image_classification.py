@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import validate
+from orchestrator.run.runner import validate
 from tests.conftest import mlflow_runs, registered_model
 from trials.data import DataError
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune

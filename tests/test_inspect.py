@@ -114,7 +114,7 @@ def test_best_pastes_the_fixed_values_and_shows_the_baseline_and_overlap(tmp_pat
     import yaml
 
     from orchestrator.storage.db.models import Sweep
-    from orchestrator.trial_attrs import SPLITS_ATTR
+    from orchestrator.storage.trial_attrs import SPLITS_ATTR
 
     url = f"sqlite:///{tmp_path / 'lora.db'}"
     study = optuna.create_study(study_name="lora", storage=url, direction="maximize")

@@ -130,7 +130,7 @@ def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
 
 @pytest.mark.parametrize("point", ["before-first-trial", "between-trials", "mlflow-summary"])
 def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, point):
-    """SIGKILL at each named point of a run (orchestrator/failpoints.py), then the nightly command
+    """SIGKILL at each named point of a run (orchestrator/run/failpoints.py), then the nightly command
     again: all three stores agree, nothing is RUNNING, and the study has exactly the trials asked for.
     (Two one-epoch trials: the fewest with a point between trials; the work is the two invocations.)"""
     path = write_sweep(name=f"kill-{point}", trial={"max_epochs": 1}, budget={"n_trials": 2, "max_concurrent": 1})
@@ -155,7 +155,7 @@ def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, po
         assert parents == ["FINISHED", "KILLED"]
 
 
-# The boundaries of a sweep's answer, in the order a run reaches them (orchestrator/failpoints.py).
+# The boundaries of a sweep's answer, in the order a run reaches them (orchestrator/run/failpoints.py).
 ANSWER_BOUNDARIES = ("before-confirmation", "between-confirmation-runs", "before-test-score", "before-registration",
                      "after-registration", "before-summary", "mlflow-summary")
 # Two fixed points: every invocation's search runs the same trials, whatever its sampler proposes.
@@ -180,9 +180,9 @@ def _kill_groups(groups: list[int]) -> None:
 
 def _settled_answer(config):
     """The answer as the study, the registry and MLflow hold it after a sweep has ended."""
-    from orchestrator.answer import stored_answer
-    from orchestrator.confirm import confirmation_study_name
-    from orchestrator.mlflow_tags import SOURCE_RUN_ID
+    from orchestrator.answer.confirm import confirmation_study_name
+    from orchestrator.answer.settle import stored_answer
+    from orchestrator.tracking.mlflow_tags import SOURCE_RUN_ID
 
     trials, runs = _assert_nothing_running(config)
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE"]  # exactly the trials asked for
@@ -248,12 +248,12 @@ def test_a_kill_at_any_boundary_of_the_answer_loses_nothing(write_sweep):
 def test_a_trial_closed_after_its_invocation_died_ends_when_it_was_last_heard_of(write_sweep, tmp_path):
     """Not when the next invocation closed it: a trial killed before it began ran for no time, one killed
     later ran until its last result; the study, the ledger and its MLflow run say the same."""
+    from orchestrator.run.reconcile import reconcile
     from orchestrator.storage import db
     from orchestrator.storage.ledger import Ledger
-    from orchestrator.storage.reconcile import reconcile
     from orchestrator.storage.study import open_storage
-    from orchestrator.tracking import MlflowTracker
-    from orchestrator.trial_attrs import MLFLOW_RUN_ID
+    from orchestrator.storage.trial_attrs import MLFLOW_RUN_ID
+    from orchestrator.tracking.tracker import MlflowTracker
 
     config = load_sweep(write_sweep(name="died"))
     engine = db.create_engine(config.storage.study_db)
@@ -267,7 +267,7 @@ def test_a_trial_closed_after_its_invocation_died_ends_when_it_was_last_heard_of
     began = study.ask()
     run_id = tracker.start_run("began", params={}, tags={})
     began.set_user_attr(MLFLOW_RUN_ID, run_id)
-    dead.trial_started(began._trial_id, began.number, "ray-trial", run_id, 1, 0, None)
+    dead.trial_started(began._trial_id, began.number, "ray-trial", run_id, cpu=1, gpu=0, checkpoint_path=None)
     tracker.log_metrics(run_id, {"val_f1_macro": 0.5}, step=1)
     last_result = time.time()
     time.sleep(2)  # the invocation is dead; the next one comes later

@@ -10,7 +10,7 @@ import torch
 import trials.finetune
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import validate
+from orchestrator.run.runner import validate
 from tests.conftest import TINY_SPACE, Recorder, comparable_metrics, encoded_tiny_data, registered_model
 from tests.test_image_classification import IMAGE_SPACE, _image_sweep, digits_folder, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from orchestrator import secrets
 from orchestrator.cli import app
-from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import MASK, mask, mask_tree, remember_url
+from orchestrator.sweep.config import parse_sweep
 
 # Every printable character, a few of the ones URL encoders and password generators produce
 # often, and some unicode; no surrogates (text that cannot be encoded is not a password).
@@ -202,7 +202,7 @@ def test_a_password_the_driver_would_misread_is_refused(password, tmp_path, tiny
         storage = {"study_db": url} if field == "storage.study_db" else {"study_db": f"sqlite:///{tmp_path / 'hpo.db'}", "mlflow": url}
         raw = _sweep(tmp_path, tiny_model, tiny_csv, storage["study_db"], storage.get("mlflow"))
         with mock.patch.object(secrets, "_remembered", set()), pytest.raises(ConfigError, match="percent-encode the password: %40 for '@'") as raised:
-            from orchestrator.targets import check_targets
+            from orchestrator.run.targets import check_targets
 
             check_targets(parse_sweep(raw, tmp_path))
         assert str(raised.value).startswith(f"{field}: ") and not _leaks(password, [str(raised.value)], prose=True), str(raised.value)
@@ -213,7 +213,7 @@ def test_a_password_the_driver_would_misread_is_refused(password, tmp_path, tiny
 @pytest.mark.parametrize("given_as", ["url", "env"])
 def test_the_issues_password_never_shows_in_the_inspection_commands(given_as, tmp_path, monkeypatch):
     """`hpo studies --db`, `hpo trials --db` and `hpo status` (its study_state) read a URL given to them."""
-    from orchestrator.job_status import study_state
+    from orchestrator.jobs.job_status import study_state
 
     password = "Sêcr/3t@Pw#k?9"
     monkeypatch.setenv("HPO_TEST_DB_PASSWORD", password)

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.cli import app
-from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.outcome import classify
+from orchestrator.run.outcome import classify
+from orchestrator.sweep.config import parse_sweep
 from tests.conftest import TINY_SPACE, mlflow_runs
 from trials.result_keys import FINAL
 

@@ -2,7 +2,7 @@ import math
 
 from optuna.trial import TrialState
 
-from orchestrator.outcome import classify
+from orchestrator.run.outcome import classify
 from orchestrator.secrets import mask
 
 

@@ -16,9 +16,10 @@ import optuna
 import pytest
 from rich.console import Console
 
-from orchestrator import phases, progress
+from orchestrator.cli import progress
+from orchestrator.cli.progress import SweepProgress
 from orchestrator.errors import ConfigError
-from orchestrator.progress import SweepProgress
+from orchestrator.run import phases
 
 HPO = str(Path(sys.executable).parent / "hpo")
 STAMP = r"\d\d:\d\d:\d\d "
@@ -139,7 +140,7 @@ def test_trials_are_shown_in_a_terminal_and_without_one(monkeypatch, interactive
     bar carries starts and epochs, and finished trials and phases still print as lines."""
     from types import SimpleNamespace
 
-    from orchestrator.outcome import Outcome
+    from orchestrator.run.outcome import Outcome
 
     study = optuna.create_study(direction="maximize")
     asked = {"a": study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})}

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 START_AND_SAY_WHERE = (
-    "import ray; from orchestrator.ray_session import start_ray; "
+    "import ray; from orchestrator.run.ray_session import start_ray; "
     "assert start_ray(None, debug=False); print(ray.get_runtime_context().gcs_address); ray.shutdown()"
 )
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from bench.demo_record import DEMO, FIXTURE, MARKER, README, demo_fingerprint, printed, readme_block
-from orchestrator.config import load_sweep, parse_sweep
+from orchestrator.sweep.config import load_sweep, parse_sweep
 
 REFRESH = "the demo's record is stale: run `make demo-record` (several minutes), update the README's prose, commit both"
 
@@ -68,7 +68,7 @@ def test_the_first_trials_are_those_the_sampler_proposes_for_the_seed(fixture, t
     """The startup trials depend only on the sampler's seed and the space: a change there shows at once."""
     import optuna
 
-    from orchestrator.searcher import StudySearcher
+    from orchestrator.search.searcher import StudySearcher
     from orchestrator.storage.study import open_study
 
     config = load_sweep(DEMO)
@@ -84,8 +84,8 @@ def test_the_readme_sweep_file_is_the_demo_with_every_section():
     block = re.search(r"`sweeps/demo\.yaml`, with every section.*?\n```yaml\n(.*?)\n```", readme, re.S).group(1)  # type: ignore[union-attr]
     shown = parse_sweep(yaml.safe_load(block), DEMO.parent)
     assert shown.model_dump() == load_sweep(DEMO).model_dump()
-    from orchestrator.config import SweepConfig
-    from orchestrator.sweep_sections import DataConfig
+    from orchestrator.sweep.config import SweepConfig
+    from orchestrator.sweep.sweep_sections import DataConfig
 
     named = set(re.findall(r"^\s*#?\s*(\w+):", block, re.M))
     sections = set(SweepConfig.model_fields)
@@ -99,9 +99,9 @@ def test_the_code_still_scores_the_demos_first_trial_as_recorded(fixture):
     scores what the record says: a change in the training's numbers shows without the whole demo."""
     import torch
 
-    from orchestrator.frozen_layers import with_frozen_cache
-    from orchestrator.runner import validate
-    from orchestrator.tuning import trial_settings
+    from orchestrator.data.frozen_layers import with_frozen_cache
+    from orchestrator.run.runner import validate
+    from orchestrator.run.tuning import trial_settings
     from trials.finetune import fine_tune
     from trials.hyperparameters import Hyperparameters
     from trials.result_keys import INTERIM

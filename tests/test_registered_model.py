@@ -112,7 +112,7 @@ def test_the_text_classifier_reads_long_and_empty_texts_as_the_sweep_scored_them
     extra = [_long("good great love", 10 * POSITIONS), ""]
     settings = TrialSettings(config.model, labels, 0, max_epochs=1, objective="", mode="max")
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    _, reference = predict(classifier.model, task_for(settings), encode(tokenizer, extra, np.zeros(len(extra), dtype=np.int64), 16), 8, torch.device("cpu"))
+    _, reference = predict(classifier.model, task_for(settings), encode(tokenizer, extra, np.zeros(len(extra), dtype=np.int64), 16), batch_size=8, device=torch.device("cpu"))
     expected = [labels[i] for i in reference]
     assert [output["label"] for output in classifier(extra, truncation=True)] == expected
     assert served.predict(extra)["label"].tolist() == expected
@@ -206,7 +206,7 @@ def test_the_generator_is_greedy_and_reads_long_and_empty_prompts_as_the_sweep_s
     # The sweep's generation code (encode_pairs, generate) on the registered weights, one prompt at a time.
     tokenizer = AutoTokenizer.from_pretrained(sampling_gpt2)
     split = encode_pairs(tokenizer, prompt_responses(pd.DataFrame(test)), 32, 6)
-    generated = generate(generator.model, split, np.arange(len(test)), 1, 0, tokenizer.eos_token_id, 6, torch.device("cpu"))
+    generated = generate(generator.model, split, np.arange(len(test)), batch_size=1, pad_id=0, eos_id=tokenizer.eos_token_id, max_new_tokens=6, device=torch.device("cpu"))
     assert native == [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
     scores = generation_scores(native, [row["response"] for row in test])
     assert scores["val_token_f1"] == pytest.approx(result.answer["test"]["metrics"]["test_token_f1"])  # the sweep's test score of the same rows

@@ -1,4 +1,4 @@
-"""`hpo report` and orchestrator.study_report: a study's plots, best trials and MLflow links as files and one
+"""`hpo report` and orchestrator.reports.study_report: a study's plots, best trials and MLflow links as files and one
 self-contained HTML page, built from real Optuna studies in a SQLite file (no Ray, no training)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.study_report import plot_names, render_report, write_summary
+from orchestrator.reports.study_report import plot_names, render_report, write_summary
 
 runner = CliRunner()
 HOSTILE = "<script>alert(1)</script>"  # a categorical choice: must be shown as text, never run
@@ -177,7 +177,7 @@ def test_the_report_shows_the_baseline_and_overlap_and_counts_the_confirmation_r
 
     from optuna.trial import FrozenTrial
 
-    from orchestrator.trial_attrs import ANSWER_ATTR, SPLITS_ATTR
+    from orchestrator.storage.trial_attrs import ANSWER_ATTR, SPLITS_ATTR
 
     url = f"sqlite:///{tmp_path / 'answered.db'}"
 

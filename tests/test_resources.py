@@ -7,8 +7,8 @@ import re
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.resources import GIB, check_some_node_fits, ray_request
-from orchestrator.sweep_sections import Resources
+from orchestrator.run.resources import GIB, check_some_node_fits, ray_request
+from orchestrator.sweep.sweep_sections import Resources
 
 HEAD = {"Alive": True, "Resources": {"CPU": 4.0, "memory": 16 * GIB}}
 GPU_NODE = {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0, "memory": 64 * GIB}}

@@ -12,11 +12,11 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from orchestrator.api import load_sweep, run_sweep
-from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.registries import SAMPLERS
-from orchestrator.searcher import StudySearcher
+from orchestrator.search.registries import SAMPLERS
+from orchestrator.search.searcher import StudySearcher
 from orchestrator.storage.study import open_storage, open_study
+from orchestrator.sweep.config import parse_sweep
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},

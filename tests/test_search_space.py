@@ -2,7 +2,7 @@ import optuna.distributions as od
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.search_space import SearchSpace, presets
+from orchestrator.search.search_space import SearchSpace, presets
 
 
 def test_converts_each_kind_to_optuna_distributions():
@@ -42,7 +42,7 @@ def test_rejects_invalid_parameters(spec, message):
 
 def test_presets_load_and_cover_the_tuned_hyperparameters():
     assert "text_classification" in presets()
-    from orchestrator.search_space import PRESET_DIR, read_yaml_mapping
+    from orchestrator.search.search_space import PRESET_DIR, read_yaml_mapping
 
     space = SearchSpace.model_validate(read_yaml_mapping(PRESET_DIR / "text_classification.yaml"))
     assert {"learning_rate", "batch_size", "unfreeze_depth", "weight_decay", "dropout", "warmup_ratio", "label_smoothing"} <= set(space.params)
@@ -50,7 +50,7 @@ def test_presets_load_and_cover_the_tuned_hyperparameters():
 
 
 def test_cpu_and_gpu_presets_load():
-    from orchestrator.search_space import PRESET_DIR, read_yaml_mapping
+    from orchestrator.search.search_space import PRESET_DIR, read_yaml_mapping
 
     assert {"text_classification_cpu", "text_classification_gpu"} <= set(presets())
     cpu = SearchSpace.model_validate(read_yaml_mapping(PRESET_DIR / "text_classification_cpu.yaml"))
@@ -99,9 +99,9 @@ def test_bad_conditions_are_refused(change, message):
 
 
 def test_tpe_searches_a_conditional_space_through_the_searcher(tmp_path):
-    from orchestrator.config import parse_sweep
-    from orchestrator.searcher import StudySearcher
+    from orchestrator.search.searcher import StudySearcher
     from orchestrator.storage.study import open_storage, open_study
+    from orchestrator.sweep.config import parse_sweep
 
     config = parse_sweep({"name": "cond", "model": "m", "data": {"source": "d.csv"}, "search_space": CONDITIONAL,
                           "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 3},

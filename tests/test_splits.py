@@ -8,9 +8,9 @@ import pytest
 from conftest import make_rows
 
 from orchestrator.api import load_sweep
+from orchestrator.data.prepare import prepare
+from orchestrator.data.splits import AUTO_TEST_MIN_ROWS
 from orchestrator.errors import ConfigError
-from orchestrator.prepare import prepare
-from orchestrator.splits import AUTO_TEST_MIN_ROWS
 
 
 def _prepared(write_sweep, **data):
@@ -121,7 +121,7 @@ def test_a_sweep_runs_on_each_form_of_splits(form, ray_session, write_sweep, tmp
     """The same tiny sweep end to end on a split column and on a saved DatasetDict (separate files: tests/test_confirmation.py)."""
     import datasets
 
-    from orchestrator.runner import run_sweep
+    from orchestrator.run.runner import run_sweep
 
     rows = make_rows(300)
     names = ["train", "train", "train", "validation", "test"]

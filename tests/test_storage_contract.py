@@ -16,13 +16,14 @@ import sqlalchemy as sa
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.storage import db, queries
+from orchestrator.reports import queries
+from orchestrator.run.reconcile import INTERRUPTED, reconcile
+from orchestrator.storage import db
 from orchestrator.storage.ledger import Ledger
-from orchestrator.storage.reconcile import INTERRUPTED, reconcile
 from orchestrator.storage.study import open_storage, open_study, requeue
-from orchestrator.tracking import MlflowTracker
+from orchestrator.sweep.config import SweepConfig
+from orchestrator.tracking.tracker import MlflowTracker
 
 SPACE = {"lr": FloatDistribution(1e-5, 1e-2, log=True)}
 
@@ -87,7 +88,7 @@ def test_ledger_keeps_one_sweep_row_with_a_masked_snapshot_per_name(engine, stud
 def test_ledger_links_each_trial_to_optuna_ray_and_mlflow(engine, study_name, tmp_path):
     ledger = Ledger(engine, study_name)
     ledger.start_invocation(sweep_config(study_name, "sqlite:///x.db", tmp_path))
-    ledger.trial_started(41, 3, "ray_abc", "mlflow_123", 2.0, 0.5, "/runs/trial_abc")
+    ledger.trial_started(41, 3, "ray_abc", "mlflow_123", cpu=2.0, gpu=0.5, checkpoint_path="/runs/trial_abc")
     ledger.trial_finished(3, "PRUNED", "stopped early after 1 epoch(s)")
     with engine.connect() as connection:
         row = connection.execute(sa.text("SELECT * FROM hpo_trials WHERE study_name = :n"), {"n": study_name}).mappings().one()
@@ -155,7 +156,7 @@ def test_reconcile_closes_what_a_dead_invocation_left_open(storage, engine, stud
     orphan = study.ask(SPACE)
     child = tracker.start_run("t000", orphan.params, {}, parent_run_id=parent)
     orphan.set_user_attr("mlflow_run_id", child)
-    dead.trial_started(orphan._trial_id, orphan.number, "ray_dead", child, 1, 0, None)
+    dead.trial_started(orphan._trial_id, orphan.number, "ray_dead", child, cpu=1, gpu=0, checkpoint_path=None)
 
     now = Ledger(engine, study_name)
     now.start_invocation(config)

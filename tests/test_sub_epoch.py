@@ -14,9 +14,9 @@ from ray import cloudpickle
 from ray.tune.schedulers import TrialScheduler
 
 from orchestrator.api import run_sweep
-from orchestrator.config import parse_sweep
-from orchestrator.registries import SCHEDULERS
-from orchestrator.sweep_sections import SchedulerConfig
+from orchestrator.search.registries import SCHEDULERS
+from orchestrator.sweep.config import parse_sweep
+from orchestrator.sweep.sweep_sections import SchedulerConfig
 from tests.conftest import encoded_tiny_data, mlflow_runs
 from trials.data import stratified_rows
 from trials.finetune import Hyperparameters, TrialSettings, fine_tune

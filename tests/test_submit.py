@@ -62,7 +62,7 @@ def _free_ports(count: int) -> list[int]:
 @pytest.fixture(scope="session")
 def job_server():
     """A Ray head with its job server (`ray[default]`), started as a team would, on free ports; stopped after."""
-    from orchestrator.jobs import connect
+    from orchestrator.jobs.job_server import connect
 
     gcs, dashboard, agent_http, agent_grpc, runtime_env, metrics, client = _free_ports(7)
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
@@ -168,7 +168,7 @@ def _wait_for(check, what: str, timeout: float = 150):
 
 
 def _client(address: str):
-    from orchestrator.jobs import connect
+    from orchestrator.jobs.job_server import connect
 
     return connect(address)
 
@@ -328,9 +328,9 @@ def test_a_head_whose_python_lacks_hpo_is_refused_before_anything_is_submitted(j
 
 def test_status_reports_the_error_a_job_failed_with(job_server, workdir, monkeypatch):
     """A job that fails on its own error (here a head whose Python lost hpo after the probe) is not "resubmit to continue"."""
-    import orchestrator.jobs
+    import orchestrator.jobs.job_server
 
-    monkeypatch.setattr(orchestrator.jobs, "check_python", lambda *args, **kwargs: None)
+    monkeypatch.setattr(orchestrator.jobs.job_server, "check_python", lambda *args, **kwargs: None)
     sweep = _sweep(workdir, "lost-python")
     done = hpo("submit", str(sweep), "--address", job_server, "--python", str(_bare_python(workdir)), "--json")
     assert done.returncode == 0, done.stderr
@@ -345,9 +345,9 @@ def test_status_reports_the_error_a_job_failed_with(job_server, workdir, monkeyp
 
 @pytest.mark.parametrize("address", [None, "http://127.0.0.1:9"])  # none given; one where no job server answers
 def test_the_job_server_is_checked_before_the_sweep(workdir, monkeypatch, address):
-    import orchestrator.prepare
+    import orchestrator.data.prepare
 
-    monkeypatch.setattr(orchestrator.prepare, "prepare", lambda *args, **kwargs: pytest.fail("the sweep was checked first"))
+    monkeypatch.setattr(orchestrator.data.prepare, "prepare", lambda *args, **kwargs: pytest.fail("the sweep was checked first"))
     sweep = _sweep(workdir, "no-address")
     done = hpo("submit", str(sweep), *(["--address", address] if address else []))
     assert done.returncode == 2 and done.stderr.startswith("error: --address: "), done.stderr
@@ -356,7 +356,7 @@ def test_the_job_server_is_checked_before_the_sweep(workdir, monkeypatch, addres
 
 def test_emit_rayjob_writes_the_fields_kuberay_documents(workdir, monkeypatch):
     """The manifest uses only RayJob / RayCluster fields of KubeRay's ray.io/v1 API, with the password by reference."""
-    from orchestrator.rayjob import IMAGE
+    from orchestrator.jobs.rayjob import IMAGE
 
     monkeypatch.setenv("PGPASSWORD", "do-not-ship-me")
     (workdir / "sweep").mkdir()
@@ -443,8 +443,8 @@ def test_emit_rayjob_refuses_a_sqlite_study_the_cluster_would_delete(workdir):
     ("SUCCEEDED", 0, None, "finished"),
 ])
 def test_status_says_what_to_do_about_a_job(status, code, lease, state):
-    from orchestrator.job_status import state_line
-    from orchestrator.jobs import failure_reason
+    from orchestrator.jobs.job_server import failure_reason
+    from orchestrator.jobs.job_status import state_line
 
     message = "Job entrypoint command failed with exit code 127, last available logs (truncated to 20,000 chars):\nsh: 1: pyhton: not found\n"
     reason = failure_reason(message) if code == 127 else None
@@ -463,7 +463,7 @@ def test_status_says_what_to_do_about_a_job(status, code, lease, state):
     (None, None),
 ])
 def test_a_failed_jobs_reason_is_its_last_error_line(output, reason):
-    from orchestrator.jobs import failure_reason
+    from orchestrator.jobs.job_server import failure_reason
 
     assert failure_reason(output) == reason
 
@@ -477,7 +477,7 @@ def test_a_failed_jobs_reason_is_its_last_error_line(output, reason):
 def test_the_job_server_address_comes_from_option_environment_or_sweep(value, from_environment, expected):
     from orchestrator.cli.jobs import address_or_none
     from orchestrator.errors import ConfigError
-    from orchestrator.jobs import job_server_address
+    from orchestrator.jobs.job_server import job_server_address
 
     address, field = address_or_none(value, from_environment)
     assert address == expected and field == ("RAY_ADDRESS" if from_environment else "--address")

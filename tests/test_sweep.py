@@ -145,7 +145,7 @@ def test_an_invocation_that_raises_is_recorded_as_failed(ray_session, write_swee
     def broken_searcher(*args, **kwargs):
         raise RuntimeError("the searcher broke")
 
-    monkeypatch.setattr("orchestrator.searcher.StudySearcher", broken_searcher)  # after the parent run is started
+    monkeypatch.setattr("orchestrator.search.searcher.StudySearcher", broken_searcher)  # after the parent run is started
     with pytest.raises(RuntimeError, match="the searcher broke"):
         run_sweep(config)
     assert _invocations(config) == [("failed", "RuntimeError: the searcher broke")]

@@ -16,9 +16,9 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.config import load_sweep, parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import validate
+from orchestrator.run.runner import validate
+from orchestrator.sweep.config import load_sweep, parse_sweep
 from tests.conftest import TINY_SPACE, make_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,7 +214,7 @@ def test_the_look_at_the_results_commands_find_the_files_when_pasted_where_hpo_r
     from sqlalchemy.engine import make_url
 
     from orchestrator.cli import output
-    from orchestrator.result import SweepResult
+    from orchestrator.run.result import SweepResult
 
     (tmp_path / folder).mkdir()
     (tmp_path / cwd).mkdir(parents=True, exist_ok=True)

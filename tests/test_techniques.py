@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
+from orchestrator.sweep.config import parse_sweep
 from tests.conftest import TINY_SPACE, encoded_tiny_data
 from trials import finetune
 from trials.augment import add_typos, drop_and_swap_tokens, noisy_copies

@@ -15,7 +15,7 @@ import torch
 
 from orchestrator.api import load_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import validate
+from orchestrator.run.runner import validate
 from tests.conftest import Recorder, comparable_metrics, registered_model
 from trials import checkpoint
 from trials.finetune import Hyperparameters, TrialData, TrialSettings, fine_tune
@@ -305,7 +305,7 @@ def test_pairs_come_from_a_split_column_or_a_saved_dataset_dict_of_chats(write_s
 
 
 def test_no_frozen_layer_cache_is_built_for_causal_lms(write_sweep, tiny_gpt2, pairs_jsonl):
-    from orchestrator.frozen_layers import with_frozen_cache
+    from orchestrator.data.frozen_layers import with_frozen_cache
 
     space = {"learning_rate": 1e-2, "batch_size": 16, "unfreeze_depth": {"type": "int", "low": 1, "high": 2}}
     prepared, note = with_frozen_cache(validate(load_sweep(_sweep(write_sweep, tiny_gpt2, pairs_jsonl, name="frozen", search_space=space))))

@@ -11,9 +11,9 @@ import yaml
 from optuna.trial import TrialState
 
 from orchestrator.api import run_sweep
-from orchestrator.config import load_sweep, parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import validate
+from orchestrator.run.runner import validate
+from orchestrator.sweep.config import load_sweep, parse_sweep
 from tests.conftest import mlflow_runs
 from trials import report
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.cli import app
-from orchestrator.config import parse_sweep
 from orchestrator.errors import ConfigError
-from orchestrator.runner import RunOptions
+from orchestrator.run.runner import RunOptions
+from orchestrator.sweep.config import parse_sweep
 from tests.conftest import TINY_SPACE
 
 SEED = {"learning_rate": 5e-3, "batch_size": 8, "unfreeze_depth": 1, "dropout": 0.05}

@@ -19,7 +19,7 @@ from ray import cloudpickle
 
 import trials.finetune
 from orchestrator.api import load_sweep, run_sweep
-from orchestrator.runner import RunOptions
+from orchestrator.run.runner import RunOptions
 from tests.conftest import IN_PROCESS_CLUSTER_ENV, mlflow_runs
 from trials import checkpoint
 from trials.entrypoint import run_trial
@@ -125,7 +125,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from orchestrator.api import load_sweep, run_sweep
-from orchestrator.runner import RunOptions
+from orchestrator.run.runner import RunOptions
 from trials.entrypoint import run_trial
 
 nodes_file = Path(sys.argv[2])
@@ -194,20 +194,20 @@ def test_a_trial_whose_worker_never_started_can_be_restarted(write_sweep):
     and must record the restart instead of crashing the sweep."""
     from types import SimpleNamespace
 
-    from orchestrator.recorder import TrialRecorder
-    from orchestrator.searcher import StudySearcher
+    from orchestrator.run.recorder import TrialRecorder
+    from orchestrator.search.searcher import StudySearcher
     from orchestrator.storage import db
     from orchestrator.storage.ledger import Ledger
-    from orchestrator.sweep_sections import Resources
-    from orchestrator.tracking import MlflowTracker
+    from orchestrator.sweep.sweep_sections import Resources
+    from orchestrator.tracking.tracker import MlflowTracker
 
     config = load_sweep(write_sweep(name="never-started"))
     engine = db.create_engine(config.storage.study_db)
     db.upgrade(engine)
     study = optuna.create_study(study_name=config.name, storage=config.storage.study_db, direction="maximize")
     searcher = StudySearcher(study, config.search_space, config.objective.metric, config.objective.mode)
-    recorder = TrialRecorder(searcher, MlflowTracker(config.storage.mlflow, config.name), "no-parent-run", config.objective.metric,
-                             config.objective.mode, Ledger(engine, config.name), Resources())
+    recorder = TrialRecorder(searcher, MlflowTracker(config.storage.mlflow, config.name), "no-parent-run", metric=config.objective.metric,
+                             mode=config.objective.mode, ledger=Ledger(engine, config.name), resources=Resources())
     searcher.suggest("t1")
     trial = SimpleNamespace(trial_id="t1", pickled_error_file=None, error_file=None)
 

@@ -30,7 +30,7 @@ def trained_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save(folder: Path, model: nn.Module, optimizer, scheduler, rng: np.random.Generator, state: TrainingState,
+def save(folder: Path, model: nn.Module, optimizer, scheduler, rng: np.random.Generator, *, state: TrainingState,
          best_model: dict[str, torch.Tensor] | None = None) -> None:
     if best_model is not None:
         save_best_model(folder, best_model)

@@ -122,7 +122,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     precision = precision_for(settings.precision, device)
     if settings.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    runner, batching, data = _from_cache(model, task, data, boundary, device, settings.eval_batch_size)
+    runner, batching, data = _from_cache(model, task, data, boundary, device=device, batch_size=settings.eval_batch_size)
 
     optimizer = _adamw(groups, hyperparameters)
     steps_per_epoch = math.ceil(len(data.train) / hyperparameters.batch_size)
@@ -151,7 +151,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         started = time.perf_counter()
         _unfreeze_for_epoch(groups, hyperparameters.unfreeze_every, epoch)
         segments = _train_epoch(
-            runner, batching, data.train, hyperparameters, progress.micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch, evals, precision,
+            runner, batching, data.train, hyperparameters, micro_batch_size=progress.micro_batch_size, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, rng=rng, device=device, epoch=epoch, evals_per_epoch=evals, precision=precision,
         )
         for part, (train_loss, progress.micro_batch_size, trained_rows, train_seconds) in enumerate(segments, start=1):
             end_of_epoch = part == evals
@@ -164,14 +164,14 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
                 "trainable_params": trainable,
                 "micro_batch_size": progress.micro_batch_size,
                 FROZEN_CACHE: cache_use,
-                **evaluate(runner, batching, data.val if end_of_epoch else interim_val, settings.eval_batch_size, settings.label_names, device, precision),
+                **evaluate(runner, batching, data.val if end_of_epoch else interim_val, batch_size=settings.eval_batch_size, label_names=settings.label_names, device=device, precision=precision),
                 WARMING_UP: int(scheduler.last_epoch < warmup_steps),
             }
             if not end_of_epoch:
                 report({**metrics, INTERIM: 1, FINAL: 0})
                 continue
             if data.val_noisy is not None:
-                noisy = evaluate(runner, batching, data.val_noisy, settings.eval_batch_size, settings.label_names, device, precision)
+                noisy = evaluate(runner, batching, data.val_noisy, batch_size=settings.eval_batch_size, label_names=settings.label_names, device=device, precision=precision)
                 metrics.update(val_noisy_accuracy=noisy["val_accuracy"], val_noisy_f1_macro=noisy["val_f1_macro"])
             metrics.update(setup_seconds=setup_seconds, epoch_seconds=time.perf_counter() - started)
         stop = stopping.update(metrics[settings.objective]) or epoch == settings.max_epochs
@@ -181,7 +181,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
         progress.epoch, progress.best, progress.stale_epochs = epoch, stopping.best, stopping.stale_epochs
         if settings.checkpoint and not stop:
             with tempfile.TemporaryDirectory(prefix="hpo-state-") as folder:
-                checkpoint.save(Path(folder), model, optimizer, scheduler, rng, progress, best_model)
+                checkpoint.save(Path(folder), model, optimizer, scheduler, rng, state=progress, best_model=best_model)
                 report(metrics, checkpoint_dir=folder)
         elif stop and best_model is not None:
             with tempfile.TemporaryDirectory(prefix="hpo-best-") as folder:
@@ -194,7 +194,7 @@ def fine_tune(settings: TrialSettings, hyperparameters: Hyperparameters, data: T
     return metrics
 
 
-def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None, device, batch_size: int) -> tuple[nn.Module, Batching, TrialData]:
+def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | None, *, device, batch_size: int) -> tuple[nn.Module, Batching, TrialData]:
     """What the trial runs and on what: the whole model on the inputs, or (``boundary`` given) the
     layers above it on the cached hidden states there (built now by ``model`` if no trial has built them)."""
     if boundary is None:
@@ -202,7 +202,7 @@ def _from_cache(model: nn.Module, task: Task, data: TrialData, boundary: int | N
     cache = data.frozen
     if cache is None:
         raise ValueError("a boundary to start from needs the sweep's frozen-layer cache, and this trial has none")
-    states = cache.states(boundary, model, task, {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}, device, batch_size)
+    states = cache.states(boundary, model, task, {"train": data.train, "val": data.val, "val_noisy": data.val_noisy}, device=device, batch_size=batch_size)
     cached = TrialData(states.train, states.val, states.val_noisy)
     return FromBoundary(model, boundary), frozen_cache.CachedInputs(task, task.hidden_input), cached
 
@@ -265,7 +265,7 @@ def _interim_split(val, size: int | None):
     return val if size is None or size >= len(val) else val.take(stratified_rows(val.labels, size))
 
 
-def _train_epoch(model, task: Batching, split, hyperparameters, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch,
+def _train_epoch(model, task: Batching, split, hyperparameters, *, micro_batch_size, optimizer, scheduler, loss_fn, rng, device, epoch,
                  evals_per_epoch: int, precision: Precision) -> Iterator[tuple[float, int, int, float]]:
     """One pass over the training data, paused ``evals_per_epoch`` times (the last at its end):
     at each pause yield the mean loss of the epoch so far, the micro-batch size in use,
@@ -286,7 +286,7 @@ def _train_epoch(model, task: Batching, split, hyperparameters, micro_batch_size
             step += 1
             while True:
                 try:
-                    batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size, loss_fn, device, optimizer, precision, transform)
+                    batch_loss = _accumulate_gradients(model, task, split, batch_rows, micro_batch_size=micro_batch_size, loss_fn=loss_fn, device=device, optimizer=optimizer, precision=precision, transform=transform)
                     break
                 except torch.OutOfMemoryError:
                     if micro_batch_size == 1:
@@ -307,7 +307,7 @@ def _train_epoch(model, task: Batching, split, hyperparameters, micro_batch_size
         model.train()  # the evaluation in between switched it to eval mode
 
 
-def _accumulate_gradients(model, task: Batching, split, rows, micro_batch_size, loss_fn, device, optimizer, precision: Precision, transform=None) -> torch.Tensor:
+def _accumulate_gradients(model, task: Batching, split, rows, *, micro_batch_size, loss_fn, device, optimizer, precision: Precision, transform=None) -> torch.Tensor:
     """Forward and backward one batch in chunks of ``micro_batch_size`` rows. Each chunk's loss is
     weighted by its share of the batch, so the gradient equals the whole batch's and the effective
     batch size is unchanged. Returns the batch's mean loss."""
@@ -349,12 +349,12 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
         )
 
 
-def evaluate(model: nn.Module, task: Batching, split, batch_size: int, label_names: list[str], device, precision: Precision | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, task: Batching, split, *, batch_size: int, label_names: list[str], device, precision: Precision | None = None) -> dict[str, float]:
     """Validation loss (plain cross-entropy), accuracy, macro precision/recall/F1 and per-class F1;
     or the metrics of the task's own ``evaluate`` where it has one (text generation)."""
     if hasattr(task, "evaluate"):
         return task.evaluate(model, split, batch_size, device, precision)
-    loss, predictions = predict(model, task, split, batch_size, device, precision)
+    loss, predictions = predict(model, task, split, batch_size=batch_size, device=device, precision=precision)
     return {
         "val_loss": loss,
         **classification_metrics(split.labels, predictions, len(label_names)),
@@ -363,7 +363,7 @@ def evaluate(model: nn.Module, task: Batching, split, batch_size: int, label_nam
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, task: Batching, split, batch_size: int, device, precision: Precision | None = None) -> tuple[float, np.ndarray]:
+def predict(model: nn.Module, task: Batching, split, *, batch_size: int, device, precision: Precision | None = None) -> tuple[float, np.ndarray]:
     """The mean cross-entropy over ``split`` and the predicted class of each row."""
     model.eval()
     loss_sum = 0.0

@@ -96,7 +96,7 @@ class FrozenCache:
             return f"off: {self.off}"
         return f"boundaries {','.join(map(str, self.boundaries))} of {self.layers} layers; each built when the first trial that needs it starts, in {self.folder}"
 
-    def states(self, boundary: int, model: nn.Module, task, splits: dict[str, object], device, batch_size: int = 64) -> BoundaryStates:
+    def states(self, boundary: int, model: nn.Module, task, splits: dict[str, object], *, device, batch_size: int = 64) -> BoundaryStates:
         """The states of ``splits`` at ``boundary``: read from the folder, or built there first with ``model``
         (its bottom ``boundary`` layers, pre-trained; already on ``device``) if no trial has built them yet."""
         if self.folder is None or boundary not in self.boundaries:
@@ -106,7 +106,7 @@ class FrozenCache:
             target.parent.mkdir(parents=True, exist_ok=True)
             with _locked(_lock_of(target)):
                 if not target.is_dir():  # another trial may have built it while this one waited
-                    _build_into(target, model, task, splits, [boundary], device, batch_size)
+                    _build_into(target, model, task, splits, [boundary], device=device, batch_size=batch_size)
         return _load(target)
 
 
@@ -117,7 +117,7 @@ def cache_bytes(splits: list, boundaries: list[int], width: int, tokens_per_imag
     return tokens * width * len(boundaries) * itemsize
 
 
-def build(model: nn.Module, task, splits: dict[str, object], boundaries: list[int], device, folder: str | Path, batch_size: int = 64) -> FrozenCache:
+def build(model: nn.Module, task, splits: dict[str, object], boundaries: list[int], device, *, folder: str | Path, batch_size: int = 64) -> FrozenCache:
     """Build every one of ``boundaries`` into ``folder`` at once (one pass over the data) and return the cache."""
     from trials.model import encoder_layers
 
@@ -130,7 +130,7 @@ def build(model: nn.Module, task, splits: dict[str, object], boundaries: list[in
                 locks.enter_context(_locked(_lock_of(_boundary_folder(str(folder), boundary))))
             pending = [b for b in pending if not _boundary_folder(str(folder), b).is_dir()]
             if pending:
-                _build_into(None, model, task, splits, pending, device, batch_size, folder=Path(folder))
+                _build_into(None, model, task, splits, pending, device=device, batch_size=batch_size, folder=Path(folder))
     return FrozenCache(tuple(sorted(boundaries)), len(encoder_layers(model)), str(folder))
 
 
@@ -154,14 +154,14 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def _build_into(target: Path | None, model, task, splits, boundaries, device, batch_size, folder: Path | None = None) -> None:
+def _build_into(target: Path | None, model, task, splits, boundaries, *, device, batch_size, folder: Path | None = None) -> None:
     """Compute ``splits`` at ``boundaries`` and write each boundary's folder whole (a rename: readers
     never see a half-written one)."""
     base = folder if target is None else target.parent
     for boundary in boundaries:
         logger.info("frozen-layer cache: building boundary %d", boundary)
     started = time.perf_counter()
-    built = {name: _states_of(model, task, split, boundaries, device, batch_size) for name, split in splits.items() if split is not None}
+    built = {name: _states_of(model, task, split, boundaries, device=device, batch_size=batch_size) for name, split in splits.items() if split is not None}
     if "train" not in built or "val" not in built:
         raise ValueError("the frozen-layer cache needs the train and validation splits")
     for boundary in boundaries:
@@ -193,7 +193,7 @@ def _load(target: Path) -> BoundaryStates:
     return BoundaryStates(train, val, split("val_noisy"))
 
 
-def _states_of(model, task, split, boundaries, device, batch_size) -> dict[int, HiddenStates]:
+def _states_of(model, task, split, boundaries, *, device, batch_size) -> dict[int, HiddenStates]:
     arrays: dict[int, np.ndarray] = {}
     offsets = None
     for rows in task.eval_batches(split, batch_size):

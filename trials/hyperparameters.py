@@ -74,7 +74,7 @@ class Domain:
     """The values of a numeric hyperparameter with which a trial can run: an interval of real or
     whole numbers, each end closed (the bound itself is valid), open (it is not) or absent.
     Like an Optuna distribution, but the limits of what is valid rather than of what is searched:
-    the sweep file's check (:mod:`orchestrator.hyperparameter_checks`) holds every value a search
+    the sweep file's check (:mod:`orchestrator.sweep.hyperparameter_checks`) holds every value a search
     space can produce to it, so a trial never starts with a value that cannot run."""
 
     low: float | None = None

@@ -160,8 +160,8 @@ class TextGeneration:
         return lambda logits, labels: text_generation.shifted_loss(logits, labels, loss_fn)
 
     def evaluate(self, model: nn.Module, split, batch_size: int, device, precision=None) -> dict[str, float]:
-        return text_generation.evaluate(model, split, batch_size, self.pad_token_id, self.model_path, self.max_new_tokens,
-                                        self.generation_samples, device, precision)
+        return text_generation.evaluate(model, split, batch_size=batch_size, pad_id=self.pad_token_id, model_path=self.model_path, max_new_tokens=self.max_new_tokens,
+                                        samples=self.generation_samples, device=device, precision=precision)
 
 
 TASKS: dict[str, type[Task]] = {

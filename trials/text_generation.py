@@ -238,7 +238,7 @@ def sample_rows(count: int, size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: GenerationSplit, batch_size: int, pad_id: int, model_path: str, max_new_tokens: int,
+def evaluate(model: nn.Module, split: GenerationSplit, *, batch_size: int, pad_id: int, model_path: str, max_new_tokens: int,
              samples: int, device, precision=None) -> dict[str, float]:
     """``val_loss`` (mean cross-entropy per response token), ``val_perplexity``, and the exact
     match and token F1 of greedy generations (at most ``max_new_tokens``) for ``samples`` fixed rows."""
@@ -254,14 +254,14 @@ def evaluate(model: nn.Module, split: GenerationSplit, batch_size: int, pad_id: 
     loss = loss_sum / max(tokens, 1)
     tokenizer = tokenizer_for(model_path)
     chosen = sample_rows(len(split), samples)
-    predictions = generate(model, split, chosen, batch_size, pad_id, tokenizer.eos_token_id, max_new_tokens, device, autocast)
+    predictions = generate(model, split, chosen, batch_size=batch_size, pad_id=pad_id, eos_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, device=device, autocast=autocast)
     references = [_strip_eos(split.row(i)[1], tokenizer.eos_token_id) for i in chosen]
     decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
     return {"val_loss": loss, "val_perplexity": perplexity(loss),
             **generation_scores([decode(p) for p in predictions], [decode(r) for r in references])}
 
 
-def generate(model: nn.Module, split: GenerationSplit, rows: np.ndarray, batch_size: int, pad_id: int, eos_id: int | None,
+def generate(model: nn.Module, split: GenerationSplit, rows: np.ndarray, *, batch_size: int, pad_id: int, eos_id: int | None,
              max_new_tokens: int, device, autocast=contextlib.nullcontext) -> list[np.ndarray]:
     """Greedy continuations of the prompts at ``rows`` (:meth:`GenerationSplit.generation_prompt`,
     left-padded in batches), each cut at its first end-of-sequence token."""

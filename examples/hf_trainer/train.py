@@ -43,7 +43,7 @@ def _locate(reference: str) -> str:
     """A bundled model or dataset's path; anything else as given."""
     if not reference.startswith("bundled:"):
         return reference
-    from orchestrator.bundled import BUNDLED_MODELS, bundled_dataset, bundled_model_path
+    from orchestrator.sweep.bundled import BUNDLED_MODELS, bundled_dataset, bundled_model_path
 
     name = reference.removeprefix("bundled:")
     return str(bundled_model_path(reference) if name in BUNDLED_MODELS else bundled_dataset(reference)[0])

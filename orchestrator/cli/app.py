@@ -6,10 +6,10 @@ import logging
 
 import typer
 
-from orchestrator import default_stores
 from orchestrator.cli.usage import OneLineUsageErrors
 from orchestrator.exit_codes import EXIT_CODE_MEANINGS
 from orchestrator.secrets import remember_url
+from orchestrator.sweep import default_stores
 
 app = typer.Typer(
     cls=OneLineUsageErrors,

@@ -29,6 +29,7 @@ def _job_address(context: typer.Context, address: str | None) -> tuple[str | Non
 def submit(
     context: typer.Context,
     sweep: Path = SweepArg,
+    *,
     address: str | None = JobAddressOpt,
     n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
     total_trials: int | None = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials."),
@@ -52,7 +53,7 @@ def submit(
     """
     from orchestrator.cli.jobs import emit_command, submit_command
     from orchestrator.errors import ConfigError
-    from orchestrator.submit import RunArgs
+    from orchestrator.jobs.submit import RunArgs
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -62,13 +63,14 @@ def submit(
                 raise ConfigError("--emit", emit, "the one manifest hpo writes is rayjob (a KubeRay RayJob): --emit rayjob")
             emit_command(sweep, args, python, image, secret)
             return
-        submit_command(sweep, *_job_address(context, address), args, python, as_json, debug)
+        submit_command(sweep, *_job_address(context, address), args=args, python=python, as_json=as_json, debug=debug)
 
 
 @app.command()
 def status(
     context: typer.Context,
     target: str | None = typer.Argument(None, help="A job id (hpo-STUDY-N) or a study name (its latest job); none lists every hpo job."),
+    *,
     address: str | None = JobAddressOpt,
     db: str | None = typer.Option(None, "--db", callback=remember_url, help="Study database URL, when the job's own (its sweep's storage.study_db) cannot be read from here."),
     as_json: bool = JsonOpt,
@@ -82,13 +84,14 @@ def status(
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
-        status_command(target, *_job_address(context, address), db, as_json, debug)
+        status_command(target, *_job_address(context, address), db=db, as_json=as_json, debug=debug)
 
 
 @app.command()
 def logs(
     context: typer.Context,
     job_id: str = JobIdArg,
+    *,
     address: str | None = JobAddressOpt,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the job writes, until it ends."),
     debug: bool = DebugOpt,
@@ -105,6 +108,7 @@ def logs(
 def stop(
     context: typer.Context,
     job_id: str = JobIdArg,
+    *,
     address: str | None = JobAddressOpt,
     wait: float = typer.Option(150.0, "--wait", min=0, help="Wait up to this many seconds for the job to finish stopping (0: return at once)."),
     as_json: bool = JsonOpt,
@@ -118,4 +122,4 @@ def stop(
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
-        stop_command(job_id, *_job_address(context, address), wait, as_json, debug)
+        stop_command(job_id, *_job_address(context, address), wait_s=wait, as_json=as_json, debug=debug)

@@ -1,7 +1,7 @@
 """What ``hpo submit``, ``status``, ``logs`` and ``stop`` print: the bodies of those commands.
 
-:mod:`orchestrator.cli.job_commands` defines their options; the work is in :mod:`orchestrator.submit`,
-:mod:`orchestrator.jobs`, :mod:`orchestrator.job_status` and :mod:`orchestrator.rayjob`.
+:mod:`orchestrator.cli.job_commands` defines their options; the work is in :mod:`orchestrator.jobs.submit`,
+:mod:`orchestrator.jobs.job_server`, :mod:`orchestrator.jobs.job_status` and :mod:`orchestrator.jobs.rayjob`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from orchestrator import jobs
 from orchestrator.cli.console import err, out, print_json
+from orchestrator.jobs import job_server as jobs
 from orchestrator.secrets import mask
 
 
@@ -24,8 +24,8 @@ def address_or_none(value: str | None, from_environment: bool) -> tuple[str | No
     return value, field
 
 
-def submit_command(sweep: Path, address: str | None, field: str, args, python: str, as_json: bool, debug: bool = False) -> None:
-    from orchestrator.submit import job_server_of, plan_job, submit
+def submit_command(sweep: Path, address: str | None, field: str, *, args, python: str, as_json: bool, debug: bool = False) -> None:
+    from orchestrator.jobs.submit import job_server_of, plan_job, submit
 
     server = job_server_of(sweep, address, field)
     client = jobs.connect(server, debug)  # both before the sweep's checks, which take a while
@@ -42,8 +42,8 @@ def submit_command(sweep: Path, address: str | None, field: str, args, python: s
 
 
 def emit_command(sweep: Path, args, python: str, image: str | None, secret: str | None) -> None:
-    from orchestrator.rayjob import IMAGE, SECRET, manifests, to_yaml, unreachable_from_pods
-    from orchestrator.submit import plan_job
+    from orchestrator.jobs.rayjob import IMAGE, SECRET, manifests, to_yaml, unreachable_from_pods
+    from orchestrator.jobs.submit import plan_job
 
     config, plan = plan_job(sweep, args, python)
     documents = manifests(config, plan, Path(sweep), image=image or IMAGE, secret=secret or SECRET)
@@ -54,8 +54,8 @@ def emit_command(sweep: Path, args, python: str, image: str | None, secret: str 
     sys.stdout.write(to_yaml(documents))
 
 
-def status_command(target: str | None, address: str | None, field: str, db: str | None, as_json: bool, debug: bool = False) -> None:
-    from orchestrator.job_status import status_document
+def status_command(target: str | None, address: str | None, field: str, *, db: str | None, as_json: bool, debug: bool = False) -> None:
+    from orchestrator.jobs.job_status import status_document
 
     server = jobs.job_server_address(address, field)
     document = status_document(jobs.connect(server, debug), target, server, db)
@@ -105,8 +105,8 @@ def logs_command(job_id: str, address: str | None, field: str, follow: bool, deb
         sys.stdout.write(mask(client.get_job_logs(job_id)))
 
 
-def stop_command(job_id: str, address: str | None, field: str, wait_s: float, as_json: bool, debug: bool = False) -> None:
-    from orchestrator.submit import STOP_GRACE_S
+def stop_command(job_id: str, address: str | None, field: str, *, wait_s: float, as_json: bool, debug: bool = False) -> None:
+    from orchestrator.jobs.submit import STOP_GRACE_S
 
     server = jobs.job_server_address(address, field)
     client = jobs.connect(server, debug)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from orchestrator.cli.console import out
 from orchestrator.exit_codes import ExitStatus
-from orchestrator.naming import SHORT_NAMES, short_params
+from orchestrator.reports.naming import SHORT_NAMES, short_params
 
 
 def run_summary(result) -> dict:
@@ -95,7 +95,7 @@ def from_here(url: str) -> str:
 
 def _print_answer(result) -> None:
     """The chosen configuration and each of its scores, saying what it was measured on."""
-    from orchestrator.answer import Answer, score_lines
+    from orchestrator.answer.settle import Answer, score_lines
 
     if result.answer is None:
         return

@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from orchestrator import default_stores
 from orchestrator.cli.app import (
     DbOpt,
     DebugOpt,
@@ -20,8 +19,9 @@ from orchestrator.cli.app import (
 )
 from orchestrator.cli.console import err, one_line_errors, out, print_json
 from orchestrator.cli.output import cell
-from orchestrator.naming import SHORT_NAMES
+from orchestrator.reports.naming import SHORT_NAMES
 from orchestrator.secrets import mask, remember_url
+from orchestrator.sweep import default_stores
 
 
 def _json_or(rows, as_json: bool) -> bool:
@@ -31,9 +31,9 @@ def _json_or(rows, as_json: bool) -> bool:
 
 
 @app.command()
-def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
+def studies(*, db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) -> None:
     """List the studies in a study database: trials by state, best value, last run."""
-    from orchestrator.storage import queries
+    from orchestrator.reports import queries
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -53,6 +53,7 @@ def studies(db: str = DbOpt, as_json: bool = JsonOpt, debug: bool = DebugOpt) ->
 @app.command()
 def trials(
     study: str = StudyArg,
+    *,
     db: str = DbOpt,
     state: list[str] | None = typer.Option(None, "--state", help="Only trials in this state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING); repeatable."),
     sort: str = typer.Option("number", "--sort", help="number | value (best first) | duration (longest first)."),
@@ -60,7 +61,7 @@ def trials(
     debug: bool = DebugOpt,
 ) -> None:
     """List a study's trials: state, value, parameters, duration, MLflow run id."""
-    from orchestrator.storage import queries
+    from orchestrator.reports import queries
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -83,6 +84,7 @@ def trials(
 @app.command()
 def best(
     study: str = StudyArg,
+    *,
     db: str = DbOpt,
     top: int = typer.Option(1, "--top", min=1, help="How many of the best trials."),
     as_json: bool = JsonOpt,
@@ -91,7 +93,7 @@ def best(
     """Print the best trials' parameters as YAML, ready to paste into a training config."""
     import yaml
 
-    from orchestrator.storage import queries
+    from orchestrator.reports import queries
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
@@ -103,8 +105,8 @@ def best(
             return
         if len(rows[0]["values"]) > 1:
             print(f"# {study}: the Pareto front, {len(rows)} trial(s), best first by the primary objective")
-        from orchestrator.answer import Answer, score_lines
-        from orchestrator.data_facts import fact_lines
+        from orchestrator.answer.settle import Answer, score_lines
+        from orchestrator.reports.data_facts import fact_lines
 
         for position, row in enumerate(rows):
             shown = ", ".join(f"{value:.6g}" for value in row["values"])
@@ -127,14 +129,15 @@ def best(
 @app.command()
 def export(
     study: str = StudyArg,
+    *,
     db: str = DbOpt,
     fmt: str = typer.Option("csv", "--format", help="csv | json | parquet"),
     out_path: Path | None = typer.Option(None, "--out", help="File to write (default: STUDY.FORMAT)."),
     debug: bool = DebugOpt,
 ) -> None:
     """Write every trial of a study (state, value, parameters, attributes, times) to a CSV, JSON or Parquet file."""
-    from orchestrator.storage import queries
-    from orchestrator.targets import check_output_file
+    from orchestrator.reports import queries
+    from orchestrator.run.targets import check_output_file
 
     with one_line_errors(debug, False):
         quiet_libraries(debug)
@@ -147,6 +150,7 @@ def export(
 @app.command()
 def report(
     study: str = StudyArg,
+    *,
     out_path: Path = typer.Option(..., "--out", help="HTML file to write, e.g. report.html (its folder must exist)."),
     db: str = DbOpt,
     mlflow_ui: str | None = typer.Option(None, "--mlflow-ui", callback=remember_url, help="Base URL of the MLflow UI, e.g. http://mlflow.internal:5000: run ids become links to their runs."),
@@ -158,14 +162,14 @@ def report(
     It shows the objective, trials by state, time spent, the best trials (or the Pareto front) with their MLflow runs, and Optuna's plots: history, parameter importances, parallel coordinates, slices and per-epoch values. plotly.js is embedded, so the page needs no network.
     """
     from orchestrator.errors import ConfigError
-    from orchestrator.storage import queries
-    from orchestrator.study_report import plot_names, render_report
-    from orchestrator.targets import check_output_file
+    from orchestrator.reports import queries
+    from orchestrator.reports.study_report import plot_names, render_report
+    from orchestrator.run.targets import check_output_file
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)
         if mlflow_ui is not None and not mlflow_ui.startswith(("http://", "https://")):
-            raise ConfigError("--mlflow-ui", mask(mlflow_ui), "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
+            raise ConfigError("--mlflow-ui", mlflow_ui, "give the MLflow UI's http(s) address, e.g. http://127.0.0.1:5000")
         check_output_file(out_path, "--out")
         loaded = queries.load_study(queries.open_for_reading(db), study)
         page = render_report(loaded, mlflow_ui)
@@ -189,6 +193,7 @@ def report(
 @app.command()
 def evaluate(
     study: str = StudyArg,
+    *,
     data: Path = typer.Option(..., "--data", help="Labelled file to score on (CSV, TSV, JSON Lines or Parquet), e.g. a new month's data."),
     db: str = DbOpt,
     mlflow_uri: str = typer.Option(default_stores.MLFLOW, "--mlflow", envvar="HPO_MLFLOW", callback=remember_url, help="MLflow tracking URI holding the registry (the sweep's storage.mlflow). Env: HPO_MLFLOW."),
@@ -205,7 +210,7 @@ def evaluate(
 
     Prints accuracy, macro precision, recall and F1, per-class F1 and rows, titled with what was measured. Text classification only for now.
     """
-    from orchestrator.evaluate import evaluate_file, print_evaluation
+    from orchestrator.reports.evaluate import evaluate_file, print_evaluation
 
     with one_line_errors(debug, as_json):
         quiet_libraries(debug)

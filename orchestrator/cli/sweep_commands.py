@@ -24,7 +24,7 @@ from trials.task_specs import TASK_SPECS
 
 def _on_ray_address(config, ray_address: str | None, context: typer.Context):
     """The sweep with ``--ray-address`` (or ``RAY_ADDRESS``) as its cluster.address, once its form is checked."""
-    from orchestrator.ray_session import check_ray_address
+    from orchestrator.run.ray_session import check_ray_address
 
     if not ray_address:
         return config
@@ -35,14 +35,14 @@ def _on_ray_address(config, ray_address: str | None, context: typer.Context):
 
 @app.command()
 def validate(
-    context: typer.Context, sweep: Path = SweepArg, ray_address: str | None = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
+    context: typer.Context, sweep: Path = SweepArg, *, ray_address: str | None = RayAddressOpt, debug: bool = DebugOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Check a sweep file and all it names (model, data, databases, MLflow, results folder, Ray address); run and write nothing.
 
     With a local Ray (cluster.address null) it also checks that one trial's resources fit this machine; a cluster's nodes are checked by hpo run when it joins, before it writes anything.
     """
     from orchestrator.api import load_sweep, validate_sweep
-    from orchestrator.phase_marks import mark
+    from orchestrator.run.phase_marks import mark
 
     mark("imports")
     with one_line_errors(debug, as_json):
@@ -84,6 +84,7 @@ def validate(
 def run(
     context: typer.Context,
     sweep: Path = SweepArg,
+    *,
     n_trials: int | None = typer.Option(None, "--n-trials", min=1, help="Run this many more trials (default: budget.n_trials)."),
     total_trials: int | None = typer.Option(None, "--total-trials", min=1, help="Stop once the study has this many finished trials; exits 0 at once if it has them already."),
     timeout: str | None = typer.Option(None, "--timeout", help="Wall-clock budget, e.g. 45m or 6h: no new trials after it; running ones stop at their next epoch (PRUNED, reason budget)."),
@@ -100,13 +101,13 @@ def run(
     Running the same file again continues the same study; nothing is lost. Trials left running by a killed run are closed as FAIL (interrupted) and their parameters run again.
     """
     from orchestrator.api import load_sweep, run_sweep
-    from orchestrator.budget import parse_duration
+    from orchestrator.cli.progress import SweepProgress
     from orchestrator.errors import ConfigError
     from orchestrator.exit_codes import ExitStatus
-    from orchestrator.phase_marks import mark
-    from orchestrator.progress import SweepProgress
-    from orchestrator.runner import RunOptions
-    from orchestrator.targets import check_output_file
+    from orchestrator.run.budget import parse_duration
+    from orchestrator.run.phase_marks import mark
+    from orchestrator.run.runner import RunOptions
+    from orchestrator.run.targets import check_output_file
 
     mark("imports")
     with one_line_errors(debug, as_json):
@@ -141,9 +142,9 @@ def run(
 
 
 def _read_points(path: Path, config) -> tuple[dict, ...]:
-    from orchestrator.config import read_yaml_file
     from orchestrator.errors import ConfigError
-    from orchestrator.hyperparameter_checks import check_points
+    from orchestrator.sweep.config import read_yaml_file
+    from orchestrator.sweep.hyperparameter_checks import check_points
 
     points = read_yaml_file(path, "--enqueue", "a YAML file with a list of points")
     if not isinstance(points, list):

@@ -74,7 +74,7 @@ class Ledger:
             parent = connection.execute(select(Invocation.mlflow_parent_run_id).where(Invocation.id == self.invocation_id)).scalar()
         return ended == 1, parent
 
-    def trial_started(self, optuna_trial_id: int, number: int, ray_trial_id: str, mlflow_run_id: str, cpu: float, gpu: float, checkpoint_path: str | None) -> None:
+    def trial_started(self, optuna_trial_id: int, number: int, ray_trial_id: str, mlflow_run_id: str, *, cpu: float, gpu: float, checkpoint_path: str | None) -> None:
         with self.engine.begin() as connection:
             connection.execute(insert(LedgerTrial).values(
                 study_name=self.study_name, invocation_id=self.invocation_id, optuna_trial_id=optuna_trial_id,

@@ -11,14 +11,14 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from orchestrator import default_stores
 from orchestrator.errors import ConfigError
 from orchestrator.secrets import MISREAD_USERINFO_FIX, mask, misread_userinfo, remember_url
-from orchestrator.trial_attrs import ANSWER_ATTR, CONFIRMS, RETRY_OF, SEED_ATTR, SPLITS_ATTR
+from orchestrator.storage.trial_attrs import ANSWER_ATTR, CONFIRMS, RETRY_OF, SEED_ATTR, SPLITS_ATTR
+from orchestrator.sweep import default_stores
 from trials.objective import optuna_direction
 
 if TYPE_CHECKING:  # the inspection commands open study databases without loading the sweep file's models
-    from orchestrator.config import SweepConfig
+    from orchestrator.sweep.config import SweepConfig
 
 SQLITE_BUSY_TIMEOUT_S = 60  # how long every SQLite connection waits for a concurrent writer
 
@@ -38,21 +38,21 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
     """Raise :class:`ConfigError` unless ``url`` is a database of one of ``backends`` we can connect to. Writes nothing."""
     remember_url(url)
     if misread_userinfo(url):  # before parsing: the parser's own errors quote pieces of the password
-        raise ConfigError(field, mask(url), MISREAD_USERINFO_FIX)
+        raise ConfigError(field, url, MISREAD_USERINFO_FIX)
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ConfigError(field, mask(url), f"not a database URL; use {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db "
+        raise ConfigError(field, url, f"not a database URL; use {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db "
                                             "(with a port, a number: host:5432)") from None
     if parsed.get_backend_name() not in backends:
-        raise ConfigError(field, mask(url), f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
+        raise ConfigError(field, url, f"unsupported database {parsed.get_backend_name()!r}; use {' or '.join(backends)}, "
                                             f"e.g. {default_stores.STUDY_DB} or postgresql+psycopg://user@host/db")
     sqlite_path = sqlite_file(url)
     if sqlite_path is not None:
         if not sqlite_path.resolve().parent.is_dir():
-            raise ConfigError(field, mask(url), f"folder {sqlite_path.parent} does not exist; create it or change the path")
+            raise ConfigError(field, url, f"folder {sqlite_path.parent} does not exist; create it or change the path")
         if sqlite_path.is_dir():
-            raise ConfigError(field, mask(url), f"{sqlite_path} is a folder; name a database file in it, e.g. sqlite:///{sqlite_path / 'hpo.db'}")
+            raise ConfigError(field, url, f"{sqlite_path} is a folder; name a database file in it, e.g. sqlite:///{sqlite_path / 'hpo.db'}")
         return
     if parsed.get_backend_name() == "sqlite":
         return
@@ -63,10 +63,10 @@ def check_reachable(url: str, field: str = "storage.study_db", backends: tuple[s
         engine.dispose()
     except ModuleNotFoundError as error:
         install = "'psycopg[binary]' and use postgresql+psycopg://" if parsed.get_backend_name() == "postgresql" else "it"
-        raise ConfigError(field, mask(url), f"driver {error.name!r} is not installed; pip install {install}") from None
+        raise ConfigError(field, url, f"driver {error.name!r} is not installed; pip install {install}") from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         reason = mask(" ".join(str(getattr(error, "orig", error)).split()))[:160]
-        raise ConfigError(field, mask(url), f"cannot connect ({reason}); start the server or fix the URL") from None
+        raise ConfigError(field, url, f"cannot connect ({reason}); start the server or fix the URL") from None
 
 
 def enable_wal(url: str) -> None:
@@ -122,7 +122,7 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     """Create the sweep's study, or load it to continue when it exists. Its sampler's random
     draws depend on the sweep's seed and on the trials the study already holds: a continued
     study never proposes its earlier points again, and the same invocations repeat the same."""
-    from orchestrator.registries import SAMPLERS, SamplerInputs
+    from orchestrator.search.registries import SAMPLERS, SamplerInputs
 
     directions = [optuna_direction(objective.mode) for objective in config.objective_list]
     study = optuna.create_study(
@@ -141,7 +141,7 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
 
 def check_space_unchanged(study: optuna.Study, config: SweepConfig) -> None:
     """Refuse a search space the study's earlier trials cannot be mixed with (nothing is written)."""
-    from orchestrator.search_space import space_changes
+    from orchestrator.search.search_space import space_changes
 
     used: dict = {}
     for trial in study.get_trials(deepcopy=False):
@@ -178,7 +178,7 @@ CARRIED_USER_ATTRS = (CONFIRMS, SEED_ATTR)
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
-    """Queue an unfinished trial's parameters so the next trial runs them again (:data:`~orchestrator.trial_attrs.RETRY_OF` links the two)."""
+    """Queue an unfinished trial's parameters so the next trial runs them again (:data:`~orchestrator.storage.trial_attrs.RETRY_OF` links the two)."""
     if trial.params:
         carried = {key: trial.user_attrs[key] for key in CARRIED_USER_ATTRS if key in trial.user_attrs}
         study.enqueue_trial(trial.params, user_attrs={**carried, RETRY_OF: trial.number}, skip_if_exists=False)
@@ -212,7 +212,7 @@ def record_splits(study: optuna.Study, splits) -> None:
 
 
 def split_facts(splits) -> dict:
-    """What every place that shows a score says beside it (``orchestrator.data_facts``): rows of validation
+    """What every place that shows a score says beside it (``orchestrator.reports.data_facts``): rows of validation
     and test also in train, and the majority-class baseline on validation (classification)."""
     from trials.metrics import majority_baseline
 

@@ -1,0 +1,1 @@
+"""The data, prepared once for every trial: read, split, tokenised, the frozen-layer cache."""
