@@ -245,6 +245,31 @@ def test_a_kill_at_any_boundary_of_the_answer_loses_nothing(write_sweep):
     assert answer["test"] == pytest.approx(expected["test"])
 
 
+
+@pytest.mark.parametrize("point", ["before-registration", "mlflow-summary"])
+def test_a_sigterm_while_the_answer_is_settled_finishes_it_then_ends_interrupted(ray_session, write_sweep, monkeypatch, point):
+    """The first signal after the trials (a scheduler's timeout, `kill PID`) lets the answer be settled:
+    scored, registered, summarised; the invocation then ends interrupted (exit 130), in the ledger and
+    on its MLflow parent run alike."""
+    from orchestrator.api import run_sweep
+    from orchestrator.exit_codes import ExitStatus
+
+    config = load_sweep(_answer_sweep(write_sweep, f"term-{point}"))
+    monkeypatch.setenv("HPO_KILL_AT", point)
+    monkeypatch.setenv("HPO_KILL_SIGNAL", "SIGTERM")
+    result = run_sweep(config)
+
+    assert result.exit_status == ExitStatus.INTERRUPTED
+    answer = _settled_answer(config)
+    assert answer["test"] and result.answer["registered"] == f"{config.registered_model}/1"
+    [parent] = [r for r in _assert_nothing_running(config)[1] if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED" and parent.data.tags["hpo.exit_status"] == "interrupted"
+    engine = sa.create_engine(config.storage.study_db)
+    with engine.connect() as connection:
+        status, reason = connection.execute(sa.text("SELECT exit_status, reason FROM hpo_invocations WHERE id = :id"), {"id": result.invocation_id}).one()
+    engine.dispose()
+    assert (status, reason) == ("interrupted", "stopped by SIGTERM once the answer was settled")
+
 def test_a_trial_closed_after_its_invocation_died_ends_when_it_was_last_heard_of(write_sweep, tmp_path):
     """Not when the next invocation closed it: a trial killed before it began ran for no time, one killed
     later ran until its last result; the study, the ledger and its MLflow run say the same."""

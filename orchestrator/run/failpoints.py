@@ -2,7 +2,8 @@
 
 With ``HPO_KILL_AT=<point>`` in the environment the process SIGKILLs itself on reaching that
 point (its whole process group when it leads one, as a container runtime or the OOM killer
-would). Unset, a point costs one environment lookup.
+would); with ``HPO_KILL_SIGNAL=SIGTERM`` (or SIGINT) too, it sends itself that signal instead, as
+`kill PID` would, and goes on. Unset, a point costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ POINTS = (
 
 def reached(point: str) -> None:
     if os.environ.get("HPO_KILL_AT") != point:
+        return
+    number = signal.Signals[os.environ.get("HPO_KILL_SIGNAL", "SIGKILL")]
+    if number != signal.SIGKILL:
+        os.kill(os.getpid(), number)
         return
     if os.getpgid(0) == os.getpid():
         os.killpg(os.getpid(), signal.SIGKILL)

@@ -50,6 +50,7 @@ from orchestrator.tracking import mlflow_tags
 if TYPE_CHECKING:  # imported where used: hpo validate of a sweep whose database is wrong answers before torch loads
     from orchestrator.data.prepare import PreparedSweep
     from orchestrator.run.budget import Deadline
+    from orchestrator.run.interrupt import GracefulStop
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers cost time and disk; the study DB and MLflow hold the results.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -225,10 +226,11 @@ def _run_holding_lease(config, options: RunOptions, prepared: PreparedSweep, sto
         reason = f"{type(error).__name__}: {error}"
         raise
     finally:
-        result, exit_status, reason = _finish(
-            config, prepared, study, tracker, ledger, recorder=recorder, confirmation=confirmation, parent_run_id=parent_run_id, deadline=deadline,
-            exit_status=exit_status, reason=reason, notes=notes, best_before=best_before, started=started,
-        )
+        with stop.installed():  # a first signal now lets the answer be settled, then the invocation ends interrupted
+            result, exit_status, reason = _finish(
+                config, prepared, study, tracker, ledger, recorder=recorder, confirmation=confirmation, parent_run_id=parent_run_id, deadline=deadline,
+                stop=stop, exit_status=exit_status, reason=reason, notes=notes, best_before=best_before, started=started,
+            )
 
     if exit_status == ExitStatus.FAILED:  # every trial failed: exit 1 (an error raised by the fit is already on its way up)
         raise SweepFailedError(reason)
@@ -310,7 +312,7 @@ def _recorder(config, study, tracker, ledger, parent_run_id: str, *, deadline: D
 
 
 def _finish(config, prepared: PreparedSweep, study, tracker, ledger, *, recorder, confirmation, parent_run_id: str, deadline: Deadline,
-            exit_status: ExitStatus, reason: str | None, notes: list[str], best_before, started: float) -> tuple[SweepResult, ExitStatus, str | None]:
+            stop: GracefulStop, exit_status: ExitStatus, reason: str | None, notes: list[str], best_before, started: float) -> tuple[SweepResult, ExitStatus, str | None]:
     """The result step, also after an interruption or an error: close what is still open, settle the
     answer, summarise on MLflow, and end the parent run and the ledger's invocation with one status."""
     from orchestrator.answer.settle import record_logged, settle_answer
@@ -332,6 +334,9 @@ def _finish(config, prepared: PreparedSweep, study, tracker, ledger, *, recorder
     if exit_status == ExitStatus.OK and this_run and set(this_run) == {"FAIL"}:  # exit 1, so not ok in the ledger nor in MLflow
         reason = f"all {sum(this_run.values())} trials failed; first reason: {next(iter(recorder.outcomes.values())).reason}"
         exit_status = ExitStatus.FAILED
+    failpoints.reached("mlflow-summary")
+    if stop.signal_name and exit_status in (ExitStatus.OK, ExitStatus.BUDGET):  # it came while the answer was settled
+        exit_status, reason = ExitStatus.INTERRUPTED, f"stopped by {stop.signal_name} once the answer was settled"
     notes += recorder.notes + (confirmation.recorder.notes if confirmation is not None else [])
     recorder.release_kept()
     if confirmation is not None:
@@ -340,7 +345,6 @@ def _finish(config, prepared: PreparedSweep, study, tracker, ledger, *, recorder
         config, prepared, study, this_run=this_run, best_before=best_before, started=started, experiment_id=tracker.experiment_id,
         parent_run_id=parent_run_id, invocation_id=ledger.invocation_id, exit_status=exit_status, notes=notes, answer=answer,
     )
-    failpoints.reached("mlflow-summary")
     tracker.finish(
         parent_run_id,
         exit_status.mlflow_status,
