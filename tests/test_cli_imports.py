@@ -113,3 +113,11 @@ def test_validate_refuses_a_bad_database_before_loading_torch(tmp_path):
     assert probe["code"] == 2
     assert [name for name in probe["loaded"] if name in HEAVY] == []
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad-db.yaml"]  # nothing written
+
+
+def test_a_trial_worker_loads_no_peft_for_a_full_fine_tuning_trial(tmp_path):
+    """Every trial's worker imports the fine-tuning loop before its first step: peft (and
+    transformers' trainer utilities, which import it) load only where a LoRA trial runs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = "import sys, trials.entrypoint; print(sorted(n for n in ('peft', 'transformers.trainer_utils') if n in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip() == "[]"
