@@ -1,5 +1,6 @@
 """The shape of the house, read from its imports: circles, imports that run back up, floors,
-modules directly in ``orchestrator/`` and the longest positional argument list.
+modules directly in ``orchestrator/`` and the longest positional argument list; circles and
+imports that run back up between folders too.
 
 Reads every module of ``orchestrator/`` and ``trials/`` with ``ast`` (nothing is imported) and
 draws an edge for each import of another of their modules: at module level, inside a function
@@ -14,6 +15,11 @@ submodules is the package showing its face (Optuna's does the same), so those ed
 - **Back-up imports**: an import of a module on the same floor or higher: an import that closes
   a circle, found whether it is written at the top of the file, in a function or for the type
   checker.
+- **Folders**: the same measures with each folder as one node: each folder of ``orchestrator/``
+  (``orchestrator/run/`` is ``orchestrator.run``), ``trials/``, and each module directly in
+  ``orchestrator/`` on its own. An import between two modules of one folder is no edge; every
+  import between two folders counts, so imports that run back up between folders are counted one per
+  import, as for modules.
 
 Usage:  python bench/imports.py [--list]
 """
@@ -22,7 +28,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +113,13 @@ def read_imports(source: str, path: Path, modules: dict[str, Path]) -> list[Impo
     return found
 
 
+def folder_of(module: str) -> str:
+    """The folder a module is in: ``orchestrator.run.runner`` → ``orchestrator.run``, ``trials.model`` →
+    ``trials``; a module directly in ``orchestrator/`` (and the package itself) is its own."""
+    parts = module.split(".")
+    return parts[0] if parts[0] != "orchestrator" else ".".join(parts[:2])
+
+
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     """Tarjan's algorithm: the components of more than one module, each sorted."""
     index: dict[str, int] = {}
@@ -161,9 +175,10 @@ def floors(graph: dict[str, set[str]]) -> dict[str, int]:
     return floor
 
 
-def layering(modules: dict[str, Path], imports: list[Import]) -> tuple[list[list[str]], dict[str, int]]:
+def layering(modules: Iterable[str], imports: list[Import]) -> tuple[list[list[str]], dict[str, int]]:
     """The circles of the whole graph, and the floors drawn without the lazy and TYPE_CHECKING
     imports that close them."""
+    modules = sorted(modules)
     every: dict[str, set[str]] = {m: set() for m in modules}
     for i in imports:
         every[i.source].add(i.target)
@@ -192,7 +207,7 @@ def longest_positional(paths: list[Path], count: int = 3) -> list[tuple[int, str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", action="store_true", help="also print every module's floor")
+    parser.add_argument("--list", action="store_true", help="also print every module's floor and every folder's")
     args = parser.parse_args()
 
     modules = find_modules()
@@ -204,6 +219,11 @@ def main() -> None:
     back_up = [i for i in imports if floor[i.target] >= floor[i.source]]
     flat = sorted(m for m, p in modules.items() if p.parent == ROOT / "orchestrator" and p.name != "__init__.py")
     widest = longest_positional(list(modules.values()))
+    between = [i for i in imports if folder_of(i.source) != folder_of(i.target)]
+    folder_circles, folder_floor = layering(
+        {folder_of(m) for m in modules}, [replace(i, source=folder_of(i.source), target=folder_of(i.target)) for i in between],
+    )
+    folder_back_up = [i for i in between if folder_floor[folder_of(i.target)] >= folder_floor[folder_of(i.source)]]
 
     print(f"modules: {len(modules)} · floors: {max(floor.values()) + 1}")
     print(f"import circles: {len(circles)}")
@@ -212,6 +232,14 @@ def main() -> None:
     print(f"imports that run back up: {len(back_up)}")
     for i in back_up:
         print(f"  {i.source}:{i.line} ({i.kind}) → {i.target}  floor {floor[i.source]} → {floor[i.target]}")
+    print(f"folders: {len(folder_floor)} · floors: {max(folder_floor.values()) + 1}")
+    print(f"folder circles: {len(folder_circles)}")
+    for circle in folder_circles:
+        print("  " + " ↔ ".join(circle))
+    print(f"folder imports that run back up: {len(folder_back_up)}")
+    for i in folder_back_up:
+        source, target = folder_of(i.source), folder_of(i.target)
+        print(f"  {i.source}:{i.line} ({i.kind}) → {i.target}  {source} floor {folder_floor[source]} → {target} floor {folder_floor[target]}")
     print(f"modules directly in orchestrator/: {len(flat)}")
     print(f"longest positional argument list: {widest[0][0]}")
     for width, where in widest:
@@ -219,6 +247,9 @@ def main() -> None:
     if args.list:
         for name in sorted(modules, key=lambda m: (-floor[m], m)):
             print(f"  {floor[name]:>2}  {name}")
+        print("folders:")
+        for name in sorted(folder_floor, key=lambda f: (-folder_floor[f], f)):
+            print(f"  {folder_floor[name]:>2}  {name}")
 
 
 if __name__ == "__main__":
