@@ -4,7 +4,7 @@ Ray Tune and OptunaSearch (``bench/handwritten_tune.py``), split into phases; th
 of the demo and of a sweep whose study database URL is bad (it fails before touching data).
 
 Each program runs as a subprocess with ``HPO_PHASE_TIMES=FILE``: it appends a mark (phase name,
-wall-clock time) as each phase ends (:mod:`orchestrator.run.phase_marks`; the no-op trial marks its own
+wall-clock time) as each phase ends (:mod:`orchestrator.progress.phase_marks`; the no-op trial marks its own
 start and end). A phase's time is its mark minus the mark before; the first counts from the launch,
 "exit" is the last mark to the process's end. The two programs alternate, ``--runs`` rounds after
 one uncounted warm-up round; the table shows each phase's median. On a busy machine compare the

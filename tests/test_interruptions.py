@@ -130,7 +130,7 @@ def test_second_invocation_on_a_busy_study_exits_3(write_sweep):
 
 @pytest.mark.parametrize("point", ["before-first-trial", "between-trials", "mlflow-summary"])
 def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, point):
-    """SIGKILL at each named point of a run (orchestrator/run/failpoints.py), then the nightly command
+    """SIGKILL at each named point of a run (orchestrator/progress/failpoints.py), then the nightly command
     again: all three stores agree, nothing is RUNNING, and the study has exactly the trials asked for.
     (Two one-epoch trials: the fewest with a point between trials; the work is the two invocations.)"""
     path = write_sweep(name=f"kill-{point}", trial={"max_epochs": 1}, budget={"n_trials": 2, "max_concurrent": 1})
@@ -155,7 +155,7 @@ def test_killed_at_any_point_the_same_command_finishes_the_study(write_sweep, po
         assert parents == ["FINISHED", "KILLED"]
 
 
-# The boundaries of a sweep's answer, in the order a run reaches them (orchestrator/run/failpoints.py).
+# The boundaries of a sweep's answer, in the order a run reaches them (orchestrator/progress/failpoints.py).
 ANSWER_BOUNDARIES = ("before-confirmation", "between-confirmation-runs", "before-test-score", "before-registration",
                      "after-registration", "before-summary", "mlflow-summary")
 # Two fixed points: every invocation's search runs the same trials, whatever its sampler proposes.

@@ -19,7 +19,7 @@ from rich.console import Console
 from orchestrator.cli import progress
 from orchestrator.cli.progress import SweepProgress
 from orchestrator.errors import ConfigError
-from orchestrator.run import phases
+from orchestrator.progress import phases
 
 HPO = str(Path(sys.executable).parent / "hpo")
 STAMP = r"\d\d:\d\d:\d\d "

@@ -35,7 +35,7 @@ def score_on_test(settings, test_split, kept: KeptModel, search_trial: int) -> T
     """Rebuild the kept model (pre-trained weights + its trained parameters) and score it on ``test_split``."""
     import torch
 
-    from orchestrator.run.quiet_transformers import quiet_transformers
+    from orchestrator.progress.quiet_transformers import quiet_transformers
     from trials import checkpoint
     from trials.finetune import Hyperparameters, predict
     from trials.metrics import classification_metrics, per_class_f1

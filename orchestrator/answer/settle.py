@@ -22,8 +22,8 @@ from pathlib import Path
 import optuna
 
 from orchestrator.answer.confirm import Confirmed, confirmed
-from orchestrator.run import failpoints
-from orchestrator.run.phases import phase
+from orchestrator.progress import failpoints
+from orchestrator.progress.phases import phase
 from orchestrator.storage.ranking import rank
 from orchestrator.storage.trial_attrs import ANSWER_ATTR, CONFIRMS, MLFLOW_RUN_ID, STATE_REASON
 from orchestrator.tracking import mlflow_tags

@@ -1,6 +1,6 @@
 """What a user watches while ``hpo run`` works, on stderr (stdout stays for results and ``--json``).
 
-Every phase of the invocation (:mod:`orchestrator.run.phases`: preparing the data, starting Ray,
+Every phase of the invocation (:mod:`orchestrator.progress.phases`: preparing the data, starting Ray,
 building the frozen-layer cache, scoring on the test split, registering the model) and every
 trial (its start, each epoch's score, its end with the time left) is a line. In a terminal a
 live bar shows the trials running and the latest epoch, and only phases and finished trials
@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from orchestrator.answer.confirm import SEED_PARAM
+from orchestrator.progress import phases
 from orchestrator.reports.naming import short_params
-from orchestrator.run import phases
 from orchestrator.storage.trial_attrs import CONFIRMS
 from orchestrator.tracking import mlflow_tags
 from trials.objective import is_better

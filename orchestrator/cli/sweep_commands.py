@@ -42,7 +42,7 @@ def validate(
     With a local Ray (cluster.address null) it also checks that one trial's resources fit this machine; a cluster's nodes are checked by hpo run when it joins, before it writes anything.
     """
     from orchestrator.api import load_sweep, validate_sweep
-    from orchestrator.run.phase_marks import mark
+    from orchestrator.progress.phase_marks import mark
 
     mark("imports")
     with one_line_errors(debug, as_json):
@@ -104,8 +104,8 @@ def run(
     from orchestrator.cli.progress import SweepProgress
     from orchestrator.errors import ConfigError
     from orchestrator.exit_codes import ExitStatus
+    from orchestrator.progress.phase_marks import mark
     from orchestrator.run.budget import parse_duration
-    from orchestrator.run.phase_marks import mark
     from orchestrator.run.runner import RunOptions
     from orchestrator.run.targets import check_output_file
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from orchestrator.run.phases import phase
-from orchestrator.run.quiet_transformers import quiet_transformers
+from orchestrator.progress.phases import phase
+from orchestrator.progress.quiet_transformers import quiet_transformers
 from orchestrator.search.search_space import CategoricalParam, IntParam
 from trials import frozen_cache
 from trials.entrypoint import release_accelerator_memory

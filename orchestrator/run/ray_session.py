@@ -11,7 +11,7 @@ import time
 import urllib.parse
 
 from orchestrator.errors import ConfigError
-from orchestrator.run.phases import phase
+from orchestrator.progress.phases import phase
 from orchestrator.secrets import mask
 
 ADDRESS_FORMS = "auto (on a node of the cluster), HOST:6379 (the head's GCS address) or ray://HOST:10001 (Ray Client)"

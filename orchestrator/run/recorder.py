@@ -20,8 +20,8 @@ from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, HOSTNAME
 
 from orchestrator.answer.confirm import SEED_PARAM
+from orchestrator.progress import failpoints
 from orchestrator.reports.naming import confirmation_run_name, run_name
-from orchestrator.run import failpoints
 from orchestrator.run.outcome import Outcome, classify
 from orchestrator.search.searcher import StudySearcher
 from orchestrator.storage.ledger import Ledger

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from orchestrator.errors import StudyLockedError, SweepFailedError
 from orchestrator.exit_codes import ExitStatus
+from orchestrator.progress import failpoints
+from orchestrator.progress.phase_marks import mark
+from orchestrator.progress.phases import phase
 from orchestrator.reports.mlflow_summary import summarise
-from orchestrator.run import failpoints
-from orchestrator.run.phase_marks import mark
-from orchestrator.run.phases import phase
 from orchestrator.run.ray_session import RayStart
 from orchestrator.run.resources import check_some_node_fits
 from orchestrator.run.result import SweepResult, summarize_study, sweep_result

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.run.phase_marks import mark
+from orchestrator.progress.phase_marks import mark
 from orchestrator.run.resources import ray_request
 from orchestrator.search.registries import SCHEDULERS
 

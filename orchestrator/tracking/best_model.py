@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.run.quiet_transformers import quiet_transformers
+from orchestrator.progress.quiet_transformers import quiet_transformers
 from orchestrator.tracking import mlflow_tags
 from trials.task_specs import TEXT_CLASSIFICATION
 
