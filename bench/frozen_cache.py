@@ -40,8 +40,8 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from orchestrator.data.frozen_layers import with_frozen_cache  # noqa: E402
 from orchestrator.data.prepare import prepare  # noqa: E402
+from orchestrator.data.trial_settings import trial_settings  # noqa: E402
 from orchestrator.run.runner import RunOptions, run_sweep  # noqa: E402
-from orchestrator.run.tuning import trial_settings  # noqa: E402
 from orchestrator.sweep.config import parse_sweep  # noqa: E402
 from trials.finetune import Hyperparameters, fine_tune  # noqa: E402
 

@@ -80,7 +80,7 @@ def run_arm(args, arm: str, prepared) -> dict:
     import optuna
     import peft  # noqa: F401 (its import costs about 140 MB resident: every arm pays it, so the peaks compare training)
 
-    from orchestrator.run.tuning import trial_settings
+    from orchestrator.data.trial_settings import trial_settings
     from orchestrator.search.registries import SAMPLERS, SamplerInputs
     from orchestrator.storage.study import startup_trials
     from trials.finetune import Hyperparameters, fine_tune

@@ -78,7 +78,7 @@ def _record_one(args, config_id: int, params: dict, seed: int) -> list[dict]:
     """Fine-tune one configuration with one training seed; one row per evaluation."""
     global _PREPARED
     from orchestrator.data.prepare import prepare
-    from orchestrator.run.tuning import trial_settings
+    from orchestrator.data.trial_settings import trial_settings
     from trials.finetune import Hyperparameters, fine_tune
 
     if _PREPARED is None:  # once per worker process: tokenising is the same for every curve

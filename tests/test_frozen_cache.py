@@ -15,7 +15,7 @@ import torch
 from orchestrator.api import load_sweep, run_sweep
 from orchestrator.data.frozen_layers import frozen_boundaries, with_frozen_cache
 from orchestrator.data.prepare import prepare
-from orchestrator.run.tuning import trial_settings
+from orchestrator.data.trial_settings import trial_settings
 from tests.conftest import encoded_tiny_data, mlflow_runs
 from tests.test_image_classification import digits_folder, tiny_resnet, tiny_vit  # noqa: F401 (fixtures)
 from trials import checkpoint, frozen_cache

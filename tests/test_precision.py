@@ -103,7 +103,7 @@ def test_precision_is_checked_in_the_sweep_file(write_sweep, trial, fix):
 def test_precision_and_gradient_checkpointing_reach_the_trials(write_sweep):
     from types import SimpleNamespace
 
-    from orchestrator.run.tuning import trial_settings
+    from orchestrator.data.trial_settings import trial_settings
 
     config = load_sweep(write_sweep(trial={"precision": "bf16", "gradient_checkpointing": True}, resources={"cpu": 1, "gpu": 1}))
     settings = trial_settings(SimpleNamespace(config=config, model_path="m", label_names=["a", "b"], pad_token_id=0), keep_best_model=False)

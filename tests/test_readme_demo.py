@@ -100,8 +100,8 @@ def test_the_code_still_scores_the_demos_first_trial_as_recorded(fixture):
     import torch
 
     from orchestrator.data.frozen_layers import with_frozen_cache
+    from orchestrator.data.trial_settings import trial_settings
     from orchestrator.run.runner import validate
-    from orchestrator.run.tuning import trial_settings
     from trials.finetune import fine_tune
     from trials.hyperparameters import Hyperparameters
     from trials.result_keys import INTERIM

@@ -248,7 +248,7 @@ def _score(config, prepared, answer: Answer, kept: KeptModel, tracker, *, parent
     from pathlib import Path
 
     from orchestrator.answer.evaluation import confusion_matrix_png, score_on_test
-    from orchestrator.run.tuning import trial_settings
+    from orchestrator.data.trial_settings import trial_settings
 
     try:
         score = score_on_test(trial_settings(prepared, keep_best_model=False), prepared.test, kept, answer.trial)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from orchestrator.data.trial_settings import trial_settings
 from orchestrator.progress.phases import phase
 from orchestrator.progress.quiet_transformers import quiet_transformers
 from orchestrator.search.search_space import CategoricalParam, IntParam
@@ -62,8 +63,6 @@ def with_frozen_cache(prepared: PreparedSweep) -> tuple[PreparedSweep, str | Non
 
 
 def _cache_for(prepared) -> tuple[FrozenCache, str | None]:
-    from orchestrator.run.tuning import trial_settings
-
     config = prepared.config
     if config.trial.cache_frozen == "off":
         return FrozenCache(off="trial.cache_frozen is off"), None
