@@ -112,7 +112,8 @@ def printed(fixture: dict) -> str:
     from orchestrator.answer.settle import Answer
     from orchestrator.cli import output
     from orchestrator.exit_codes import ExitStatus
-    from orchestrator.run.result import SweepResult, TrialSummary
+    from orchestrator.run.result import SweepResult
+    from orchestrator.storage.summary import TrialSummary
 
     document = dict(fixture["result"])
     document.pop("ok", None)

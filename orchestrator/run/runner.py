@@ -29,7 +29,7 @@ from orchestrator.progress.phases import phase
 from orchestrator.reports.mlflow_summary import summarise
 from orchestrator.run.ray_session import RayStart
 from orchestrator.run.resources import check_some_node_fits
-from orchestrator.run.result import SweepResult, summarize_study, sweep_result
+from orchestrator.run.result import SweepResult, sweep_result
 from orchestrator.run.targets import check_targets
 from orchestrator.secrets import mask
 from orchestrator.storage.db.schema_lock import schema_lock
@@ -43,6 +43,7 @@ from orchestrator.storage.study import (
     open_study,
     record_splits,
 )
+from orchestrator.storage.summary import summarize_study
 from orchestrator.storage.trial_attrs import MLFLOW_EXPERIMENT_ID
 from orchestrator.sweep.config import SweepConfig
 from orchestrator.tracking import mlflow_tags

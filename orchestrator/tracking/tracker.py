@@ -101,7 +101,7 @@ class MlflowTracker:
         """
         from collections import Counter
 
-        from orchestrator.run.result import summarize_study
+        from orchestrator.storage.summary import summarize_study
 
         counts, best, _ = summarize_study(study)
         invocations = self.client.search_runs([self.experiment_id], f"tags.`{mlflow_tags.ROLE}` = '{mlflow_tags.SWEEP_ROLE}'", max_results=5000)
