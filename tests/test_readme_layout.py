@@ -1,5 +1,5 @@
 """The README's map of the code stays true: every module and folder it names exists, and its
-"How it works" table names every concept folder of ``orchestrator/``."""
+"How it works" table names every concept folder of ``orchestrator/``, each above the folders it imports."""
 
 from __future__ import annotations
 
@@ -42,3 +42,19 @@ def test_how_it_works_names_every_module_directly_in_orchestrator():
     top = {p.name for p in (ROOT / "orchestrator").glob("*.py") if p.name != "__init__.py"}
     intro = HOW_IT_WORKS.split("| folder |")[0]
     assert top == set(re.findall(r"`(\w+\.py)`", intro)), "README.md's How it works lists the modules directly in orchestrator/"
+
+
+def test_each_folder_in_the_table_imports_only_folders_below_it():
+    """The table goes from the top of the house down: no import, at the top of a file, in a
+    function or for the type checker, reaches a folder listed above the importing one."""
+    from bench.imports import find_modules, folder_of, read_imports
+
+    table = re.findall(r"^\| `((?:orchestrator|trials)/\w*/?)` \|", HOW_IT_WORKS, re.M)
+    height = {path.rstrip("/").replace("/", "."): len(table) - n for n, path in enumerate(table)}
+    modules = find_modules()
+    upward = sorted(
+        f"{i.source}:{i.line} → {i.target}"
+        for name, path in modules.items() for i in read_imports(name, path, modules)
+        if height.get(folder_of(i.target), 0) > height.get(folder_of(i.source), len(table) + 1)
+    )
+    assert not upward, f"imports that reach a folder above theirs in README.md's table: {upward}"
